@@ -1,0 +1,16 @@
+//! Laplace-LoRA Workbench: Bayesian LoRA fine-tuning of language models with calibration you can see.
+//!
+//! Flow (DESIGN.md section 3): `experiment::ExperimentConfig` -> `worker` thread (load model, load
+//! data, fine-tune, evaluate) -> `experiment::Event`s -> run directory and the faces (CLI, GUI).
+
+pub mod calibration;
+pub mod data;
+pub mod experiment;
+pub mod lora;
+pub mod model;
+pub mod testing;
+pub mod train;
+pub mod bench;
+pub mod peft;
+pub mod runio;
+pub mod worker;

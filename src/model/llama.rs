@@ -1,0 +1,281 @@
+//! A LoRA-capable decoder for the llama family (Llama, Mistral, Qwen2, SmolLM), on candle.
+//!
+//! Weights are kept in the Hugging Face layout (GGUF's rotary permutation of q and k is undone at
+//! load time, see `gguf.rs`), so that LoRA adapters trained here are PEFT adapters of the HF model.
+//! The frozen weights never receive gradients (`ops::frozen_linear`); the LoRA matrices of a
+//! `LoraSet` do. For classification only the final hidden state at the last real position is
+//! pushed through the LM head, and only through the K answer rows (DESIGN.md section 2).
+
+use super::config::Config;
+use super::ops::{frozen_linear, rms_norm, rope, softmax_last};
+use crate::lora::{LoraDropout, LoraSet, Target};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::collections::HashMap;
+
+/// A frozen linear map with an optional LoRA slot.
+struct Proj {
+    /// (d_out, d_in)
+    weight: Tensor,
+    /// (d_out)
+    bias: Option<Tensor>,
+    target: Target,
+}
+
+struct Block {
+    input_norm: Tensor,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    post_norm: Tensor,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
+}
+
+pub struct Llama {
+    pub cfg: Config,
+    /// (vocab, hidden)
+    embed: Tensor,
+    blocks: Vec<Block>,
+    final_norm: Tensor,
+    /// (vocab, hidden); the embedding matrix when tied.
+    lm_head: Tensor,
+    device: Device,
+}
+
+/// A right-padded batch of prompts. Right padding keeps rotary positions 0..T for every
+/// prompt, and the causal mask keeps pads out of every real position.
+pub struct Batch {
+    /// (B, T) u32
+    pub input_ids: Tensor,
+    /// Number of real tokens of each prompt.
+    pub lengths: Vec<usize>,
+    /// (B, K) additive mask: 0 for real choices, -1e9 for choices an item does not have.
+    pub choice_mask: Option<Tensor>,
+}
+
+impl Batch {
+    /// Builds a batch from token ids; `num_choices[b]` of the K answer slots are real.
+    pub fn new(prompts: &[&[u32]], num_choices: &[usize], k: usize, pad_id: u32, device: &Device) -> Result<Self> {
+        let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        if t == 0 || prompts.iter().any(|p| p.is_empty()) {
+            bail!("cannot build a batch with an empty prompt");
+        }
+        let mut ids = Vec::with_capacity(prompts.len() * t);
+        for p in prompts {
+            ids.extend_from_slice(p);
+            ids.extend(std::iter::repeat_n(pad_id, t - p.len()));
+        }
+        let input_ids = Tensor::from_vec(ids, (prompts.len(), t), device)?;
+        let choice_mask = if num_choices.iter().all(|&n| n == k) {
+            None
+        } else {
+            let m: Vec<f32> = num_choices
+                .iter()
+                .flat_map(|&n| (0..k).map(move |j| if j < n { 0.0 } else { -1e9 }))
+                .collect();
+            Some(Tensor::from_vec(m, (prompts.len(), k), device)?)
+        };
+        Ok(Self { input_ids, lengths: prompts.iter().map(|p| p.len()).collect(), choice_mask })
+    }
+}
+
+/// Optional training-time state for a forward pass.
+pub struct ForwardOpts<'a> {
+    pub lora: Option<&'a LoraSet>,
+    pub dropout: Option<&'a mut LoraDropout>,
+}
+
+impl Llama {
+    /// Builds the model from f32 tensors named as in Hugging Face checkpoints
+    /// (`model.layers.{i}.self_attn.q_proj.weight`, ...).
+    pub fn from_tensors(cfg: Config, mut w: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut take = |name: &str| -> Result<Tensor> {
+            let t = w.remove(name).ok_or_else(|| anyhow!("weight {name} is missing from the checkpoint"))?;
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?.contiguous()?)
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let (vocab, hidden) = embed.dims2()?;
+        if hidden != cfg.hidden_size || vocab != cfg.vocab_size {
+            bail!("embed_tokens is {vocab}x{hidden}, config says {}x{}", cfg.vocab_size, cfg.hidden_size);
+        }
+        let q_out = cfg.num_attention_heads * cfg.head_dim;
+        let kv_out = cfg.num_key_value_heads * cfg.head_dim;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut proj = |name: &str, target: Target, shape: (usize, usize), bias: bool| -> Result<Proj> {
+                let weight = take(&format!("{p}.{name}.weight"))?;
+                if weight.dims2()? != shape {
+                    bail!("{p}.{name}.weight has shape {:?}, expected {:?}", weight.dims(), shape);
+                }
+                let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
+                Ok(Proj { weight, bias, target })
+            };
+            let h = cfg.hidden_size;
+            let f = cfg.intermediate_size;
+            let b = cfg.qkv_bias;
+            let q = proj("self_attn.q_proj", Target::QProj, (q_out, h), b)?;
+            let k = proj("self_attn.k_proj", Target::KProj, (kv_out, h), b)?;
+            let v = proj("self_attn.v_proj", Target::VProj, (kv_out, h), b)?;
+            let o = proj("self_attn.o_proj", Target::OProj, (h, q_out), false)?;
+            let gate = proj("mlp.gate_proj", Target::GateProj, (f, h), false)?;
+            let up = proj("mlp.up_proj", Target::UpProj, (f, h), false)?;
+            let down = proj("mlp.down_proj", Target::DownProj, (h, f), false)?;
+            let input_norm = take(&format!("{p}.input_layernorm.weight"))?;
+            let post_norm = take(&format!("{p}.post_attention_layernorm.weight"))?;
+            blocks.push(Block { input_norm, q, k, v, o, post_norm, gate, up, down });
+        }
+        let final_norm = take("model.norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            match take("lm_head.weight") {
+                Ok(t) => t,
+                Err(_) => embed.clone(), // some checkpoints tie without saying so
+            }
+        };
+        Ok(Self { cfg, embed, blocks, final_norm, lm_head, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn lora_dims(&self) -> crate::lora::Dims {
+        crate::lora::Dims {
+            num_layers: self.cfg.num_hidden_layers,
+            hidden: self.cfg.hidden_size,
+            q_out: self.cfg.num_attention_heads * self.cfg.head_dim,
+            kv_out: self.cfg.num_key_value_heads * self.cfg.head_dim,
+            intermediate: self.cfg.intermediate_size,
+        }
+    }
+
+    /// Rotary tables for positions 0..t: (t, head_dim / 2) each.
+    fn rotary(&self, t: usize) -> Result<(Tensor, Tensor)> {
+        let inv = self.cfg.rope_inv_freq();
+        let half = inv.len();
+        let mut angles = Vec::with_capacity(t * half);
+        for pos in 0..t {
+            angles.extend(inv.iter().map(|f| pos as f32 * f));
+        }
+        let a = Tensor::from_vec(angles, (t, half), &self.device)?;
+        Ok((a.cos()?, a.sin()?))
+    }
+
+    /// Additive causal mask (t, t): 0 where key <= query (and within the sliding window), -inf elsewhere.
+    fn causal_mask(&self, t: usize) -> Result<Tensor> {
+        let win = self.cfg.sliding_window.unwrap_or(usize::MAX);
+        let m: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        Ok(Tensor::from_vec(m, (t, t), &self.device)?)
+    }
+
+    fn proj(&self, x: &Tensor, p: &Proj, layer: usize, opts: &mut ForwardOpts) -> Result<Tensor> {
+        // x: (N, d_in) -> (N, d_out)
+        let mut y = frozen_linear(x, &p.weight)?;
+        if let Some(b) = &p.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(l) = opts.lora.and_then(|s| s.get(layer, p.target)) {
+            let s = opts.lora.map(|s| s.scale()).unwrap_or(1.0);
+            let xin = match opts.dropout.as_deref_mut() {
+                Some(d) => d.apply(x)?,
+                None => x.clone(),
+            };
+            // s * (x A^T) B^T : (N, r) then (N, d_out)
+            let u = xin.matmul(&l.a.as_tensor().t()?)?;
+            y = (y + (u.matmul(&l.b.as_tensor().t()?)? * s)?)?;
+        }
+        Ok(y)
+    }
+
+    fn block(&self, i: usize, x: &Tensor, b: usize, t: usize, rot: &(Tensor, Tensor), mask: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let c = &self.cfg;
+        let (h, hkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        // x: (B*T, hidden)
+        let n = rms_norm(x, &blk.input_norm, c.rms_norm_eps)?;
+        let q = self.proj(&n, &blk.q, i, opts)?; // (B*T, h*hd)
+        let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
+        let v = self.proj(&n, &blk.v, i, opts)?;
+        let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?; // (B, h, T, hd)
+        let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, hkv, T, hd)
+        let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = rope(&q, &rot.0, &rot.1)?;
+        let k = rope(&k, &rot.0, &rot.1)?;
+        let k = candle_transformers::utils::repeat_kv(k, h / hkv)?.contiguous()?; // (B, h, T, hd)
+        let v = candle_transformers::utils::repeat_kv(v, h / hkv)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (B, h, T, T)
+        let att = softmax_last(&att.broadcast_add(mask)?)?;
+        let o = att.matmul(&v)?; // (B, h, T, hd)
+        let o = o.transpose(1, 2)?.reshape((b * t, h * hd))?;
+        let x = (x + self.proj(&o, &blk.o, i, opts)?)?;
+        let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
+        let g = self.proj(&n, &blk.gate, i, opts)?.silu()?;
+        let u = self.proj(&n, &blk.up, i, opts)?;
+        let m = self.proj(&(g * u)?, &blk.down, i, opts)?;
+        Ok((x + m)?)
+    }
+
+    /// Final-normed hidden state at the last real position of each prompt: (B, hidden).
+    pub fn last_hidden(&self, input_ids: &Tensor, lengths: &[usize], opts: &mut ForwardOpts) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+            bail!("batch lengths {lengths:?} do not fit input of shape ({b}, {t})");
+        }
+        let ids = input_ids.flatten_all()?;
+        let mut x = self.embed.index_select(&ids, 0)?; // (B*T, hidden)
+        let rot = self.rotary(t)?;
+        let mask = self.causal_mask(t)?;
+        for i in 0..self.blocks.len() {
+            x = self.block(i, &x, b, t, &rot, &mask, opts).with_context(|| format!("block {i}"))?;
+        }
+        let last: Vec<u32> = lengths.iter().enumerate().map(|(r, &l)| (r * t + l - 1) as u32).collect();
+        let last = Tensor::from_vec(last, b, &self.device)?;
+        let x = x.index_select(&last, 0)?; // (B, hidden)
+        Ok(rms_norm(&x, &self.final_norm, self.cfg.rms_norm_eps)?)
+    }
+
+    /// Logits of the K answer tokens at the last real position: (B, K). Masked choices get -1e9.
+    pub fn answer_logits(&self, batch: &Batch, answer_ids: &[u32], opts: &mut ForwardOpts) -> Result<Tensor> {
+        let h = self.last_hidden(&batch.input_ids, &batch.lengths, opts)?;
+        let ids = Tensor::from_vec(answer_ids.to_vec(), answer_ids.len(), &self.device)?;
+        let w = self.lm_head.index_select(&ids, 0)?; // (K, hidden)
+        let mut f = frozen_linear(&h, &w)?;
+        if let Some(set) = opts.lora {
+            if let Some(l) = set.head() {
+                if set.answer_token_ids != answer_ids {
+                    bail!("the LM-head adapter was made for answer tokens {:?}, not {:?}", set.answer_token_ids, answer_ids);
+                }
+                // s * (h A^T) B_ans^T with B_ans the K answer rows: (B, K)
+                let u = h.matmul(&l.a.as_tensor().t()?)?;
+                f = (f + (u.matmul(&l.b.as_tensor().t()?)? * set.scale())?)?;
+            }
+        }
+        if let Some(m) = &batch.choice_mask {
+            f = (f + m)?;
+        }
+        Ok(f)
+    }
+
+    /// Full-vocabulary next-token logits after the last token of each prompt: (B, vocab).
+    /// For generation checks only; training never computes these.
+    pub fn next_token_logits(&self, input_ids: &Tensor, lengths: &[usize], lora: Option<&LoraSet>) -> Result<Tensor> {
+        let mut opts = ForwardOpts { lora, dropout: None };
+        let h = self.last_hidden(input_ids, lengths, &mut opts)?;
+        Ok(h.matmul(&self.lm_head.t()?)?)
+    }
+
+    /// Greedy argmax of the next token for one prompt.
+    pub fn greedy_next(&self, prompt: &[u32]) -> Result<u32> {
+        let ids = Tensor::from_vec(prompt.to_vec(), (1, prompt.len()), &self.device)?;
+        let logits = self.next_token_logits(&ids, &[prompt.len()], None)?;
+        Ok(logits.squeeze(0)?.argmax(D::Minus1)?.to_scalar::<u32>()?)
+    }
+}

@@ -1,0 +1,76 @@
+//! The base model: a LoRA-capable llama-family decoder, its loaders, tokenizer and sources.
+
+pub mod config;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod ops;
+pub mod source;
+pub mod tokenizer;
+
+pub use config::Config;
+pub use llama::{Batch, ForwardOpts, Llama};
+pub use source::{resolve_model, FetchProgress, ModelFiles};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// A base model ready to use: the frozen decoder and its tokenizer.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    /// Where it came from (file or folder).
+    pub path: PathBuf,
+}
+
+impl LoadedModel {
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self> {
+        match files {
+            ModelFiles::Gguf { path } => Self::load_gguf(path, device),
+            ModelFiles::HfFolder { path } => Self::load_hf(path, device),
+        }
+    }
+
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let g = gguf::load(path, device)?;
+        let sidecar = path.with_file_name("tokenizer.json");
+        let tokenizer = if sidecar.exists() {
+            tokenizer::from_file(&sidecar)?
+        } else {
+            tokenizer::from_gguf_metadata(&g.metadata).with_context(|| format!("tokenizer of {}", path.display()))?
+        };
+        let model = Llama::from_tensors(g.config, g.tensors, device).with_context(|| format!("building model from {}", path.display()))?;
+        Ok(Self { model, tokenizer, path: path.to_path_buf() })
+    }
+
+    pub fn load_hf(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg = hf::load_config(dir)?;
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            bail!("{} has no tokenizer.json", dir.display());
+        }
+        let tokenizer = tokenizer::from_file(&tok_path)?;
+        let tensors = hf::load_tensors(dir)?;
+        let model = Llama::from_tensors(cfg, tensors, device).with_context(|| format!("building model from {}", dir.display()))?;
+        Ok(Self { model, tokenizer, path: dir.to_path_buf() })
+    }
+}
+
+/// Parses a device string from the configuration: "cpu", "cuda", "cuda:N", "metal".
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).context("device \"metal\": this build has no Metal support (build with --features metal) or no Metal device is present"),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let idx: usize = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().with_context(|| format!("device {s:?}: expected cuda:N"))?,
+                None => 0,
+            };
+            Device::new_cuda(idx).with_context(|| format!("device {s:?}: this build has no CUDA support (build with --features cuda) or no such GPU"))
+        }
+        _ => bail!("unknown device {s:?}; expected \"cpu\", \"cuda\", \"cuda:N\" or \"metal\""),
+    }
+}

@@ -1,0 +1,70 @@
+//! The background worker: runs an experiment on its own thread, streams its events over a
+//! channel and stops at the next safe point when cancelled. A panic inside the pipeline is caught
+//! and reported as an error, so the face that started the work (CLI or GUI) stays alive.
+
+use crate::experiment::{self, Event, ExperimentConfig, Outcome};
+use anyhow::{anyhow, Result};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub struct Worker {
+    pub events: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<Outcome>>>,
+}
+
+impl Worker {
+    /// Starts `experiment::run` for `cfg` into `run_dir` (already prepared).
+    pub fn spawn(cfg: ExperimentConfig, run_dir: PathBuf) -> Self {
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let c = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name("laplace-lora-worker".into())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    experiment::run(&cfg, &run_dir, &c, &mut |e| {
+                        let _ = tx.send(e.clone());
+                    })
+                }));
+                match r {
+                    Ok(r) => r,
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        let _ = tx.send(Event::Failed { stage: experiment::Stage::Write, error: format!("internal error (panic): {msg}") });
+                        Err(anyhow!("internal error (panic) in the worker: {msg}"))
+                    }
+                }
+            })
+            .expect("spawning the worker thread");
+        Self { events: rx, cancel, handle: Some(handle) }
+    }
+
+    /// Asks the worker to stop at its next check (between batches).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits for the worker and returns how the run ended.
+    pub fn join(mut self) -> Result<Outcome> {
+        match self.handle.take() {
+            Some(h) => h.join().map_err(|_| anyhow!("the worker thread panicked"))?,
+            None => Err(anyhow!("the worker was already joined")),
+        }
+    }
+}
