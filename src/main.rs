@@ -176,13 +176,15 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
             .unwrap()
             .progress_chars("=> "),
     );
+    // Without a terminal the bar is hidden and so would be its println: print plain lines then.
+    let say = |b: &ProgressBar, line: String| if b.is_hidden() { eprintln!("{line}") } else { b.println(line) };
     let mut results: Vec<(String, Metrics)> = Vec::new();
     let mut failed = None;
     for e in worker.events.iter() {
         match &e {
             Event::Stage { stage, message } => {
                 bar.set_prefix(stage_name(*stage));
-                bar.println(format!("[{}] {message}", stage_name(*stage)));
+                say(&bar, format!("[{}] {message}", stage_name(*stage)));
             }
             Event::Progress { stage, done, total } => {
                 bar.set_prefix(stage_name(*stage));
@@ -195,7 +197,7 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
                 bar.set_position(*step as u64);
                 bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
             }
-            Event::Validation { epoch, summary, .. } => bar.println(format!(
+            Event::Validation { epoch, summary, .. } => say(&bar, format!(
                 "[train] epoch {}: validation acc {:.3} ece {:.3} nll {:.3}",
                 epoch + 1,
                 summary.accuracy,
@@ -204,7 +206,7 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
             )),
             Event::Metrics { name, metrics } => results.push((name.clone(), metrics.clone())),
             Event::Failed { error, .. } => failed = Some(error.clone()),
-            Event::Cancelled { message, .. } => bar.println(format!("cancelled: {message}")),
+            Event::Cancelled { message, .. } => say(&bar, format!("cancelled: {message}")),
             _ => {}
         }
     }
