@@ -7,6 +7,11 @@ rewrites byte-identical files.
 
     python3 scripts/make_sample_data.py [--out sample_data] [--seed 20240601]
 
+The tasks lean on what a small language model already knows about everyday words (which category a
+word belongs to, opposites, capitals, the mood of a short review, what a coat or a fan is for), so
+that SmolLM2-135M-Instruct can learn the answer format from a few dozen examples, while a small
+training set still lets fine-tuning overfit and become overconfident.
+
 Datasets (each with train.jsonl / validation.jsonl / test.jsonl, 100 / 50 / 100 items):
   compare4/  4-way multiple choice, generic `mcq` JSONL (question, choices, answer index, id)
   yesno/     yes/no questions over a short passage, BoolQ JSONL (question, passage, answer bool, id)
@@ -27,68 +32,77 @@ NAMES = [
     "Umar", "Vera", "Will", "Yara", "Zoe",
 ]
 
-# ------------------------------------------------------------------------------------------------
-# compare4: which of four is largest / smallest / heaviest / first alphabetically / in a category
-
-# Animals in tiers of clearly different typical weight (lightest first).
-ANIMAL_TIERS = [
-    ["ant", "fly", "bee", "ladybug"],
-    ["mouse", "hamster", "sparrow", "frog"],
-    ["cat", "rabbit", "chicken", "duck"],
-    ["sheep", "goat", "deer", "kangaroo"],
-    ["horse", "cow", "camel", "moose"],
-    ["elephant", "hippopotamus", "rhinoceros"],
-    ["blue whale"],
-]
-
+# Categories of everyday words. No word is in two categories (no "orange", no "light").
 CATEGORIES = {
-    "fruit": ["apple", "banana", "cherry", "grape", "mango", "pear", "plum", "peach", "lemon", "orange"],
-    "animal": ["tiger", "zebra", "rabbit", "horse", "wolf", "otter", "camel", "monkey", "parrot", "lion"],
-    "colour": ["red", "blue", "green", "yellow", "purple", "brown", "pink", "black", "white", "grey"],
-    "vehicle": ["car", "bus", "train", "bicycle", "truck", "tractor", "boat", "airplane", "scooter", "tram"],
-    "tool": ["hammer", "wrench", "saw", "screwdriver", "drill", "shovel", "chisel", "pliers", "rake", "axe"],
-    "musical instrument": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "harp", "cello", "banjo", "clarinet"],
-    "piece of clothing": ["shirt", "jacket", "sock", "scarf", "sweater", "glove", "hat", "skirt", "coat", "boot"],
+    "fruit": ["apple", "banana", "cherry", "grape", "mango", "pear", "plum", "peach", "lemon", "strawberry",
+              "pineapple", "watermelon"],
+    "animal": ["dog", "cat", "horse", "cow", "tiger", "lion", "elephant", "rabbit", "monkey", "sheep", "bear",
+               "giraffe"],
+    "colour": ["red", "blue", "green", "yellow", "purple", "pink", "black", "white", "brown", "grey"],
+    "tool": ["hammer", "saw", "drill", "wrench", "screwdriver", "shovel", "axe", "pliers", "rake", "chisel"],
+    "country": ["France", "Japan", "Brazil", "Canada", "Egypt", "India", "Italy", "Mexico", "Germany", "Spain",
+                "China", "Kenya"],
+    "number": ["seven", "twelve", "three", "nine", "forty", "eight", "five", "twenty", "six", "eleven"],
+    "vehicle": ["car", "bus", "train", "bicycle", "truck", "boat", "airplane", "tractor", "motorcycle", "ship"],
+    "body part": ["hand", "foot", "nose", "ear", "elbow", "knee", "finger", "shoulder", "mouth", "eye"],
+    "piece of clothing": ["shirt", "jacket", "sock", "scarf", "sweater", "glove", "hat", "skirt", "coat", "dress"],
+    "musical instrument": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "harp", "cello"],
 }
+# Categories whose members are things one can hold or see a picture of (for "a picture of a ...").
+THING_CATEGORIES = ["fruit", "animal", "tool", "vehicle", "piece of clothing", "musical instrument"]
 
-WORDS = [
-    "anchor", "basket", "candle", "dragon", "engine", "forest", "garden", "harbor", "island", "jacket",
-    "kettle", "ladder", "marble", "needle", "orchard", "pencil", "quartz", "rocket", "saddle", "tunnel",
-    "umpire", "valley", "window", "yogurt", "zipper", "bridge", "castle", "meadow", "puzzle", "violet",
+# Pairs of opposites; no word is in two pairs, and no word of one pair is an opposite of a word of
+# another (so a distractor is never a second right answer).
+OPPOSITES = [
+    ("hot", "cold"), ("big", "small"), ("day", "night"), ("up", "down"), ("fast", "slow"), ("happy", "sad"),
+    ("young", "old"), ("open", "closed"), ("light", "dark"), ("wet", "dry"), ("tall", "short"),
+    ("full", "empty"), ("early", "late"), ("hard", "soft"), ("loud", "quiet"), ("rich", "poor"),
+    ("strong", "weak"), ("win", "lose"), ("good", "bad"), ("inside", "outside"), ("left", "right"),
+    ("first", "last"), ("thick", "thin"), ("clean", "dirty"), ("push", "pull"), ("buy", "sell"),
+    ("summer", "winter"), ("north", "south"), ("love", "hate"), ("sweet", "sour"),
 ]
+
+CAPITALS = [
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+    ("England", "London"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("China", "Beijing"), ("Greece", "Athens"),
+    ("Portugal", "Lisbon"), ("Austria", "Vienna"), ("Ireland", "Dublin"), ("Norway", "Oslo"),
+    ("Thailand", "Bangkok"), ("Kenya", "Nairobi"),
+]
+
+
+def art(word):
+    """The indefinite article for a word: "a" (fruit), "an" (animal)."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
+# ------------------------------------------------------------------------------------------------
+# compare4: which of four words is in a category / is the opposite of a word / is a capital
 
 
 def compare4_problem(rng, kind):
     """Returns (question, correct, [3 distractors]) for one template."""
-    if kind in ("largest", "smallest"):
-        nums = rng.sample(range(2, 100), 4)
-        correct = max(nums) if kind == "largest" else min(nums)
-        others = [n for n in nums if n != correct]
-        return f"Which number is the {kind}?", str(correct), [str(n) for n in others]
-    if kind in ("heaviest", "lightest"):
-        tiers = sorted(rng.sample(range(len(ANIMAL_TIERS)), 4))
-        animals = [rng.choice(ANIMAL_TIERS[t]) for t in tiers]
-        correct = animals[-1] if kind == "heaviest" else animals[0]
-        others = [a for a in animals if a != correct]
-        return f"Which animal is the {kind}?", correct, others
-    if kind == "alphabetical":
-        while True:
-            words = rng.sample(WORDS, 4)
-            if len({w[0] for w in words}) == 4:
-                break
-        correct = min(words)
-        return "Which word comes first in alphabetical order?", correct, [w for w in words if w != correct]
     if kind == "category":
         cat = rng.choice(sorted(CATEGORIES))
         correct = rng.choice(CATEGORIES[cat])
         other_cats = rng.sample([c for c in sorted(CATEGORIES) if c != cat], 3)
         others = [rng.choice(CATEGORIES[c]) for c in other_cats]
-        article = "an" if cat[0] in "aeiou" else "a"
-        return f"Which of these is {article} {cat}?", correct, others
+        q = rng.choice(["Which of these is {} {}?", "Which word names {} {}?"]).format(art(cat), cat)
+        return q, correct, others
+    if kind == "opposite":
+        pair = rng.choice(OPPOSITES)
+        word, correct = pair if rng.random() < 0.5 else pair[::-1]
+        others = [rng.choice(p) for p in rng.sample([p for p in OPPOSITES if p != pair], 3)]
+        q = rng.choice(["Which word is the opposite of \"{}\"?", "Which word means the opposite of {}?"]).format(word)
+        return q, correct, others
+    if kind == "capital":
+        country, correct = rng.choice(CAPITALS)
+        others = [c for _, c in rng.sample([p for p in CAPITALS if p[0] != country], 3)]
+        q = rng.choice(["Which city is the capital of {}?", "Which of these cities is the capital of {}?"]).format(country)
+        return q, correct, others
     raise ValueError(kind)
 
 
-COMPARE4_KINDS = ["largest", "smallest", "heaviest", "lightest", "alphabetical", "category"]
+COMPARE4_KINDS = ["category", "opposite", "capital"]
 
 
 def make_compare4(rng):
@@ -118,85 +132,58 @@ def make_compare4(rng):
 
 
 # ------------------------------------------------------------------------------------------------
-# yesno: a short invented passage and a question whose answer follows from it (BoolQ layout)
+# yesno: a one-sentence passage and a yes/no question about it (BoolQ layout)
 
-COLOURS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
-BELONGINGS = ["bicycle", "umbrella", "backpack", "scarf", "notebook", "kite", "mug", "lamp", "jacket", "wallet"]
-PLACES = ["library", "museum", "bakery", "park", "post office", "market", "cinema", "swimming pool", "zoo", "harbour"]
-ROOMS = ["kitchen", "bedroom", "garage", "attic", "hallway", "bathroom", "cellar", "living room"]
-THINGS = ["keys", "scissors", "blanket", "toolbox", "flashlight", "chessboard", "teapot", "radio"]
-SHOPS = [("bakery", "loaves of bread"), ("flower shop", "bunches of tulips"), ("bookshop", "novels"),
-         ("café", "cups of coffee"), ("toy shop", "kites"), ("fruit stall", "melons")]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
-
-
-PLURAL_THINGS = {"keys", "scissors"}
-
-
-def be(thing):
-    return "are" if thing in PLURAL_THINGS else "is"
-
-
-def art(word):
-    """The indefinite article for a word: "a" (red), "an" (orange)."""
-    return "an" if word[0] in "aeiou" else "a"
+GOOD_WORDS = ["delicious", "friendly", "wonderful", "excellent", "lovely", "fantastic", "comfortable", "great",
+              "beautiful", "perfect"]
+BAD_WORDS = ["awful", "rude", "terrible", "horrible", "dirty", "disgusting", "boring", "broken", "noisy",
+             "disappointing"]
+REVIEWED = [("restaurant", "the food"), ("hotel", "the room"), ("film", "the story"), ("café", "the coffee"),
+            ("shop", "the service"), ("concert", "the music"), ("museum", "the guide"), ("book", "the ending")]
+MARKET_CATS = ["fruit", "animal", "tool", "piece of clothing", "musical instrument", "vehicle"]
 
 
 def yesno_problem(rng, kind, want):
-    """Returns (passage, question, answer) with answer == want."""
-    if kind == "belongings":
-        a, b = rng.sample(NAMES, 2)
-        (i1, i2, i3) = rng.sample(BELONGINGS, 3)
-        (c1, c2, c3) = rng.sample(COLOURS, 3)
-        passage = f"{a} has {art(c1)} {c1} {i1} and {art(c2)} {c2} {i2}. {b} has {art(c3)} {c3} {i3}."
-        if want:
-            q = rng.choice([f"Does {a} have {art(c1)} {c1} {i1}?", f"Does {a} have {art(c2)} {c2} {i2}?", f"Does {b} have {art(c3)} {c3} {i3}?"])
-        else:
-            wrong = rng.choice([c for c in COLOURS if c not in (c1, c2, c3)])
-            q = rng.choice([f"Does {a} have {art(c3)} {c3} {i3}?", f"Does {b} have {art(c1)} {c1} {i1}?", f"Does {a} have {art(wrong)} {wrong} {i1}?"])
-        return passage, q, want
-    if kind == "sales":
-        shop, goods = rng.choice(SHOPS)
-        d1, d2 = rng.sample(DAYS, 2)
-        x, y = rng.sample(range(3, 60), 2)
-        passage = f"On {d1} the {shop} sold {x} {goods}. On {d2} it sold {y} {goods}."
-        more = rng.random() < 0.5
-        q = f"Did the {shop} sell {'more' if more else 'fewer'} {goods} on {d1} than on {d2}?"
-        ans = (x > y) if more else (x < y)
-        if ans != want:
-            passage = f"On {d1} the {shop} sold {y} {goods}. On {d2} it sold {x} {goods}."
-        return passage, q, want
-    if kind == "order":
-        a = rng.choice(NAMES)
-        p1, p2, p3 = rng.sample(PLACES, 3)
-        passage = (f"In the morning {a} went to the {p1}. After lunch {a} visited the {p2}, "
-                   f"and in the evening {a} stopped at the {p3}.")
-        order = [p1, p2, p3]
-        i, j = rng.sample(range(3), 2)
-        if (i < j) != want:
-            i, j = j, i
-        q = f"Did {a} go to the {order[i]} before the {order[j]}?"
-        return passage, q, want
-    if kind == "location":
-        t1, t2 = rng.sample(THINGS, 2)
-        r1, r2 = rng.sample(ROOMS, 2)
-        passage = f"The {t1} {be(t1)} in the {r1}, and the {t2} {be(t2)} in the {r2}."
-        room = r1 if want else rng.choice([r2, rng.choice([r for r in ROOMS if r not in (r1, r2)])])
-        q = f"{be(t1).capitalize()} the {t1} in the {room}?"
-        return passage, q, want
-    if kind == "age":
-        a, b = rng.sample(NAMES, 2)
-        x, y = rng.sample(range(6, 80), 2)
-        older = rng.random() < 0.5
-        if ((x > y) if older else (x < y)) != want:
-            x, y = y, x
-        passage = f"{a} is {x} years old and {b} is {y} years old."
-        q = f"Is {a} {'older' if older else 'younger'} than {b}?"
-        return passage, q, want
+    """Returns (passage, question) whose answer is `want`."""
+    if kind == "picture":
+        name = rng.choice(NAMES)
+        cat = rng.choice(THING_CATEGORIES)
+        word = rng.choice(CATEGORIES[cat])
+        asked = cat if want else rng.choice([c for c in THING_CATEGORIES if c != cat])
+        passage = rng.choice(["{n} is holding a picture of {a} {w}.", "{n} drew {a} {w} on the card."]).format(
+            n=name, a=art(word), w=word)
+        q = f"Is the picture of {art(asked)} {asked}?"
+        return passage, q
+    if kind == "review":
+        name = rng.choice(NAMES)
+        place, part = rng.choice(REVIEWED)
+        good = want
+        words = rng.sample(GOOD_WORDS if good else BAD_WORDS, 2)
+        passage = f"{name} said that the {place} was {words[0]} and {part} was {words[1]}."
+        q = rng.choice([f"Did {name} like the {place}?", f"Was {name} happy with the {place}?"])
+        return passage, q
+    if kind == "opposite":
+        name = rng.choice(NAMES)
+        pair = rng.choice(OPPOSITES)
+        a, b = pair if rng.random() < 0.5 else pair[::-1]
+        if not want:
+            other = rng.choice([p for p in OPPOSITES if p != pair])
+            b = rng.choice(other)
+        passage = f"On the word test, {name} wrote \"{a}\" next to \"{b}\"."
+        q = f"Is \"{b}\" the opposite of \"{a}\"?"
+        return passage, q
+    if kind == "capital":
+        name = rng.choice(NAMES)
+        country, city = rng.choice(CAPITALS)
+        if not want:
+            city = rng.choice([c for k, c in CAPITALS if k != country])
+        passage = f"{name} is reading a travel guide about {city}."
+        q = f"Is {city} the capital of {country}?"
+        return passage, q
     raise ValueError(kind)
 
 
-YESNO_KINDS = ["belongings", "sales", "order", "location", "age"]
+YESNO_KINDS = ["picture", "review", "opposite", "capital"]
 
 
 def make_yesno(rng):
@@ -208,77 +195,79 @@ def make_yesno(rng):
             k = len(rows)
             kind = YESNO_KINDS[(k // 2) % len(YESNO_KINDS)]
             want = k % 2 == 0  # balanced: half true, half false
-            passage, q, ans = yesno_problem(rng, kind, want)
+            passage, q = yesno_problem(rng, kind, want)
             if (passage, q) in seen:
                 continue
             seen.add((passage, q))
-            rows.append({"id": f"yesno-{split}-{k + 1:04d}", "question": q, "passage": passage, "answer": ans})
+            rows.append({"id": f"yesno-{split}-{k + 1:04d}", "question": q, "passage": passage, "answer": want})
         rng.shuffle(rows)
         out[split] = rows
     return out
 
 
 # ------------------------------------------------------------------------------------------------
-# cloze2: WinoGrande-style twin sentences; a trigger word flips which option fills the blank
+# cloze2: WinoGrande-style twin sentences; one cue word flips which option fills the blank
 
-FIT_PAIRS = [("piano", "elevator"), ("sofa", "van"), ("cake", "box"), ("laptop", "drawer"), ("painting", "car"),
-             ("tree", "pot"), ("guitar", "locker"), ("mattress", "trunk"), ("bicycle", "shed"), ("pumpkin", "basket"),
-             ("statue", "crate"), ("blanket", "suitcase"), ("bookshelf", "truck"), ("pizza", "oven"), ("fish", "bowl")]
-FIT_ADJ = [("big", "small"), ("large", "tiny"), ("wide", "narrow"), ("long", "short")]
-BREAK_PAIRS = [("glass", "floor"), ("vase", "tiles"), ("egg", "counter"), ("plate", "pavement"), ("mirror", "rock"),
-               ("cup", "sink"), ("light bulb", "step"), ("bottle", "driveway"), ("ornament", "table"), ("jar", "stairs")]
-BREAK_ADJ = [("fragile", "hard"), ("delicate", "solid"), ("thin", "sturdy")]
-HELP_TOPICS = [("fixing the car", "engines"), ("the tax forms", "taxes"), ("the garden", "plants"),
-               ("the new computer", "computers"), ("the dinner party", "cooking"), ("the science project", "chemistry"),
-               ("the broken bicycle", "bikes"), ("the history essay", "history")]
-CONTESTS = [("finished the race ahead of", "ran much", ("faster", "slower")),
-            ("won the chess game against", "played more", ("carefully", "carelessly")),
-            ("beat", "had practised", ("every day", "very little")),
-            ("scored more points than", "was", ("better prepared", "less prepared"))]
-GIFT = [("thanked", "had {}received a lovely present", "had {}given a lovely present"),
-        ("paid", "had {}bought the old bicycle", "had {}sold the old bicycle")]
-SHARE_FOOD = ["sandwich", "pizza", "apple pie", "chocolate bar", "bowl of soup"]
+# (cue for the first option, cue for the second option) completing "... because it was _ ..."
+WEATHER = {
+    "cold": ["put on a warm coat", "wore thick gloves", "sat close to the heater", "lit a fire in the stove",
+             "wrapped up in a woolly scarf"],
+    "hot": ["turned on the fan", "went for a swim", "bought an ice cream", "wore shorts and sandals",
+            "sat in the shade"],
+}
+# word, same-meaning word, opposite word
+SYNONYMS = [
+    ("big", "large", "small"), ("happy", "glad", "sad"), ("fast", "quick", "slow"), ("start", "begin", "finish"),
+    ("rich", "wealthy", "poor"), ("tiny", "little", "huge"), ("shut", "closed", "open"), ("correct", "right", "wrong"),
+    ("easy", "simple", "difficult"), ("silent", "quiet", "loud"), ("scared", "afraid", "brave"),
+    ("shout", "yell", "whisper"), ("clever", "smart", "stupid"), ("angry", "mad", "calm"), ("sick", "ill", "healthy"),
+    ("below", "under", "above"),
+]
+FEELINGS = [
+    ("happy", ["getting a wonderful present", "winning the big prize", "hearing some great news",
+               "passing the exam", "a lovely day at the beach"]),
+    ("sad", ["losing a favourite toy", "missing the last bus home", "breaking a favourite mug", "failing the exam",
+             "a quarrel with a good friend"]),
+]
+NEEDS = [  # (state, actions that fix it)
+    ("thirsty", ["drank a glass of water", "drank some juice"]),
+    ("hungry", ["ate a big sandwich", "cooked a bowl of pasta"]),
+    ("tired", ["went to bed early", "took a long nap"]),
+    ("cold", ["put on a sweater", "closed the window"]),
+]
 
 
 def cloze2_pair(rng, kind):
     """Returns a twin: [(sentence, option1, option2, answer), ...] with opposite answers."""
-    if kind == "fit":
-        obj, container = rng.choice(FIT_PAIRS)
-        big, small = rng.choice(FIT_ADJ)
-        s = "The {} did not fit into the {} because the _ was too {}."
-        twins = [(s.format(obj, container, big), obj), (s.format(obj, container, small), container)]
-        opts = [obj, container]
-    elif kind == "break":
-        thing, surface = rng.choice(BREAK_PAIRS)
-        frag, hard = rng.choice(BREAK_ADJ)
-        s = "The {} broke when it fell on the {} because the _ was so {}."
-        twins = [(s.format(thing, surface, frag), thing), (s.format(thing, surface, hard), surface)]
-        opts = [thing, surface]
-    elif kind == "help":
-        p1, p2 = rng.sample(NAMES, 2)
-        task, topic = rng.choice(HELP_TOPICS)
-        s = "{} asked {} for help with {} because _ knew {} about {}."
-        twins = [(s.format(p1, p2, task, "a lot", topic), p2), (s.format(p1, p2, task, "very little", topic), p1)]
-        opts = [p1, p2]
-    elif kind == "contest":
-        p1, p2 = rng.sample(NAMES, 2)
-        verb, mid, (good, bad) = rng.choice(CONTESTS)
-        s = "{} {} {} because _ {} {}."
-        twins = [(s.format(p1, verb, p2, mid, good), p1), (s.format(p1, verb, p2, mid, bad), p2)]
-        opts = [p1, p2]
-    elif kind == "gift":
-        p1, p2 = rng.sample(NAMES, 2)
-        verb, first, second = rng.choice(GIFT)
-        adv = rng.choice(["", "just ", "finally "])
-        s = "{} {} {} because _ {}."
-        twins = [(s.format(p1, verb, p2, first.format(adv)), p1), (s.format(p1, verb, p2, second.format(adv)), p2)]
-        opts = [p1, p2]
-    elif kind == "share":
-        p1, p2 = rng.sample(NAMES, 2)
-        food = rng.choice(SHARE_FOOD)
-        s = "{} gave {} half of the {} because _ was {}."
-        twins = [(s.format(p1, p2, food, "very hungry"), p2), (s.format(p1, p2, food, "already full"), p1)]
-        opts = [p1, p2]
+    name = rng.choice(NAMES)
+    if kind == "weather":
+        c = rng.choice(WEATHER["cold"])
+        h = rng.choice(WEATHER["hot"])
+        s = "{} {} because it was _ outside."
+        twins = [(s.format(name, c), "cold"), (s.format(name, h), "hot")]
+        opts = ["cold", "hot"]
+    elif kind == "meaning":
+        word, same, opp = rng.choice(SYNONYMS)
+        twins = [(f"{name} learned that the word _ means the same as \"{word}\".", same),
+                 (f"{name} learned that the word _ means the opposite of \"{word}\".", opp)]
+        opts = [same, opp]
+    elif kind == "category":
+        c1, c2 = rng.sample(THING_CATEGORIES, 2)
+        w1, w2 = rng.choice(CATEGORIES[c1]), rng.choice(CATEGORIES[c2])
+        s = "{} {} is a kind of _ that most people know."
+        twins = [(s.format(art(w1).capitalize(), w1), c1), (s.format(art(w2).capitalize(), w2), c2)]
+        opts = [c1, c2]
+    elif kind == "feeling":
+        good = rng.choice(FEELINGS[0][1])
+        bad = rng.choice(FEELINGS[1][1])
+        s = "{} felt very _ after {}."
+        twins = [(s.format(name, good), "happy"), (s.format(name, bad), "sad")]
+        opts = ["happy", "sad"]
+    elif kind == "need":
+        (st1, acts1), (st2, acts2) = rng.sample(NEEDS, 2)
+        s = "{} felt _ and {}."
+        twins = [(s.format(name, rng.choice(acts1)), st1), (s.format(name, rng.choice(acts2)), st2)]
+        opts = [st1, st2]
     else:
         raise ValueError(kind)
     if rng.random() < 0.5:
@@ -286,7 +275,7 @@ def cloze2_pair(rng, kind):
     return [(sent, opts[0], opts[1], "1" if ans == opts[0] else "2") for sent, ans in twins]
 
 
-CLOZE2_KINDS = ["fit", "break", "help", "contest", "gift", "share"]
+CLOZE2_KINDS = ["weather", "meaning", "category", "feeling", "need"]
 
 
 def make_cloze2(rng):
@@ -295,11 +284,15 @@ def make_cloze2(rng):
     for split, n in SIZES.items():
         rows = []
         pairs = 0
+        tries = 0
         while len(rows) < n:
             kind = CLOZE2_KINDS[pairs % len(CLOZE2_KINDS)]
             twin = cloze2_pair(rng, kind)
-            key = twin[0][0]
+            key = (twin[0][0], twin[1][0])
             if key in seen:
+                tries += 1
+                if tries > 10000:
+                    raise RuntimeError(f"cloze2: too few distinct {kind} items")
                 continue
             seen.add(key)
             pairs += 1

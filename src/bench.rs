@@ -15,6 +15,9 @@ pub struct BenchReport {
     /// One LoRA step (forward, backward, AdamW), batch 4 x 64 tokens, r = 8 on q and v.
     pub lora_step_s: f64,
     pub lora_step_repeats: usize,
+    /// Recomputing Sigma_f and the probit predictive of 1,000 cached examples (K = 4) at a new
+    /// prior precision (the slider), in milliseconds.
+    pub prior_recompute_ms: f64,
     pub threads: usize,
     pub peak_rss_mib: f64,
 }

@@ -6,6 +6,7 @@
 
 use crate::calibration::{self, Metrics};
 use crate::data::{self, Format, Item, SplitSpec};
+use crate::laplace::LaplaceConfig;
 use crate::lora::{LoraConfig, LoraSet, Target};
 use crate::model::{self, tokenizer, FetchProgress, LoadedModel};
 use crate::runio::{write_atomic, write_json_atomic, JsonLines};
@@ -118,10 +119,22 @@ pub struct LaplaceSection {
     pub prior: PriorChoice,
     pub predictive: String,
     pub samples: usize,
+    /// Kronecker factors with a larger side are kept low-rank (top `low_rank_k` eigenpairs).
+    pub low_rank_threshold: usize,
+    pub low_rank_k: usize,
+    /// The prior-precision grid: curve and grid search.
+    pub delta_min: f64,
+    pub delta_max: f64,
+    pub grid_points: usize,
+    /// The full structure is refused above this many parameters.
+    pub max_full_params: usize,
+    /// Skip the Laplace stage (MAP and temperature scaling only).
+    pub enabled: bool,
 }
 
 impl Default for LaplaceSection {
     fn default() -> Self {
+        let d = LaplaceConfig::default();
         Self {
             subset: "all".into(),
             structure: "kron".into(),
@@ -129,7 +142,14 @@ impl Default for LaplaceSection {
             positions: "reduce".into(),
             prior: PriorChoice::Method("marglik".into()),
             predictive: "probit".into(),
-            samples: 1000,
+            samples: d.samples,
+            low_rank_threshold: d.low_rank_threshold,
+            low_rank_k: d.low_rank_k,
+            delta_min: d.delta_min,
+            delta_max: d.delta_max,
+            grid_points: d.grid_points,
+            max_full_params: d.max_full_params,
+            enabled: true,
         }
     }
 }
@@ -149,14 +169,48 @@ impl LaplaceSection {
         one_of("laplace.positions", &self.positions, &["expand", "reduce", "last"])?;
         one_of("laplace.predictive", &self.predictive, &["probit", "mc", "bridge"])?;
         match &self.prior {
-            PriorChoice::Fixed(d) if !(d.is_finite() && *d > 0.0) => bail!("laplace.prior = {d} must be a positive number, \"marglik\" or \"grid\""),
-            PriorChoice::Method(m) => one_of("laplace.prior", m, &["marglik", "grid"])?,
+            PriorChoice::Fixed(d) if !(d.is_finite() && *d > 0.0) => bail!("laplace.prior = {d} must be a positive number, \"marglik\", \"marglik_layer\" or \"grid\""),
+            PriorChoice::Method(m) => one_of("laplace.prior", m, &["marglik", "marglik_layer", "grid"])?,
             _ => {}
         }
-        if self.samples == 0 {
-            bail!("laplace.samples must be at least 1");
-        }
-        Ok(())
+        self.to_config(0)?.validate()
+    }
+
+    pub fn to_config(&self, seed: u64) -> Result<LaplaceConfig> {
+        use crate::laplace::*;
+        Ok(LaplaceConfig {
+            subset: if self.subset == "all" { Subset::All } else { Subset::LastLayer },
+            structure: match self.structure.as_str() {
+                "kron" => Structure::Kron,
+                "diag" => Structure::Diag,
+                _ => Structure::Full,
+            },
+            curvature: if self.curvature == "ggn" { CurvatureKind::Ggn } else { CurvatureKind::Fisher },
+            positions: match self.positions.as_str() {
+                "expand" => Positions::Expand,
+                "reduce" => Positions::Reduce,
+                _ => Positions::Last,
+            },
+            prior: match &self.prior {
+                PriorChoice::Fixed(d) => PriorMethod::Fixed(*d),
+                PriorChoice::Method(m) if m == "grid" => PriorMethod::Grid,
+                PriorChoice::Method(m) if m == "marglik_layer" => PriorMethod::MarglikPerLayer,
+                PriorChoice::Method(_) => PriorMethod::Marglik,
+            },
+            predictive: match self.predictive.as_str() {
+                "probit" => PredictiveKind::Probit,
+                "mc" => PredictiveKind::Mc,
+                _ => PredictiveKind::Bridge,
+            },
+            samples: self.samples,
+            low_rank_threshold: self.low_rank_threshold,
+            low_rank_k: self.low_rank_k,
+            max_full_params: self.max_full_params,
+            delta_min: self.delta_min,
+            delta_max: self.delta_max,
+            grid_points: self.grid_points,
+            seed,
+        })
     }
 }
 
@@ -238,6 +292,7 @@ pub enum Stage {
     Train,
     Evaluate,
     Calibrate,
+    Laplace,
     Write,
 }
 
@@ -336,6 +391,17 @@ pub struct Prediction {
     pub map_probs: Vec<f64>,
     pub temperature_probs: Vec<f64>,
     pub zero_shot_probs: Option<Vec<f64>>,
+    /// Laplace-LoRA predictive, and the functional mean and covariance it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub laplace_probs: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llla_probs: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_mean: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_cov: Option<Vec<Vec<f64>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llla_logit_cov: Option<Vec<Vec<f64>>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -505,7 +571,7 @@ fn pipeline(
     })?;
     let pad = tokenizer::pad_id(&m.tokenizer);
     let eval_bs = (cfg.train.batch_size * 2).max(1);
-    let k = d.answer_ids.len();
+    let _k = d.answer_ids.len();
 
     let predict = |stage: Stage, lora: Option<&LoraSet>, set: &[Encoded], send: &mut dyn FnMut(Event) -> Result<()>| -> Result<Option<Vec<Vec<f64>>>> {
         let mut err = None;
@@ -539,9 +605,15 @@ fn pipeline(
     let lora = LoraSet::new(lcfg, &m.model.lora_dims(), d.answer_ids.clone(), cfg.train.seed, &device)?;
     send(Event::Stage { stage: *stage, message: format!("fine-tuning {} LoRA parameters", lora.num_params()) })?;
     let val_labels = labels_of(&d.validation);
-    let mut pending: Vec<Event> = Vec::new();
+    // Steps and validation passes go out live (the GUI draws them as they come).
+    let send_err: std::cell::RefCell<Option<anyhow::Error>> = std::cell::RefCell::new(None);
     let outcome = {
-        let pending_ref = std::cell::RefCell::new(&mut pending);
+        let send_cell = std::cell::RefCell::new(&mut *send);
+        let forward = |e: Event| {
+            if let Err(err) = (send_cell.borrow_mut())(e) {
+                send_err.borrow_mut().get_or_insert(err);
+            }
+        };
         train::train(
             &m.model,
             &lora,
@@ -550,21 +622,19 @@ fn pipeline(
             pad,
             &cfg.train,
             cancel,
-            &mut |r| pending_ref.borrow_mut().push(Event::from(r)),
+            &mut |r| forward(Event::from(r)),
             &mut |epoch, step| {
                 let logits = train::predict_logits(&m.model, Some(&lora), &d.validation, &d.answer_ids, pad, eval_bs, cancel, &mut |_, _| {})?;
                 if let Some(l) = logits {
                     let mm = calibration::metrics(&probs_of(&l), &val_labels);
-                    pending_ref.borrow_mut().push(Event::Validation { epoch, step, split: "validation".into(), summary: Summary::from(&mm) });
+                    forward(Event::Validation { epoch, step, split: "validation".into(), summary: Summary::from(&mm) });
                 }
                 Ok(())
             },
         )
     };
-    // Events collected inside the loop are forwarded in order (the closures above cannot borrow
-    // `send` while `predict` holds it).
-    for e in pending.drain(..) {
-        send(e)?;
+    if let Some(e) = send_err.into_inner() {
+        return Err(e);
     }
     // Keep the adapter even on a cancel or a failure: it is the last good state.
     let save_adapter = || crate::peft::save(&lora, m.model.cfg.vocab_size, &cfg.model.source, &run_dir.join("adapter"));
@@ -602,36 +672,159 @@ fn pipeline(
     send(Event::Stage { stage: *stage, message: format!("temperature {:.3} (validation NLL {:.4} -> {:.4})", fit.temperature, fit.nll_before, fit.nll_after) })?;
     send(Event::Metrics { name: "temperature".into(), metrics: temp.clone() })?;
 
-    // 7. Files.
+    // 7. Files: MAP and temperature now, so that a failure or a cancel in the Laplace stage
+    // keeps them; rewritten below with the Laplace results.
     *stage = Stage::Write;
     // Every method's test metrics at the same depth ({"map": {...}, "temperature": {...}}), the
     // fitted temperature inside its entry, and the training split's numbers apart under "train".
     let mut temperature = serde_json::to_value(&temp)?;
     temperature["temperature"] = serde_json::json!(fit.temperature);
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "zero_shot": zs,
         "map": map,
         "temperature": temperature,
         "train": { "zero_shot": zs_train, "map": map_train },
     });
     write_json_atomic(&run_dir.join("metrics.json"), &metrics)?;
+    let mut preds: Vec<Prediction> = d
+        .splits
+        .test
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let nc = it.num_choices();
+            Prediction {
+                id: it.id.clone(),
+                prompt: it.prompt.clone(),
+                choices: it.choices.clone(),
+                label: it.label,
+                answer_token_ids: d.answer_ids[..nc].to_vec(),
+                map_logits: test_logits[i][..nc].to_vec(),
+                map_probs: map_probs[i][..nc].to_vec(),
+                temperature_probs: t_probs[i][..nc].to_vec(),
+                zero_shot_probs: Some(calibration::softmax(&zs_logits[i])[..nc].to_vec()),
+                laplace_probs: None,
+                llla_probs: None,
+                logit_mean: None,
+                logit_cov: None,
+                llla_logit_cov: None,
+            }
+        })
+        .collect();
+    write_predictions(&run_dir.join("predictions.jsonl"), &preds)?;
+    if !cfg.laplace.enabled {
+        return Ok(Outcome::Finished);
+    }
+
+    // 8. Laplace-LoRA and LLLA.
+    *stage = Stage::Laplace;
+    let lc = cfg.laplace.to_config(cfg.train.seed)?;
+    let mut fit_err = None;
+    let result = crate::laplace::fit::fit(
+        &m.model,
+        &lora,
+        &d.train,
+        &d.validation,
+        &d.test,
+        &d.answer_ids,
+        pad,
+        eval_bs,
+        &lc,
+        cancel,
+        &mut |p| {
+            let e = match p {
+                crate::laplace::fit::FitProgress::Message(message) => Event::Stage { stage: Stage::Laplace, message },
+                crate::laplace::fit::FitProgress::Step { done, total, .. } => Event::Progress { stage: Stage::Laplace, done: done as u64, total: total as u64 },
+            };
+            if let Err(e) = send(e) {
+                fit_err = Some(e);
+            }
+        },
+    )?;
+    if let Some(e) = fit_err {
+        return Err(e);
+    }
+    let Some(r) = result else { return Ok(Outcome::Cancelled) };
+    *stage = Stage::Write;
+    let lap = calibration::metrics(&r.test_probs, &test_labels);
+    send(Event::Metrics { name: "laplace".into(), metrics: lap.clone() })?;
+    metrics["laplace"] = serde_json::to_value(&lap)?;
+    if let Some(lp) = &r.llla_probs {
+        let ll = calibration::metrics(lp, &test_labels);
+        send(Event::Metrics { name: "llla".into(), metrics: ll.clone() })?;
+        metrics["llla"] = serde_json::to_value(&ll)?;
+    }
+    let k = d.answer_ids.len();
+    for (i, p) in preds.iter_mut().enumerate() {
+        let nc = p.choices.len();
+        let f = &r.test[i];
+        let cov = |s: &[f64]| -> Vec<Vec<f64>> { (0..nc).map(|c| s[c * k..c * k + nc].to_vec()).collect() };
+        p.laplace_probs = Some(r.test_probs[i][..nc].to_vec());
+        p.llla_probs = r.llla_probs.as_ref().map(|l| l[i][..nc].to_vec());
+        p.logit_mean = Some(f.mu[..nc].to_vec());
+        p.logit_cov = Some(cov(&f.sigma[0]));
+        p.llla_logit_cov = f.sigma.get(1).map(|s| cov(s));
+    }
+    write_laplace_files(run_dir, &lc, &r)?;
+    write_json_atomic(&run_dir.join("metrics.json"), &metrics)?;
+    write_predictions(&run_dir.join("predictions.jsonl"), &preds)?;
+    send(Event::Artifact { path: "laplace/posterior.safetensors".into() })?;
+    Ok(Outcome::Finished)
+}
+
+fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
     let mut lines = Vec::new();
-    for (i, it) in d.splits.test.iter().enumerate() {
-        let p = Prediction {
-            id: it.id.clone(),
-            prompt: it.prompt.clone(),
-            choices: it.choices.clone(),
-            label: it.label,
-            answer_token_ids: d.answer_ids[..it.num_choices()].to_vec(),
-            map_logits: test_logits[i][..it.num_choices()].to_vec(),
-            map_probs: map_probs[i][..it.num_choices()].to_vec(),
-            temperature_probs: t_probs[i][..it.num_choices()].to_vec(),
-            zero_shot_probs: Some(calibration::softmax(&zs_logits[i])[..it.num_choices()].to_vec()),
-        };
-        lines.extend(serde_json::to_vec(&p)?);
+    for p in preds {
+        lines.extend(serde_json::to_vec(p)?);
         lines.push(b'\n');
     }
-    write_atomic(&run_dir.join("predictions.jsonl"), &lines)?;
-    let _ = k;
-    Ok(Outcome::Finished)
+    write_atomic(path, &lines)
+}
+
+/// `laplace/posterior.safetensors`, `laplace/laplace.json`, `laplace/spectral_cache.safetensors`
+/// and `prior_curve.csv`.
+fn write_laplace_files(run_dir: &Path, lc: &LaplaceConfig, r: &crate::laplace::fit::LaplaceResult) -> Result<()> {
+    let dir = run_dir.join("laplace");
+    std::fs::create_dir_all(&dir)?;
+    r.posterior.save(&dir.join("posterior.safetensors"), &r.deltas)?;
+    let scalar = |d: &[f64]| -> Option<f64> {
+        let v: Vec<f64> = d.iter().copied().filter(|x| x.is_finite()).collect();
+        let first = *v.first()?;
+        v.iter().all(|x| (x / first - 1.0).abs() < 1e-12).then_some(first)
+    };
+    let llla = r.llla.as_ref().map(|(idx, d, lml)| {
+        serde_json::json!({
+            "blocks": idx.iter().map(|&i| r.posterior.names[i].clone()).collect::<Vec<_>>(),
+            "prior_precision": scalar(d),
+            "prior_precision_per_block": idx.iter().map(|&i| d[i]).collect::<Vec<_>>(),
+            "log_marglik": lml,
+        })
+    });
+    let json = serde_json::json!({
+        "config": lc,
+        "posterior": r.posterior.meta(),
+        "n_params": r.posterior.n_params(),
+        "prior_precision": scalar(&r.deltas),
+        "prior_precision_per_block": r.deltas,
+        "log_marglik": r.log_marglik,
+        "clamped_eigenvalues": r.posterior.clamped,
+        "llla": llla,
+        "llla_note": if r.llla.is_none() { Some("LLLA is not carved out of a full-structure posterior over every block; run with subset = \"last_layer\"") } else { None },
+        "seconds_curvature": r.seconds_curvature,
+        "seconds_per_test_example": r.seconds_per_test_example,
+        "spectral_grid": r.grid,
+    });
+    write_json_atomic(&dir.join("laplace.json"), &json)?;
+    let mut csv = String::from("delta,log_marglik,val_nll,val_ece\n");
+    for p in &r.curve {
+        csv.push_str(&format!("{},{},{},{}\n", p.delta, p.log_marglik, p.val_nll, p.val_ece));
+    }
+    write_atomic(&run_dir.join("prior_curve.csv"), csv.as_bytes())?;
+    crate::laplace::cache::save_cache(
+        &dir.join("spectral_cache.safetensors"),
+        &r.test.iter().map(|f| f.spectral[0].clone()).collect::<Vec<_>>(),
+        &r.test.iter().map(|f| f.mu.clone()).collect::<Vec<_>>(),
+        &r.grid,
+    )?;
+    Ok(())
 }

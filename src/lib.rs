@@ -14,3 +14,4 @@ pub mod bench;
 pub mod peft;
 pub mod runio;
 pub mod worker;
+pub mod laplace;

@@ -216,11 +216,20 @@ impl LoraSet {
     }
 
     pub fn get(&self, layer: usize, target: Target) -> Option<&LoraLayer> {
-        self.lookup.get(layer)?[target_slot(target)].map(|i| &self.layers[i])
+        self.index_of(layer, target).map(|i| &self.layers[i])
+    }
+
+    /// Position in `layers` of the adapter on `target` in block `layer`.
+    pub fn index_of(&self, layer: usize, target: Target) -> Option<usize> {
+        self.lookup.get(layer)?[target_slot(target)]
     }
 
     pub fn head(&self) -> Option<&LoraLayer> {
         self.head.map(|i| &self.layers[i])
+    }
+
+    pub fn head_index(&self) -> Option<usize> {
+        self.head
     }
 
     pub fn scale(&self) -> f64 {

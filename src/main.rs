@@ -1,5 +1,7 @@
 //! `laplace-lora`: the command-line face of the workbench (DESIGN.md section 4).
 
+mod app;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -66,6 +68,27 @@ the PyTorch reference in benches/reference/.")]
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
+    #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
+collect the exact GGN block (dense) and the KFAC approximations with positions expand, reduce and \
+last over the same training examples, and print the relative Frobenius error of the curvature and \
+of the functional covariance of held-out examples. Writes RUN/positions_study.csv.")]
+    StudyPositions {
+        /// A run directory written by `run`.
+        run: PathBuf,
+        /// Training examples to collect the curvature over.
+        #[arg(long, default_value_t = 16)]
+        examples: usize,
+        /// Held-out (test) examples for the functional covariance.
+        #[arg(long, default_value_t = 8)]
+        eval: usize,
+        /// Prior precision at which the functional covariances are compared.
+        #[arg(long, default_value_t = 1.0)]
+        delta: f64,
+        /// Blocks (LoRA layer index in the adapter, counted from 0) to study; default: first, middle and last.
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<usize>,
+    },
 }
 
 fn main() {
@@ -75,6 +98,7 @@ fn main() {
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force),
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Bench { model, repeats, json }) => cmd_bench(&model, repeats, json),
+        Some(Command::StudyPositions { run, examples, eval, delta, layers }) => cmd_study(&run, examples, eval, delta, layers),
     };
     match r {
         Ok(code) => std::process::exit(code),
@@ -86,13 +110,8 @@ fn main() {
 }
 
 fn open_workbench() -> Result<i32> {
-    eprintln!(
-        "The graphical workbench is not part of this build yet.\n\
-         Run an experiment headless instead, for example:\n\n    \
-         laplace-lora run assets/configs/compare4.toml\n\n\
-         See `laplace-lora --help`."
-    );
-    Ok(2)
+    app::run_native()?;
+    Ok(0)
 }
 
 fn fetch_bar() -> (ProgressBar, impl FnMut(FetchProgress)) {
@@ -129,7 +148,9 @@ fn cmd_bench(source: &str, repeats: usize, json: Option<PathBuf>) -> Result<i32>
     let step = laplace_lora::bench::lora_step(&m, repeats, &mut |rep, dt| {
         eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" })
     })?;
+    let prior_ms = 1e3 * laplace_lora::bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_sigma_f(1000, 4)).collect());
     let report = laplace_lora::bench::BenchReport {
+        prior_recompute_ms: prior_ms,
         lora_step_s: step,
         lora_step_repeats: repeats,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -137,6 +158,7 @@ fn cmd_bench(source: &str, repeats: usize, json: Option<PathBuf>) -> Result<i32>
     };
     println!("{:<16} {:>10}", "phase", "value");
     println!("{:<16} {:>10.3}", "lora_step_s", report.lora_step_s);
+    println!("{:<16} {:>10.2}", "prior_recompute_ms", report.prior_recompute_ms);
     println!("{:<16} {:>10.0}", "peak_rss_mib", report.peak_rss_mib);
     println!("{:<16} {:>10}", "threads", report.threads);
     if let Some(p) = json {
@@ -153,6 +175,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::Train => "train",
         Stage::Evaluate => "evaluate",
         Stage::Calibrate => "calibrate",
+        Stage::Laplace => "laplace",
         Stage::Write => "write",
     }
 }
@@ -233,4 +256,31 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
             Err(e).with_context(|| format!("the run stopped; what was done so far is in {}", run_dir.display()))
         }
     }
+}
+
+fn cmd_study(run: &std::path::Path, examples: usize, eval: usize, delta: f64, layers: Vec<usize>) -> Result<i32> {
+    use laplace_lora::laplace::{BlockId, Mat};
+    let cfg = ExperimentConfig::from_file(&run.join("config.toml"))?;
+    let (bar, mut f) = fetch_bar();
+    let files = model::resolve_model(&cfg.model.source, &mut f)?;
+    bar.finish_and_clear();
+    let m = model::LoadedModel::load(&files, &candle_core::Device::Cpu)?;
+    let d = experiment::prepare_data(&cfg, &m.tokenizer)?;
+    let lora = laplace_lora::peft::load(&run.join("adapter"), m.model.cfg.num_hidden_layers, Some(d.answer_ids.clone()), &candle_core::Device::Cpu)?;
+    let n = lora.layers.len();
+    let chosen: Vec<usize> = if layers.is_empty() { vec![0, n / 2, n - 1] } else { layers };
+    let blocks: Vec<BlockId> = chosen.iter().filter(|&&l| l < n).flat_map(|&layer| [BlockId { layer, mat: Mat::A }, BlockId { layer, mat: Mat::B }]).collect();
+    let pad = model::tokenizer::pad_id(&m.tokenizer);
+    let fit = &d.train[..examples.min(d.train.len())];
+    let ev = &d.test[..eval.min(d.test.len())];
+    println!("{:<48} {:>7} {:>8} {:>12} {:>12}", "block", "params", "variant", "curv. error", "Sigma_f err.");
+    let rows = laplace_lora::laplace::study::positions_study(&m.model, &lora, &blocks, fit, ev, &d.answer_ids, pad, delta, &mut |r| {
+        println!("{:<48} {:>7} {:>8} {:>12.4} {:>12.4}", r.block, r.n_params, r.positions, r.curvature_rel_error, r.sigma_f_rel_error)
+    })?;
+    let mut csv = String::from("block,n_params,positions,curvature_rel_error,sigma_f_rel_error\n");
+    for r in &rows {
+        csv.push_str(&format!("{},{},{},{},{}\n", r.block, r.n_params, r.positions, r.curvature_rel_error, r.sigma_f_rel_error));
+    }
+    laplace_lora::runio::write_atomic(&run.join("positions_study.csv"), csv.as_bytes())?;
+    Ok(0)
 }

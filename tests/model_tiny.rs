@@ -40,7 +40,7 @@ fn tiny_hf_model_matches_candle_transformers_llama() -> anyhow::Result<()> {
     assert!(d < 1e-4, "logits differ from candle-transformers by {d}");
     // The answer-logit path reads the same numbers as the full head.
     let batch = Batch::new(&[&prompt], &[4], 4, 0, &Device::Cpu)?;
-    let f = ours.model.answer_logits(&batch, &[9, 10, 11, 12], &mut ForwardOpts { lora: Some(&lora), dropout: None })?;
+    let f = ours.model.answer_logits(&batch, &[9, 10, 11, 12], &mut ForwardOpts::new(Some(&lora)))?;
     let full = o.narrow(1, 9, 4)?;
     assert!(max_abs_diff(&f, &full) < 1e-5);
     Ok(())
@@ -53,7 +53,7 @@ fn right_padding_does_not_change_logits() -> anyhow::Result<()> {
     let m = LoadedModel::load_hf(dir.path(), &Device::Cpu)?.model;
     let a: Vec<u32> = vec![4, 20, 31, 3];
     let b: Vec<u32> = vec![4, 21, 22, 23, 24, 25, 3];
-    let opts = &mut ForwardOpts { lora: None, dropout: None };
+    let opts = &mut ForwardOpts::new(None);
     let both = m.answer_logits(&Batch::new(&[&a, &b], &[2, 2], 2, 2, &Device::Cpu)?, &[5, 6], opts)?;
     let alone = m.answer_logits(&Batch::new(&[&a], &[2], 2, 2, &Device::Cpu)?, &[5, 6], opts)?;
     assert!(max_abs_diff(&both.narrow(0, 0, 1)?, &alone) < 1e-5);
@@ -102,7 +102,7 @@ fn every_lora_variable_gets_the_right_gradient() -> anyhow::Result<()> {
     let batch = Batch::new(&[&p1, &p2], &[4, 3], 4, 2, &Device::Cpu)?;
     let labels = Tensor::new(&[2u32, 0], &Device::Cpu)?;
     let loss_of = |lora: &LoraSet| -> anyhow::Result<Tensor> {
-        let f = m.answer_logits(&batch, &answer, &mut ForwardOpts { lora: Some(lora), dropout: None })?;
+        let f = m.answer_logits(&batch, &answer, &mut ForwardOpts::new(Some(lora)))?;
         Ok(candle_nn::loss::cross_entropy(&f, &labels)?)
     };
     let loss = loss_of(&lora)?;

@@ -44,9 +44,9 @@ fn saved_adapter_reloads_to_the_same_logits_with_peft_names() -> anyhow::Result<
     assert_eq!(back.answer_token_ids, answer);
     let p: Vec<u32> = vec![4, 20, 31, 22, 3];
     let batch = Batch::new(&[&p], &[3], 3, 2, &Device::Cpu)?;
-    let a = m.answer_logits(&batch, &answer, &mut ForwardOpts { lora: Some(&lora), dropout: None })?;
-    let b = m.answer_logits(&batch, &answer, &mut ForwardOpts { lora: Some(&back), dropout: None })?;
-    let base = m.answer_logits(&batch, &answer, &mut ForwardOpts { lora: None, dropout: None })?;
+    let a = m.answer_logits(&batch, &answer, &mut ForwardOpts::new(Some(&lora)))?;
+    let b = m.answer_logits(&batch, &answer, &mut ForwardOpts::new(Some(&back)))?;
+    let base = m.answer_logits(&batch, &answer, &mut ForwardOpts::new(None))?;
     // Bit-identical: the same f32 values go through the same operations.
     assert_eq!(a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
     assert_ne!(a.to_vec2::<f32>()?, base.to_vec2::<f32>()?, "the adapter must change the logits");

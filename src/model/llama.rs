@@ -82,10 +82,45 @@ impl Batch {
     }
 }
 
-/// Optional training-time state for a forward pass.
+/// Optional state for a forward pass: the adapters, training-time dropout, and a tap that
+/// records what the Laplace curvature and Jacobians need.
 pub struct ForwardOpts<'a> {
     pub lora: Option<&'a LoraSet>,
     pub dropout: Option<&'a mut LoraDropout>,
+    pub tap: Option<&'a mut Tap>,
+}
+
+impl<'a> ForwardOpts<'a> {
+    pub fn new(lora: Option<&'a LoraSet>) -> Self {
+        Self { lora, dropout: None, tap: None }
+    }
+}
+
+/// What one adapted projection saw in a forward pass: its input a_t at every position and a zero
+/// "probe" variable added to its output y_t. After a backward pass the probe's gradient is
+/// e_t = dL/dy_t per position, which per-position KFAC factors and per-example Jacobians need
+/// (candle's gradient of B or A alone is already summed over positions; MATH.md section 2).
+pub struct TapEntry {
+    /// Index into `LoraSet::layers`.
+    pub layer: usize,
+    /// (N, d_in): N = B * T rows for block projections, B rows for the LM head. Detached.
+    pub input: Tensor,
+    /// (N, d_out) zeros; d_out = K for the LM head.
+    pub probe: candle_core::Var,
+}
+
+#[derive(Default)]
+pub struct Tap {
+    pub entries: Vec<TapEntry>,
+}
+
+impl Tap {
+    fn record(&mut self, layer: usize, input: &Tensor, y: Tensor) -> Result<Tensor> {
+        let probe = candle_core::Var::zeros(y.shape(), y.dtype(), y.device())?;
+        let out = (y + probe.as_tensor())?;
+        self.entries.push(TapEntry { layer, input: input.detach(), probe });
+        Ok(out)
+    }
 }
 
 impl Llama {
@@ -182,15 +217,20 @@ impl Llama {
         if let Some(b) = &p.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(l) = opts.lora.and_then(|s| s.get(layer, p.target)) {
-            let s = opts.lora.map(|s| s.scale()).unwrap_or(1.0);
-            let xin = match opts.dropout.as_deref_mut() {
-                Some(d) => d.apply(x)?,
-                None => x.clone(),
-            };
-            // s * (x A^T) B^T : (N, r) then (N, d_out)
-            let u = xin.matmul(&l.a.as_tensor().t()?)?;
-            y = (y + (u.matmul(&l.b.as_tensor().t()?)? * s)?)?;
+        if let Some(set) = opts.lora {
+            if let Some(idx) = set.index_of(layer, p.target) {
+                let l = &set.layers[idx];
+                let xin = match opts.dropout.as_deref_mut() {
+                    Some(d) => d.apply(x)?,
+                    None => x.clone(),
+                };
+                // s * (x A^T) B^T : (N, r) then (N, d_out)
+                let u = xin.matmul(&l.a.as_tensor().t()?)?;
+                y = (y + (u.matmul(&l.b.as_tensor().t()?)? * set.scale())?)?;
+                if let Some(tap) = opts.tap.as_deref_mut() {
+                    y = tap.record(idx, &xin, y)?;
+                }
+            }
         }
         Ok(y)
     }
@@ -249,13 +289,17 @@ impl Llama {
         let w = self.lm_head.index_select(&ids, 0)?; // (K, hidden)
         let mut f = frozen_linear(&h, &w)?;
         if let Some(set) = opts.lora {
-            if let Some(l) = set.head() {
+            if let Some(idx) = set.head_index() {
+                let l = &set.layers[idx];
                 if set.answer_token_ids != answer_ids {
                     bail!("the LM-head adapter was made for answer tokens {:?}, not {:?}", set.answer_token_ids, answer_ids);
                 }
                 // s * (h A^T) B_ans^T with B_ans the K answer rows: (B, K)
                 let u = h.matmul(&l.a.as_tensor().t()?)?;
                 f = (f + (u.matmul(&l.b.as_tensor().t()?)? * set.scale())?)?;
+                if let Some(tap) = opts.tap.as_deref_mut() {
+                    f = tap.record(idx, &h, f)?;
+                }
             }
         }
         if let Some(m) = &batch.choice_mask {
@@ -267,7 +311,7 @@ impl Llama {
     /// Full-vocabulary next-token logits after the last token of each prompt: (B, vocab).
     /// For generation checks only; training never computes these.
     pub fn next_token_logits(&self, input_ids: &Tensor, lengths: &[usize], lora: Option<&LoraSet>) -> Result<Tensor> {
-        let mut opts = ForwardOpts { lora, dropout: None };
+        let mut opts = ForwardOpts::new(lora);
         let h = self.last_hidden(input_ids, lengths, &mut opts)?;
         Ok(h.matmul(&self.lm_head.t()?)?)
     }

@@ -1,0 +1,469 @@
+//! The setup panel: model, dataset (with a preview of the rendered prompts), LoRA, training and
+//! Laplace settings, and the buttons that start and stop the worker.
+
+use laplace_lora::data::{self, Format, Item};
+use laplace_lora::experiment::{DataSection, ExperimentConfig, LaplaceSection, LoraSection, ModelSection, PriorChoice};
+use laplace_lora::model::source::{DEFAULT_MODEL, KNOWN_MODELS};
+use laplace_lora::train::TrainConfig;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver};
+
+/// A sample dataset folder (train.jsonl, validation.jsonl, test.jsonl).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleSet {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// Finds `sample_data/` from the current folder, else from the executable's folder upwards.
+pub fn find_sample_root() -> Option<PathBuf> {
+    let mut starts = vec![];
+    if let Ok(c) = std::env::current_dir() {
+        starts.push(c);
+    }
+    if let Ok(e) = std::env::current_exe() {
+        if let Some(p) = e.parent() {
+            starts.push(p.to_path_buf());
+        }
+    }
+    for s in starts {
+        for a in s.ancestors().take(5) {
+            let d = a.join("sample_data");
+            if d.is_dir() {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+pub fn list_samples(root: &Path) -> Vec<SampleSet> {
+    let mut v: Vec<SampleSet> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("train.jsonl").is_file() && p.join("test.jsonl").is_file())
+                .map(|p| SampleSet { name: p.file_name().unwrap().to_string_lossy().into_owned(), dir: p })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// What the background preview loader returns.
+pub struct Preview {
+    pub path: PathBuf,
+    pub format: Format,
+    pub result: Result<(Vec<Item>, usize), String>,
+}
+
+/// Answers from the file-dialog thread.
+pub enum Picked {
+    Model(PathBuf),
+    Train(PathBuf),
+    Validation(PathBuf),
+    Test(PathBuf),
+}
+
+pub struct SetupState {
+    pub model_source: String,
+    pub device: String,
+    pub samples: Vec<SampleSet>,
+    pub selected_sample: Option<usize>,
+    pub train: String,
+    pub validation: String,
+    pub test: String,
+    pub format: Format,
+    pub max_train: usize,
+    pub max_test: usize,
+    pub lora: LoraSection,
+    pub train_cfg: TrainConfig,
+    pub laplace: LaplaceSection,
+    pub out_dir: String,
+    pub preview: Option<Preview>,
+    pending_preview: Option<Receiver<Preview>>,
+    preview_key: Option<(PathBuf, Format)>,
+    picked: Option<Receiver<Option<Picked>>>,
+    pub dialog_open: bool,
+}
+
+impl SetupState {
+    pub fn new(sample_root: Option<PathBuf>) -> Self {
+        let samples = sample_root.as_deref().map(list_samples).unwrap_or_default();
+        let mut s = Self {
+            model_source: DEFAULT_MODEL.into(),
+            device: "cpu".into(),
+            samples,
+            selected_sample: None,
+            train: String::new(),
+            validation: String::new(),
+            test: String::new(),
+            format: Format::Auto,
+            max_train: 64,
+            max_test: 100,
+            lora: LoraSection::default(),
+            train_cfg: TrainConfig::default(),
+            laplace: LaplaceSection::default(),
+            out_dir: String::new(),
+            preview: None,
+            pending_preview: None,
+            preview_key: None,
+            picked: None,
+            dialog_open: false,
+        };
+        if !s.samples.is_empty() {
+            s.select_sample(0);
+        }
+        s
+    }
+
+    pub fn select_sample(&mut self, i: usize) {
+        let d = self.samples[i].dir.clone();
+        self.selected_sample = Some(i);
+        self.train = d.join("train.jsonl").display().to_string();
+        let v = d.join("validation.jsonl");
+        self.validation = if v.is_file() { v.display().to_string() } else { String::new() };
+        self.test = d.join("test.jsonl").display().to_string();
+        self.format = Format::Auto;
+    }
+
+    /// The experiment this panel describes.
+    pub fn config(&self) -> Result<ExperimentConfig, String> {
+        if self.train.trim().is_empty() || self.test.trim().is_empty() {
+            return Err("choose a dataset (training and test files)".into());
+        }
+        let abs = |s: &str| std::path::absolute(s.trim()).unwrap_or_else(|_| PathBuf::from(s.trim()));
+        let cfg = ExperimentConfig {
+            model: ModelSection { source: self.model_source.trim().to_string(), device: self.device.trim().to_string() },
+            data: DataSection {
+                train: abs(&self.train),
+                validation: if self.validation.trim().is_empty() { None } else { Some(abs(&self.validation)) },
+                test: abs(&self.test),
+                format: self.format,
+                max_train: Some(self.max_train.max(1)),
+                max_validation: None,
+                max_test: Some(self.max_test.max(1)),
+                validation_fraction: 0.2,
+                labels: None,
+            },
+            lora: self.lora.clone(),
+            train: self.train_cfg.clone(),
+            laplace: self.laplace.clone(),
+        };
+        cfg.validate().map_err(|e| format!("{e:#}"))?;
+        Ok(cfg)
+    }
+
+    /// The run directory a new run would use.
+    pub fn run_dir(&self, cfg: &ExperimentConfig) -> PathBuf {
+        if self.out_dir.trim().is_empty() {
+            laplace_lora::experiment::default_run_dir(cfg)
+        } else {
+            PathBuf::from(self.out_dir.trim())
+        }
+    }
+
+    /// Polls the background work (preview, file dialogs); starts a preview load when the file or
+    /// format changed. Cheap: called every frame.
+    pub fn poll(&mut self) {
+        if let Some(rx) = &self.pending_preview {
+            if let Ok(p) = rx.try_recv() {
+                self.preview = Some(p);
+                self.pending_preview = None;
+            }
+        }
+        if let Some(rx) = &self.picked {
+            if let Ok(p) = rx.try_recv() {
+                self.picked = None;
+                self.dialog_open = false;
+                match p {
+                    Some(Picked::Model(p)) => self.model_source = p.display().to_string(),
+                    Some(Picked::Train(p)) => {
+                        self.selected_sample = None;
+                        // Sibling validation/test files of the same folder are taken along.
+                        if let Some(dir) = p.parent() {
+                            let ext = p.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "jsonl".into());
+                            let v = dir.join(format!("validation.{ext}"));
+                            let t = dir.join(format!("test.{ext}"));
+                            self.validation = if v.is_file() { v.display().to_string() } else { String::new() };
+                            if t.is_file() {
+                                self.test = t.display().to_string();
+                            }
+                        }
+                        self.train = p.display().to_string();
+                    }
+                    Some(Picked::Validation(p)) => self.validation = p.display().to_string(),
+                    Some(Picked::Test(p)) => self.test = p.display().to_string(),
+                    None => {}
+                }
+            }
+        }
+        let key = (PathBuf::from(self.train.trim()), self.format);
+        if !self.train.trim().is_empty() && self.preview_key.as_ref() != Some(&key) && self.pending_preview.is_none() {
+            self.preview_key = Some(key.clone());
+            let (tx, rx) = channel();
+            self.pending_preview = Some(rx);
+            std::thread::spawn(move || {
+                let result = data::load_items(&key.0, key.1).map(|items| {
+                    let n = items.len();
+                    (items.into_iter().take(5).collect(), n)
+                });
+                let _ = tx.send(Preview { path: key.0, format: key.1, result: result.map_err(|e| e.to_string()) });
+            });
+        }
+    }
+
+    /// Opens a file dialog on its own thread (the UI keeps drawing).
+    fn pick(&mut self, what: fn(PathBuf) -> Picked, folder: bool, filters: &'static [(&'static str, &'static [&'static str])]) {
+        if self.dialog_open {
+            return;
+        }
+        let (tx, rx) = channel();
+        self.picked = Some(rx);
+        self.dialog_open = true;
+        std::thread::spawn(move || {
+            let mut d = rfd::FileDialog::new();
+            for (n, e) in filters {
+                d = d.add_filter(*n, e);
+            }
+            let r = if folder { d.pick_folder() } else { d.pick_file() };
+            let _ = tx.send(r.map(what));
+        });
+    }
+}
+
+fn tip(ui: &mut egui::Ui, label: &str, tip: &str) -> egui::Id {
+    ui.label(label).on_hover_text(tip).id
+}
+
+pub enum SetupAction {
+    /// Fine-tune only (the Laplace stage off).
+    FineTune,
+    None,
+    Start,
+    Cancel,
+}
+
+/// Draws the panel; returns what the user asked for.
+pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool) -> SetupAction {
+    let mut action = SetupAction::None;
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        ui.heading("Setup");
+        ui.add_enabled_ui(!running, |ui| {
+            egui::CollapsingHeader::new("Model").default_open(true).show(ui, |ui| {
+                egui::ComboBox::from_label("Model")
+                    .selected_text(short(&s.model_source, 34))
+                    .width(220.0)
+                    .show_ui(ui, |ui| {
+                        for m in KNOWN_MODELS {
+                            let label = if m.name == DEFAULT_MODEL { format!("{} (default)", m.name) } else { m.name.to_string() };
+                            ui.selectable_value(&mut s.model_source, m.name.to_string(), label).on_hover_text(m.hf_repo);
+                        }
+                    })
+                    .response
+                    .on_hover_text("The base language model; fetched and cached on first use");
+                ui.horizontal(|ui| {
+                    if ui.button("Open GGUF...").on_hover_text("Use a llama-family .gguf file").clicked() {
+                        s.pick(Picked::Model, false, &[("GGUF model", &["gguf"])]);
+                    }
+                    if ui.button("Open model folder...").on_hover_text("Use a Hugging Face folder (config.json, *.safetensors, tokenizer.json)").clicked() {
+                        s.pick(Picked::Model, true, &[]);
+                    }
+                });
+                ui.horizontal(|ui| {
+                    let l = tip(ui, "Device", "\"cpu\", or \"cuda\", \"cuda:1\", \"metal\" when built with that feature");
+                    ui.add(egui::TextEdit::singleline(&mut s.device).desired_width(80.0)).labelled_by(l);
+                });
+            });
+            egui::CollapsingHeader::new("Dataset").default_open(true).show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    for i in 0..s.samples.len() {
+                        let name = s.samples[i].name.clone();
+                        if ui.selectable_label(s.selected_sample == Some(i), &name).on_hover_text(format!("Sample dataset in {}", s.samples[i].dir.display())).clicked() {
+                            s.select_sample(i);
+                        }
+                    }
+                    if s.samples.is_empty() {
+                        ui.weak("no sample_data/ folder found");
+                    }
+                });
+                ui.horizontal(|ui| {
+                    if ui.button("Open file...").on_hover_text("Choose a training file (JSONL or CSV); validation/test files beside it are used too").clicked() {
+                        s.pick(Picked::Train, false, &[("Datasets", &["jsonl", "json", "csv"])]);
+                    }
+                    egui::ComboBox::from_label("Format")
+                        .selected_text(s.format.as_str())
+                        .show_ui(ui, |ui| {
+                            for f in Format::ALL {
+                                ui.selectable_value(&mut s.format, f, f.as_str());
+                            }
+                        })
+                        .response
+                        .on_hover_text("How the files are laid out; auto detects it from the first record");
+                });
+                for (name, which) in [("Train", 0), ("Validation", 1), ("Test", 2)] {
+                    ui.horizontal(|ui| {
+                        let l = ui.add_sized([70.0, 18.0], egui::Label::new(name)).id;
+                        let text = match which { 0 => &mut s.train, 1 => &mut s.validation, _ => &mut s.test };
+                        let w = (ui.available_width() - 40.0).max(120.0);
+                        ui.add(egui::TextEdit::singleline(text).desired_width(w).hint_text(if which == 1 { "optional: 20% of train" } else { "" }))
+                            .labelled_by(l)
+                            .on_hover_text(text.clone());
+                        let f: fn(PathBuf) -> Picked = match which { 0 => Picked::Train, 1 => Picked::Validation, _ => Picked::Test };
+                        if ui.small_button("...").on_hover_text(format!("Choose the {} file", name.to_lowercase())).clicked() {
+                            s.pick(f, false, &[("Datasets", &["jsonl", "json", "csv"])]);
+                        }
+                    });
+                }
+                ui.horizontal(|ui| {
+                    let l = tip(ui, "Max train", "Use at most this many training items (the first after a seeded shuffle)");
+                    ui.add(egui::DragValue::new(&mut s.max_train).range(1..=100_000)).labelled_by(l);
+                    let l = tip(ui, "Max test", "Evaluate on at most this many test items");
+                    ui.add(egui::DragValue::new(&mut s.max_test).range(1..=100_000)).labelled_by(l);
+                });
+            });
+        });
+        preview_ui(ui, s);
+        ui.add_enabled_ui(!running, |ui| {
+            egui::CollapsingHeader::new("LoRA").default_open(false).show(ui, |ui| {
+                egui::Grid::new("lora").num_columns(2).show(ui, |ui| {
+                    let l = tip(ui, "Rank r", "Width of the low-rank update B A added to each adapted matrix; more rank, more parameters");
+                    ui.add(egui::DragValue::new(&mut s.lora.rank).range(1..=256)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Alpha", "The update is scaled by alpha / r, so alpha sets its strength independently of the rank");
+                    ui.add(egui::DragValue::new(&mut s.lora.alpha).range(0.1..=1024.0).speed(0.5)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Dropout", "Probability of dropping LoRA inputs during training, a regulariser (0 = off)");
+                    ui.add(egui::DragValue::new(&mut s.lora.dropout).range(0.0..=0.9).speed(0.01)).labelled_by(l);
+                    ui.end_row();
+                });
+                ui.label("Targets").on_hover_text("Which weight matrices get a LoRA adapter (the paper: q_proj, v_proj and the LM head)");
+                ui.horizontal_wrapped(|ui| {
+                    for t in ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"] {
+                        let mut on = s.lora.targets.iter().any(|x| x == t);
+                        if ui.checkbox(&mut on, t).changed() {
+                            if on {
+                                s.lora.targets.push(t.into());
+                            } else {
+                                s.lora.targets.retain(|x| x != t);
+                            }
+                        }
+                    }
+                });
+            });
+            egui::CollapsingHeader::new("Training").default_open(false).show(ui, |ui| {
+                egui::Grid::new("train").num_columns(2).show(ui, |ui| {
+                    let l = tip(ui, "Epochs", "How many passes over the training items; more epochs fit them harder and tend to make the model overconfident");
+                    ui.add(egui::DragValue::new(&mut s.train_cfg.epochs).range(1..=1000)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Batch size", "Items per gradient step");
+                    ui.add(egui::DragValue::new(&mut s.train_cfg.batch_size).range(1..=256)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Learning rate", "Step size of AdamW (peak, after warm-up; decays linearly to 0)");
+                    ui.add(egui::DragValue::new(&mut s.train_cfg.learning_rate).range(1e-6..=1.0).speed(1e-5).max_decimals(6)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Weight decay", "AdamW's pull of the LoRA weights towards zero each step");
+                    ui.add(egui::DragValue::new(&mut s.train_cfg.weight_decay).range(0.0..=1.0).speed(0.001)).labelled_by(l);
+                    ui.end_row();
+                    let l = tip(ui, "Seed", "Fixes the shuffle, the LoRA initialisation and the data split, so a run can be repeated");
+                    ui.add(egui::DragValue::new(&mut s.train_cfg.seed)).labelled_by(l);
+                    ui.end_row();
+                });
+            });
+            egui::CollapsingHeader::new("Laplace").default_open(false).show(ui, |ui| {
+                let combo = |ui: &mut egui::Ui, label: &str, tipt: &str, v: &mut String, opts: &[&str]| {
+                    egui::ComboBox::from_label(label).selected_text(v.clone()).show_ui(ui, |ui| {
+                        for o in opts {
+                            ui.selectable_value(v, o.to_string(), *o);
+                        }
+                    })
+                    .response
+                    .on_hover_text(tipt);
+                };
+                combo(ui, "Subset", "Which parameters get a posterior: all LoRA weights (Laplace-LoRA) or only the last layer (LLLA)", &mut s.laplace.subset, &["all", "last_layer"]);
+                combo(ui, "Structure", "How the posterior covariance is stored: Kronecker factors (KFAC), diagonal, or full (small subsets only)", &mut s.laplace.structure, &["kron", "diag", "full"]);
+                combo(ui, "Curvature", "The exact generalised Gauss-Newton (K backward passes) or a one-sample Fisher (cheaper, noisier)", &mut s.laplace.curvature, &["ggn", "fisher"]);
+                combo(ui, "Positions", "How the token positions a LoRA weight acts on enter the Kronecker factors", &mut s.laplace.positions, &["reduce", "expand", "last"]);
+                combo(ui, "Predictive", "How the Gaussian over logits becomes probabilities: probit approximation, Monte Carlo, or Laplace bridge", &mut s.laplace.predictive, &["probit", "mc", "bridge"]);
+                let mut prior = match &s.laplace.prior {
+                    PriorChoice::Method(m) => m.clone(),
+                    PriorChoice::Fixed(d) => format!("{d}"),
+                };
+                ui.horizontal(|ui| {
+                    let l = tip(ui, "Prior", "Prior precision delta: chosen by marginal likelihood, by a grid search on validation NLL, or a fixed number");
+                    if ui.add(egui::TextEdit::singleline(&mut prior).desired_width(80.0)).labelled_by(l).changed() {
+                        s.laplace.prior = match prior.trim().parse::<f64>() {
+                            Ok(d) => PriorChoice::Fixed(d),
+                            Err(_) => PriorChoice::Method(prior.trim().to_string()),
+                        };
+                    }
+                });
+                ui.horizontal(|ui| {
+                    let l = tip(ui, "MC samples", "Samples of the logits for the Monte Carlo predictive");
+                    ui.add(egui::DragValue::new(&mut s.laplace.samples).range(1..=100_000)).labelled_by(l);
+                });
+            });
+            ui.horizontal(|ui| {
+                let l = tip(ui, "Output folder", "The run directory to write; empty = runs/<dataset>-<time>");
+                ui.add(egui::TextEdit::singleline(&mut s.out_dir).hint_text("runs/<dataset>-<time>").desired_width(170.0)).labelled_by(l);
+            });
+        });
+        ui.separator();
+        let cfg = s.config();
+        if let Err(e) = &cfg {
+            ui.colored_label(egui::Color32::from_rgb(220, 80, 60), e);
+        }
+        ui.horizontal_wrapped(|ui| {
+            let can = !running && cfg.is_ok();
+            if ui.add_enabled(can, egui::Button::new("Fine-tune")).on_hover_text("Load, evaluate zero-shot, fine-tune (MAP), evaluate, temperature-scale; no Laplace stage").clicked() {
+                action = SetupAction::FineTune;
+            }
+            ui.add_enabled(false, egui::Button::new("Fit Laplace")).on_disabled_hover_text(
+                "Fitting Laplace on an already fine-tuned run is not wired yet: \"Run all\" runs the whole pipeline including the Laplace stage",
+            );
+            if ui.add_enabled(can, egui::Button::new("Run all")).on_hover_text("The whole pipeline: fine-tune, evaluate, temperature-scale, then fit Laplace-LoRA (and LLLA) and the prior curve").clicked() {
+                action = SetupAction::Start;
+            }
+            if ui.add_enabled(running, egui::Button::new("Cancel")).on_hover_text("Stop at the next batch; the run directory stays consistent").clicked() {
+                action = SetupAction::Cancel;
+            }
+        });
+    });
+    action
+}
+
+fn preview_ui(ui: &mut egui::Ui, s: &SetupState) {
+    egui::CollapsingHeader::new("Preview").default_open(true).show(ui, |ui| match &s.preview {
+        None => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("reading the dataset...");
+            });
+        }
+        Some(p) => match &p.result {
+            Err(e) => {
+                ui.colored_label(egui::Color32::from_rgb(220, 80, 60), e);
+            }
+            Ok((items, n)) => {
+                ui.weak(format!("{} items in {} (format {}); the first {} as the model sees them:", n, p.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), p.format, items.len()));
+                egui::ScrollArea::vertical().id_salt("preview").max_height(220.0).show(ui, |ui| {
+                    for it in items {
+                        egui::Frame::group(ui.style()).show(ui, |ui| {
+                            ui.set_width(ui.available_width());
+                            ui.label(egui::RichText::new(&it.prompt).monospace().size(11.0));
+                            let ans = it.answer_labels.get(it.label).map(|s| s.trim().to_string()).unwrap_or_default();
+                            let choice = it.choices.get(it.label).cloned().unwrap_or_default();
+                            ui.colored_label(egui::Color32::from_rgb(60, 170, 90), format!("correct answer: {ans} ({choice})"));
+                        });
+                    }
+                });
+            }
+        },
+    });
+}
+
+pub fn short(s: &str, n: usize) -> String {
+    let c: Vec<char> = s.chars().collect();
+    if c.len() <= n { s.to_string() } else { format!("...{}", c[c.len() - n + 3..].iter().collect::<String>()) }
+}

@@ -1,0 +1,565 @@
+//! The run store: everything the workbench draws, filled from the worker's events while a run
+//! goes on, or from a run directory on disk. The UI reads it every frame; nothing here blocks.
+
+use laplace_lora::calibration::{self, Metrics};
+use laplace_lora::experiment::{Event, ExperimentConfig, Stage, Summary};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The methods a run can hold metrics for, in display order.
+pub const METHODS: [&str; 5] = ["zero_shot", "map", "temperature", "llla", "laplace"];
+
+/// A display name for a method key.
+pub fn method_label(m: &str) -> &str {
+    match m {
+        "zero_shot" => "zero-shot",
+        "map" => "MAP",
+        "temperature" => "temperature",
+        "llla" => "LLLA",
+        "laplace" => "Laplace-LoRA",
+        PRIOR_METHOD => "Laplace @ slider",
+        other => other,
+    }
+}
+
+/// The key of the metrics recomputed at the prior slider's delta.
+pub const PRIOR_METHOD: &str = "laplace_at_delta";
+
+/// Recomputes every test predictive at a new prior precision delta (the Laplace core implements
+/// it from its spectral cache; must take well under a frame).
+pub trait PriorRecompute: Send {
+    /// The test items' class probabilities at prior precision `delta`, in predictions order.
+    fn at(&self, delta: f64) -> Vec<Vec<f64>>;
+    /// The logit mean and covariance (K x K, row-major) of test item `i` at `delta`, where the
+    /// implementation has them (the spectral cache does).
+    fn logits_at(&self, _i: usize, _delta: f64) -> Option<(Vec<f64>, Vec<f64>)> {
+        None
+    }
+}
+
+/// The core's prior recompute: the Laplace stage's spectral cache
+/// (`laplace/spectral_cache.safetensors`), probit predictive at any scalar delta in about 2 ms
+/// per 1,000 test items.
+pub struct CacheRecompute(pub laplace_lora::laplace::cache::LoadedCache);
+
+impl PriorRecompute for CacheRecompute {
+    fn at(&self, delta: f64) -> Vec<Vec<f64>> {
+        laplace_lora::laplace::fit::recompute(&self.0.entries, &self.0.mus, delta, &self.0.grid)
+    }
+    fn logits_at(&self, i: usize, delta: f64) -> Option<(Vec<f64>, Vec<f64>)> {
+        let e = self.0.entries.get(i)?;
+        Some((self.0.mus.get(i)?.clone(), e.sigma_f(delta, &self.0.grid)))
+    }
+}
+
+/// The spectral cache of a run directory, if it has one (`None`: no cache; `Err`: unreadable).
+pub fn load_recompute(dir: &Path) -> Option<Result<Box<dyn PriorRecompute>, String>> {
+    let p = dir.join("laplace").join("spectral_cache.safetensors");
+    if !p.is_file() {
+        return None;
+    }
+    Some(match laplace_lora::laplace::cache::load_cache(&p) {
+        Ok(c) if c.entries.is_empty() => Err(format!("{}: no test items in the cache", p.display())),
+        Ok(c) => Ok(Box::new(CacheRecompute(c)) as Box<dyn PriorRecompute>),
+        Err(e) => Err(format!("{e:#}")),
+    })
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunStatus {
+    Idle,
+    Running,
+    Finished,
+    Cancelled(String),
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct StepPoint {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub batch_accuracy: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ValPoint {
+    pub epoch: usize,
+    pub step: usize,
+    pub summary: Summary,
+}
+
+/// One line of `predictions.jsonl`; every field the Laplace stage adds is optional.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PredRow {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub label: usize,
+    #[serde(default)]
+    pub map_logits: Option<Vec<f64>>,
+    #[serde(default)]
+    pub map_probs: Vec<f64>,
+    #[serde(default)]
+    pub temperature_probs: Option<Vec<f64>>,
+    #[serde(default)]
+    pub zero_shot_probs: Option<Vec<f64>>,
+    #[serde(default)]
+    pub laplace_probs: Option<Vec<f64>>,
+    #[serde(default)]
+    pub llla_probs: Option<Vec<f64>>,
+    #[serde(default)]
+    pub logit_mean: Option<Vec<f64>>,
+    #[serde(default)]
+    pub logit_cov: Option<Vec<Vec<f64>>>,
+}
+
+impl PredRow {
+    pub fn probs(&self, method: &str) -> Option<&[f64]> {
+        match method {
+            "map" => Some(&self.map_probs),
+            "temperature" => self.temperature_probs.as_deref(),
+            "zero_shot" => self.zero_shot_probs.as_deref(),
+            "laplace" => self.laplace_probs.as_deref(),
+            "llla" => self.llla_probs.as_deref(),
+            _ => None,
+        }
+    }
+    /// Standard deviation of each logit (from the diagonal of `logit_cov`).
+    pub fn logit_sd(&self) -> Option<Vec<f64>> {
+        self.logit_cov.as_ref().map(|c| c.iter().enumerate().map(|(i, r)| r.get(i).copied().unwrap_or(0.0).max(0.0).sqrt()).collect())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorPoint {
+    pub delta: f64,
+    pub log_marglik: f64,
+    pub val_nll: f64,
+    pub val_ece: f64,
+}
+
+/// Reads `prior_curve.csv` (header `delta,log_marglik,val_nll,val_ece`, any column order).
+pub fn parse_prior_curve(text: &str) -> Result<Vec<PriorPoint>, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines.next().ok_or("empty file")?.split(',').map(|s| s.trim().to_ascii_lowercase()).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).ok_or(format!("no column {n}"));
+    let (d, l, n, e) = (col("delta")?, col("log_marglik")?, col("val_nll")?, col("val_ece")?);
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |c: usize| -> Result<f64, String> {
+            f.get(c).and_then(|s| s.trim().parse::<f64>().ok()).ok_or(format!("line {}: bad number", i + 2))
+        };
+        let p = PriorPoint { delta: num(d)?, log_marglik: num(l)?, val_nll: num(n)?, val_ece: num(e)? };
+        if p.delta > 0.0 {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| a.delta.total_cmp(&b.delta));
+    Ok(out)
+}
+
+/// Linear interpolation of the curve at `delta` on log10(delta).
+pub fn interp_prior(curve: &[PriorPoint], delta: f64) -> Option<PriorPoint> {
+    let first = curve.first()?;
+    let last = curve.last()?;
+    if delta <= first.delta {
+        return Some(PriorPoint { delta, ..first.clone() });
+    }
+    if delta >= last.delta {
+        return Some(PriorPoint { delta, ..last.clone() });
+    }
+    let x = delta.log10();
+    for w in curve.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if delta >= a.delta && delta <= b.delta {
+            let (xa, xb) = (a.delta.log10(), b.delta.log10());
+            let t = if xb > xa { (x - xa) / (xb - xa) } else { 0.0 };
+            let l = |u: f64, v: f64| u + t * (v - u);
+            return Some(PriorPoint { delta, log_marglik: l(a.log_marglik, b.log_marglik), val_nll: l(a.val_nll, b.val_nll), val_ece: l(a.val_ece, b.val_ece) });
+        }
+    }
+    None
+}
+
+/// Everything one run shows.
+pub struct RunStore {
+    pub dir: Option<PathBuf>,
+    pub config: Option<ExperimentConfig>,
+    pub status: RunStatus,
+    pub stage: Option<Stage>,
+    pub stage_message: String,
+    pub stage_started: Option<Instant>,
+    pub progress: Option<(Stage, u64, u64)>,
+    pub started: Option<Instant>,
+    pub steps: Vec<StepPoint>,
+    pub total_steps: usize,
+    pub validation: Vec<ValPoint>,
+    pub metrics: BTreeMap<String, Metrics>,
+    pub temperature: Option<f64>,
+    pub predictions: Vec<PredRow>,
+    pub prior_curve: Option<Vec<PriorPoint>>,
+    pub laplace_info: Option<serde_json::Value>,
+    pub chosen_delta: Option<f64>,
+    pub log: Vec<String>,
+    pub warnings: Vec<String>,
+    pub recompute: Option<Box<dyn PriorRecompute>>,
+    /// The prior slider's delta and what it gives (recomputed only when it moves).
+    pub prior_delta: Option<f64>,
+    pub prior_probs: Option<Vec<Vec<f64>>>,
+    pub prior_metrics: Option<Metrics>,
+    /// Bumped on every change, so views can cache derived data.
+    pub revision: u64,
+}
+
+impl Default for RunStore {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            config: None,
+            status: RunStatus::Idle,
+            stage: None,
+            stage_message: String::new(),
+            stage_started: None,
+            progress: None,
+            started: None,
+            steps: Vec::new(),
+            total_steps: 0,
+            validation: Vec::new(),
+            metrics: BTreeMap::new(),
+            temperature: None,
+            predictions: Vec::new(),
+            prior_curve: None,
+            laplace_info: None,
+            chosen_delta: None,
+            log: Vec::new(),
+            warnings: Vec::new(),
+            recompute: None,
+            prior_delta: None,
+            prior_probs: None,
+            prior_metrics: None,
+            revision: 0,
+        }
+    }
+}
+
+impl RunStore {
+    pub fn for_new_run(cfg: ExperimentConfig, dir: PathBuf) -> Self {
+        Self { dir: Some(dir), config: Some(cfg), status: RunStatus::Running, started: Some(Instant::now()), ..Default::default() }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.status == RunStatus::Running
+    }
+
+    /// The methods with metrics, in display order (the slider's entry last).
+    pub fn methods(&self) -> Vec<String> {
+        let mut v: Vec<String> = METHODS.iter().filter(|m| self.metrics.contains_key(**m)).map(|m| m.to_string()).collect();
+        for k in self.metrics.keys() {
+            if !METHODS.contains(&k.as_str()) && k != PRIOR_METHOD {
+                v.push(k.clone());
+            }
+        }
+        v
+    }
+
+    /// Metrics of a method, including the slider's recomputed ones.
+    pub fn metrics_of(&self, m: &str) -> Option<&Metrics> {
+        if m == PRIOR_METHOD {
+            self.prior_metrics.as_ref()
+        } else {
+            self.metrics.get(m)
+        }
+    }
+
+    pub fn apply(&mut self, e: &Event) {
+        self.revision += 1;
+        match e {
+            Event::Started { run_dir, .. } => {
+                if self.dir.is_none() {
+                    self.dir = Some(run_dir.clone());
+                }
+                self.status = RunStatus::Running;
+            }
+            Event::Stage { stage, message } => {
+                if self.stage != Some(*stage) {
+                    self.stage_started = Some(Instant::now());
+                    self.progress = None;
+                }
+                self.stage = Some(*stage);
+                self.stage_message = message.clone();
+                self.log.push(format!("[{}] {message}", stage_name(*stage)));
+            }
+            Event::Progress { stage, done, total } => {
+                if self.stage != Some(*stage) {
+                    self.stage = Some(*stage);
+                    self.stage_started = Some(Instant::now());
+                }
+                self.progress = Some((*stage, *done, *total));
+            }
+            Event::TrainStep { step, total_steps, epoch, loss, batch_accuracy, learning_rate, grad_norm, seconds } => {
+                if self.stage != Some(Stage::Train) {
+                    self.stage = Some(Stage::Train);
+                    self.stage_started = Some(Instant::now());
+                }
+                self.total_steps = *total_steps;
+                self.steps.push(StepPoint { step: *step, epoch: *epoch, loss: *loss, batch_accuracy: *batch_accuracy, learning_rate: *learning_rate, grad_norm: *grad_norm, seconds: *seconds });
+                self.progress = Some((Stage::Train, *step as u64, *total_steps as u64));
+            }
+            Event::Validation { epoch, step, summary, .. } => {
+                self.validation.push(ValPoint { epoch: *epoch, step: *step, summary: summary.clone() });
+                self.log.push(format!("epoch {epoch}: validation acc {:.3} ECE {:.3} NLL {:.3}", summary.accuracy, summary.ece, summary.nll));
+            }
+            Event::Metrics { name, metrics } => {
+                self.metrics.insert(name.clone(), metrics.clone());
+                self.log.push(format!("{}: acc {:.3} ECE {:.3} NLL {:.3}", method_label(name), metrics.accuracy, metrics.ece, metrics.nll));
+            }
+            Event::Artifact { path } => self.log.push(format!("wrote {path}")),
+            Event::Finished { seconds } => {
+                self.status = RunStatus::Finished;
+                self.log.push(format!("finished in {seconds:.1} s"));
+            }
+            Event::Cancelled { message, .. } => {
+                self.status = RunStatus::Cancelled(message.clone());
+                self.log.push(format!("cancelled: {message}"));
+            }
+            Event::Failed { stage, error } => {
+                self.status = RunStatus::Failed(format!("{} failed: {error}", stage_name(*stage)));
+                self.log.push(format!("failed during {}: {error}", stage_name(*stage)));
+            }
+        }
+    }
+
+    /// Estimated seconds left in the current stage: from the step times while training, else from
+    /// the rate of progress since the stage began.
+    pub fn time_left(&self) -> Option<f64> {
+        let (stage, done, total) = self.progress?;
+        if total == 0 || done >= total {
+            return None;
+        }
+        if stage == Stage::Train && !self.steps.is_empty() {
+            let recent: Vec<f64> = self.steps.iter().rev().take(10).map(|s| s.seconds).collect();
+            let per = recent.iter().sum::<f64>() / recent.len() as f64;
+            return Some(per * (total - done) as f64);
+        }
+        let el = self.stage_started?.elapsed().as_secs_f64();
+        if done == 0 || el < 0.5 {
+            return None;
+        }
+        Some(el / done as f64 * (total - done) as f64)
+    }
+
+    /// Reads the files that the worker writes at the end (metrics.json, predictions.jsonl, the
+    /// Laplace files) into the store; a missing file is skipped, a broken one is a warning.
+    pub fn load_result_files(&mut self, dir: &Path) {
+        self.revision += 1;
+        if let Ok(text) = std::fs::read_to_string(dir.join("metrics.json")) {
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => {
+                    for m in METHODS {
+                        if let Some(x) = v.get(m) {
+                            match serde_json::from_value::<Metrics>(x.clone()) {
+                                Ok(mm) => {
+                                    self.metrics.insert(m.to_string(), mm);
+                                }
+                                Err(e) => self.warnings.push(format!("metrics.json: {m}: {e}")),
+                            }
+                        }
+                    }
+                    self.temperature = v.get("temperature").and_then(|t| t.get("temperature")).and_then(|t| t.as_f64());
+                }
+                Err(e) => self.warnings.push(format!("metrics.json: {e}")),
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("predictions.jsonl")) {
+            let mut rows = Vec::new();
+            for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                match serde_json::from_str::<PredRow>(l) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => self.warnings.push(format!("predictions.jsonl line {}: {e}", i + 1)),
+                }
+            }
+            self.predictions = rows;
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("prior_curve.csv")) {
+            match parse_prior_curve(&text) {
+                Ok(c) if !c.is_empty() => self.prior_curve = Some(c),
+                Ok(_) => {}
+                Err(e) => self.warnings.push(format!("prior_curve.csv: {e}")),
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("laplace").join("laplace.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                self.chosen_delta = ["delta", "prior_precision", "chosen_delta"].iter().find_map(|k| v.get(*k).and_then(|d| d.as_f64()));
+                self.laplace_info = Some(v);
+            }
+        }
+        if self.chosen_delta.is_none() {
+            // The curve's best marginal likelihood.
+            self.chosen_delta = self.prior_curve.as_ref().and_then(|c| c.iter().max_by(|a, b| a.log_marglik.total_cmp(&b.log_marglik)).map(|p| p.delta));
+        }
+        if self.prior_delta.is_none() {
+            self.prior_delta = self.chosen_delta;
+        }
+    }
+
+    /// Sets the prior slider's delta and recomputes the test predictive if a recompute is present.
+    pub fn set_prior_delta(&mut self, delta: f64) {
+        self.prior_delta = Some(delta);
+        self.revision += 1;
+        if let Some(r) = &self.recompute {
+            let mut probs = r.at(delta);
+            let labels: Vec<usize> = self.predictions.iter().map(|p| p.label).collect();
+            if probs.len() == labels.len() && !labels.is_empty() {
+                // The cache holds every answer token of the task; an item shows only its own
+                // choices (the others are masked to probability 0).
+                for (q, p) in probs.iter_mut().zip(&self.predictions) {
+                    let nc = p.map_probs.len();
+                    if nc > 0 && q.len() > nc {
+                        q.truncate(nc);
+                        let z: f64 = q.iter().sum();
+                        if z > 0.0 {
+                            q.iter_mut().for_each(|x| *x /= z);
+                        }
+                    }
+                }
+                self.prior_metrics = Some(calibration::metrics(&probs, &labels));
+                self.prior_probs = Some(probs);
+            } else if self.prior_probs.is_none() {
+                self.warnings.push(format!("the prior recompute gives {} items, predictions.jsonl has {}", probs.len(), labels.len()));
+            }
+        }
+    }
+
+    /// The logit mean and covariance of test item `i` (its own choices only, covariance as rows):
+    /// at the prior slider's delta when the cache can give them, else the run's (chosen delta).
+    pub fn item_logits(&self, i: usize) -> Option<(Vec<f64>, Vec<Vec<f64>>, bool)> {
+        let p = self.predictions.get(i)?;
+        let nc = p.map_probs.len();
+        if let (Some(r), Some(d)) = (&self.recompute, self.prior_delta) {
+            if let Some((mu, cov)) = r.logits_at(i, d) {
+                let k = mu.len();
+                if cov.len() == k * k && nc <= k {
+                    let rows = (0..nc).map(|a| cov[a * k..a * k + nc].to_vec()).collect();
+                    return Some((mu[..nc].to_vec(), rows, true));
+                }
+            }
+        }
+        Some((p.logit_mean.clone()?, p.logit_cov.clone()?, false))
+    }
+}
+
+pub fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::LoadModel => "loading model",
+        Stage::LoadData => "loading data",
+        Stage::ZeroShot => "zero-shot evaluation",
+        Stage::Train => "fine-tuning",
+        Stage::Evaluate => "evaluating MAP",
+        Stage::Calibrate => "temperature scaling",
+        Stage::Write => "writing files",
+        Stage::Laplace => "fitting Laplace",
+    }
+}
+
+/// Opens a run directory: config.toml, events.jsonl (replayed), then the result files. Any file
+/// may be missing or partial (a cancelled or crashed run opens too).
+pub fn load_run_dir(dir: &Path) -> RunStore {
+    let mut s = RunStore { dir: Some(dir.to_path_buf()), ..Default::default() };
+    match std::fs::read_to_string(dir.join("config.toml")) {
+        Ok(t) => match ExperimentConfig::from_toml_str(&t) {
+            Ok(c) => s.config = Some(c),
+            Err(e) => s.warnings.push(format!("config.toml: {e:#}")),
+        },
+        Err(_) => s.warnings.push("no config.toml".into()),
+    }
+    let mut ended = false;
+    if let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) {
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            match serde_json::from_str::<Event>(l) {
+                Ok(e) => {
+                    ended |= matches!(e, Event::Finished { .. } | Event::Cancelled { .. } | Event::Failed { .. });
+                    s.apply(&e);
+                }
+                Err(e) => s.warnings.push(format!("events.jsonl line {}: {e}", i + 1)),
+            }
+        }
+    } else {
+        s.warnings.push("no events.jsonl".into());
+    }
+    if !ended {
+        s.status = RunStatus::Cancelled("the run did not finish (no final event in events.jsonl)".into());
+    }
+    s.progress = None;
+    s.load_result_files(dir);
+    match load_recompute(dir) {
+        Some(Ok(r)) => {
+            s.recompute = Some(r);
+            if let Some(d) = s.prior_delta.or(s.chosen_delta) {
+                s.set_prior_delta(d);
+            }
+        }
+        Some(Err(e)) => s.warnings.push(format!("prior slider unavailable: {e}")),
+        None => {}
+    }
+    s
+}
+
+/// A run directory found under runs/.
+#[derive(Clone, Debug)]
+pub struct RunEntry {
+    pub path: PathBuf,
+    pub name: String,
+    pub status: String,
+    pub modified: std::time::SystemTime,
+}
+
+/// Lists run directories (folders with events.jsonl or config.toml) under `root`, newest first.
+pub fn list_runs(root: &Path) -> Vec<RunEntry> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir(root) else { return v };
+    for e in rd.flatten() {
+        let p = e.path();
+        if !p.is_dir() || !(p.join("events.jsonl").exists() || p.join("config.toml").exists()) {
+            continue;
+        }
+        let status = if p.join("metrics.json").exists() {
+            if p.join("prior_curve.csv").exists() { "finished + Laplace" } else { "finished" }
+        } else {
+            "incomplete"
+        };
+        let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+        v.push(RunEntry { name: e.file_name().to_string_lossy().into_owned(), path: p, status: status.into(), modified });
+    }
+    v.sort_by(|a, b| b.modified.cmp(&a.modified));
+    v
+}
+
+/// Top-label confidence and correctness of a probability row.
+pub fn conf_correct(p: &[f64], label: usize) -> (usize, f64, bool) {
+    let (i, c) = calibration::top_label(p);
+    (i, c, i == label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prior_curve_parses_and_interpolates() {
+        let c = parse_prior_curve("delta,log_marglik,val_nll,val_ece\n0.1,-10,1.0,0.2\n10,-5,0.5,0.1\n").unwrap();
+        assert_eq!(c.len(), 2);
+        let p = interp_prior(&c, 1.0).unwrap();
+        assert!((p.val_nll - 0.75).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,320 @@
+//! One pass over the training set that collects the curvature of the K-way softmax likelihood
+//! over the LoRA parameters (MATH.md sections 3 and 4).
+//!
+//! For each batch: one forward with a `Tap` on every adapted projection, then K backward passes
+//! with the columns of R = diag(sqrt p) - p sqrt(p)^T (R R^T = diag(p) - p p^T, so the K
+//! "pseudo-gradients" sum to the exact GGN), or one with p - onehot(y~) for the sampled Fisher.
+//! Each backward yields e_t = dL/dy_t at every position of every adapted projection, from which
+//! each LoRA matrix's input side x_t and output side o_t follow (MATH.md section 2).
+
+use super::eigen::Factor;
+use super::{BlockId, CurvatureKind, LaplaceConfig, Mat, Positions, Structure};
+use crate::lora::LoraSet;
+use crate::model::llama::{Tap, TapEntry};
+use crate::model::{ForwardOpts, Llama};
+use crate::train::{make_batch, Encoded};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor, D};
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How the rows of a tapped tensor map to examples and positions.
+#[derive(Clone, Debug)]
+pub struct RowLayout {
+    /// Rows per example: T for block projections, 1 for the LM head.
+    pub t: usize,
+    /// Real (non-padding) rows of each example.
+    pub lengths: Vec<usize>,
+}
+
+impl RowLayout {
+    pub fn for_entry(entry: &TapEntry, lengths: &[usize]) -> Result<Self> {
+        let n = entry.input.dim(0)?;
+        let b = lengths.len();
+        if n == b {
+            // The LM head sees one row (the last real position) per example.
+            Ok(Self { t: 1, lengths: vec![1; b] })
+        } else {
+            Ok(Self { t: n / b, lengths: lengths.to_vec() })
+        }
+    }
+
+    fn b(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// (B, N) matrix with `w(len)` at the real rows of each example, 0 elsewhere.
+    fn selector(&self, w: impl Fn(usize) -> f32, dev: &candle_core::Device) -> Result<Tensor> {
+        let (b, t) = (self.b(), self.t);
+        let mut m = vec![0f32; b * b * t];
+        for (i, &len) in self.lengths.iter().enumerate() {
+            for p in 0..len {
+                m[i * b * t + i * t + p] = w(len);
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, b * t), dev)?)
+    }
+
+    /// (N, 1) weights: `w(len)` at real rows, 0 at padding.
+    fn row_weights(&self, w: impl Fn(usize) -> f32, dev: &candle_core::Device) -> Result<Tensor> {
+        let mut v = vec![0f32; self.b() * self.t];
+        for (i, &len) in self.lengths.iter().enumerate() {
+            for p in 0..len {
+                v[i * self.t + p] = w(len);
+            }
+        }
+        Ok(Tensor::from_vec(v, (self.b() * self.t, 1), dev)?)
+    }
+
+    fn last_rows(&self, dev: &candle_core::Device) -> Result<Tensor> {
+        let idx: Vec<u32> = self.lengths.iter().enumerate().map(|(i, &l)| (i * self.t + l - 1) as u32).collect();
+        Ok(Tensor::from_vec(idx, self.b(), dev)?)
+    }
+
+    /// Rows that enter the input-side factor X, before the 1/N of MATH.md section 4:
+    /// expand: x_t / sqrt(T_n) at every real position; reduce: the mean x_bar_n; last: x at T_n.
+    pub fn x_rows(&self, x: &Tensor, positions: Positions) -> Result<Tensor> {
+        let dev = x.device();
+        Ok(match positions {
+            Positions::Expand => x.broadcast_mul(&self.row_weights(|l| 1.0 / (l as f32).sqrt(), dev)?)?,
+            Positions::Reduce => self.selector(|l| 1.0 / l as f32, dev)?.matmul(x)?,
+            Positions::Last => x.index_select(&self.last_rows(dev)?, 0)?,
+        })
+    }
+
+    /// Rows that enter the output-side factor O for one backward column:
+    /// expand: o_t at every real position; reduce: the sum o_bar_n; last: o at T_n.
+    pub fn o_rows(&self, o: &Tensor, positions: Positions) -> Result<Tensor> {
+        let dev = o.device();
+        Ok(match positions {
+            Positions::Expand => o.broadcast_mul(&self.row_weights(|_| 1.0, dev)?)?,
+            Positions::Reduce => self.selector(|_| 1.0, dev)?.matmul(o)?,
+            Positions::Last => o.index_select(&self.last_rows(dev)?, 0)?,
+        })
+    }
+
+    /// Per-example gradient-shaped matrices sum_t o_t x_t^T: (B, n_o, n_x). Padding rows drop out.
+    pub fn per_example_outer(&self, x: &Tensor, o: &Tensor) -> Result<Tensor> {
+        let (b, t) = (self.b(), self.t);
+        let xm = x.broadcast_mul(&self.row_weights(|_| 1.0, x.device())?)?;
+        let x3 = xm.reshape((b, t, x.dim(1)?))?;
+        let o3 = o.reshape((b, t, o.dim(1)?))?;
+        Ok(o3.transpose(1, 2)?.contiguous()?.matmul(&x3.contiguous()?)?)
+    }
+}
+
+/// Input side x (N, n_x) of a LoRA matrix, from what its projection saw.
+pub fn input_side(lora: &LoraSet, entry: &TapEntry, mat: Mat) -> Result<Tensor> {
+    let l = &lora.layers[entry.layer];
+    Ok(match mat {
+        Mat::A => entry.input.clone(),
+        Mat::B => entry.input.matmul(&l.a.as_tensor().t()?)?,
+    })
+}
+
+/// Output side o (N, n_o) of a LoRA matrix for the output gradient e (N, d_out).
+pub fn output_side(lora: &LoraSet, entry: &TapEntry, mat: Mat, e: &Tensor) -> Result<Tensor> {
+    let l = &lora.layers[entry.layer];
+    let s = lora.scale();
+    Ok(match mat {
+        Mat::A => (e.matmul(l.b.as_tensor())? * s)?,
+        Mat::B => (e * s)?,
+    })
+}
+
+/// Side lengths (n_x, n_o) of a LoRA matrix.
+pub fn sides(lora: &LoraSet, b: BlockId) -> (usize, usize) {
+    let l = &lora.layers[b.layer];
+    let (r, d_in) = (l.a.dims()[0], l.a.dims()[1]);
+    let d_out = l.b.dims()[0];
+    match b.mat {
+        Mat::A => (d_in, r),
+        Mat::B => (r, d_out),
+    }
+}
+
+/// The curvature of one block.
+pub enum BlockCurvature {
+    Kron { x: Factor, o: Factor },
+    Diag { d: Vec<f64> },
+    /// Covered by `Curvature::full`.
+    InFull,
+}
+
+pub struct Curvature {
+    pub blocks: Vec<BlockId>,
+    pub per_block: Vec<BlockCurvature>,
+    /// The dense GGN over all blocks of the subset (structure "full"), row-major P x P, in the
+    /// order of `blocks`, each block's gradient flattened row-major (n_o x n_x).
+    pub full: Option<(usize, Vec<f64>)>,
+    /// sum_n log p(y_n | f_n(theta*)) over the training set.
+    pub log_lik: f64,
+    pub n_examples: usize,
+}
+
+fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// Adds rows V (m, n) to a factor: F += V^T V.
+fn accumulate(f: &mut Factor, rows: &Tensor) -> Result<()> {
+    if f.is_low_rank() {
+        let m = rows.dim(0)?;
+        f.add_outer(&to_f64(&rows.t()?.contiguous()?)?, m, 1.0);
+        Ok(())
+    } else {
+        f.add_dense(&to_f64(&rows.t()?.matmul(rows)?)?)
+    }
+}
+
+/// The backward columns of one batch: (B, K) weights whose product with the logits is
+/// backpropagated. GGN: column c of R = sqrt(p_c) (e_c - p). Fisher: p - onehot(y~), y~ ~ p.
+pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs::StdRng) -> Vec<Vec<Vec<f32>>> {
+    let k = p.first().map(|r| r.len()).unwrap_or(0);
+    match kind {
+        CurvatureKind::Ggn => (0..k)
+            .map(|c| {
+                p.iter()
+                    .map(|pb| {
+                        let sc = pb[c].max(0.0).sqrt();
+                        (0..k).map(|j| sc * (if j == c { 1.0 } else { 0.0 } - pb[j])).collect()
+                    })
+                    .collect()
+            })
+            .collect(),
+        CurvatureKind::Fisher => {
+            let col = p
+                .iter()
+                .map(|pb| {
+                    let u: f32 = rng.random();
+                    let mut acc = 0.0;
+                    let mut y = pb.len() - 1;
+                    for (j, &q) in pb.iter().enumerate() {
+                        acc += q;
+                        if u < acc {
+                            y = j;
+                            break;
+                        }
+                    }
+                    (0..k).map(|j| pb[j] - if j == y { 1.0 } else { 0.0 }).collect()
+                })
+                .collect();
+            vec![col]
+        }
+    }
+}
+
+/// Collects the curvature of `blocks` over `data` (the training set at the MAP adapters).
+#[allow(clippy::too_many_arguments)]
+pub fn collect(
+    model: &Llama,
+    lora: &LoraSet,
+    blocks: &[BlockId],
+    data: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    batch_size: usize,
+    cfg: &LaplaceConfig,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Curvature>> {
+    let k = answer_ids.len();
+    let mut per_block: Vec<BlockCurvature> = Vec::new();
+    let mut full_p = 0;
+    for &b in blocks {
+        let (nx, no) = sides(lora, b);
+        per_block.push(match cfg.structure {
+            Structure::Kron => BlockCurvature::Kron {
+                x: Factor::new(nx, cfg.low_rank_threshold, cfg.low_rank_k),
+                o: Factor::new(no, cfg.low_rank_threshold, cfg.low_rank_k),
+            },
+            Structure::Diag => BlockCurvature::Diag { d: vec![0.0; nx * no] },
+            Structure::Full => {
+                full_p += nx * no;
+                BlockCurvature::InFull
+            }
+        });
+    }
+    if cfg.structure == Structure::Full && full_p > cfg.max_full_params {
+        bail!(
+            "the full structure over {full_p} parameters needs a {full_p} x {full_p} matrix; it is limited to {} parameters. \
+             Use structure = \"kron\" or \"diag\", or subset = \"last_layer\"",
+            cfg.max_full_params
+        );
+    }
+    let mut full = if cfg.structure == Structure::Full { Some(vec![0f64; full_p * full_p]) } else { None };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0xF15_4E2);
+    let mut log_lik = 0.0;
+    let order: Vec<usize> = {
+        let mut o: Vec<usize> = (0..data.len()).collect();
+        o.sort_by_key(|&i| data[i].ids.len());
+        o
+    };
+    let mut done = 0;
+    for idx in order.chunks(batch_size.max(1)) {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (batch, labels) = make_batch(model, data, idx, k, pad)?;
+        let mut tap = Tap::default();
+        let f = {
+            let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
+            model.answer_logits(&batch, answer_ids, &mut opts)?
+        };
+        let logp = candle_nn::ops::log_softmax(&f.detach(), D::Minus1)?;
+        let p: Vec<Vec<f32>> = logp.exp()?.to_vec2()?;
+        let lab = labels.to_vec1::<u32>()?;
+        let lp = logp.to_vec2::<f32>()?;
+        log_lik += lab.iter().enumerate().map(|(b, &y)| lp[b][y as usize] as f64).sum::<f64>();
+        let entry_of = |bid: BlockId| -> Result<&TapEntry> {
+            tap.entries.iter().find(|e| e.layer == bid.layer).context("a LoRA layer was not tapped in the forward pass")
+        };
+        // Input sides do not depend on the backward column.
+        let mut xs = Vec::with_capacity(blocks.len());
+        for &bid in blocks {
+            let e = entry_of(bid)?;
+            let layout = RowLayout::for_entry(e, &batch.lengths)?;
+            xs.push((layout.clone(), input_side(lora, e, bid.mat)?));
+            if let BlockCurvature::Kron { x, .. } = &mut per_block[xs.len() - 1] {
+                accumulate(x, &layout.x_rows(&xs.last().unwrap().1, cfg.positions)?)?;
+            }
+        }
+        for col in pseudo_columns(&p, cfg.curvature, &mut rng) {
+            let w = Tensor::new(col, f.device())?;
+            let grads = (&f * &w)?.sum_all()?.backward()?;
+            let mut full_rows: Vec<Tensor> = Vec::new();
+            for (bi, &bid) in blocks.iter().enumerate() {
+                let entry = entry_of(bid)?;
+                let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
+                let o = output_side(lora, entry, bid.mat, e)?;
+                let (layout, x) = &xs[bi];
+                match &mut per_block[bi] {
+                    BlockCurvature::Kron { o: of, .. } => accumulate(of, &layout.o_rows(&o, cfg.positions)?)?,
+                    BlockCurvature::Diag { d } => {
+                        let g = layout.per_example_outer(x, &o)?; // (B, n_o, n_x)
+                        let sq = to_f64(&g.sqr()?.sum(0)?)?;
+                        d.iter_mut().zip(sq).for_each(|(a, b)| *a += b);
+                    }
+                    BlockCurvature::InFull => {
+                        let g = layout.per_example_outer(x, &o)?;
+                        full_rows.push(g.flatten_from(1)?);
+                    }
+                }
+            }
+            if let Some(full) = full.as_mut() {
+                let g = Tensor::cat(&full_rows, 1)?.to_dtype(DType::F64)?; // (B, P)
+                let add = to_f64(&g.t()?.matmul(&g)?)?;
+                full.iter_mut().zip(add).for_each(|(a, b)| *a += b);
+            }
+        }
+        done += idx.len();
+        progress(done, data.len());
+    }
+    let n = data.len().max(1) as f64;
+    for c in per_block.iter_mut() {
+        if let BlockCurvature::Kron { x, .. } = c {
+            x.scale(1.0 / n); // X carries the 1/N of MATH.md section 4
+        }
+    }
+    Ok(Some(Curvature { blocks: blocks.to_vec(), per_block, full: full.map(|f| (full_p, f)), log_lik, n_examples: data.len() }))
+}

@@ -1,0 +1,230 @@
+//! The Laplace stage of an experiment: curvature over the training set, prior precision, the
+//! validation spectral cache and prior curve, and the test predictive for Laplace-LoRA and LLLA.
+
+use super::curvature;
+use super::jacobian::{self, Functional, Group};
+use super::marglik;
+use super::posterior::Posterior;
+use super::predictive;
+use super::spectral::{SpectralEntry, SpectralGrid, SpectralWeights};
+use super::{subset_blocks, LaplaceConfig, PredictiveKind, PriorMethod, Subset};
+use crate::calibration;
+use crate::lora::LoraSet;
+use crate::model::Llama;
+use crate::train::Encoded;
+use anyhow::Result;
+use serde::Serialize;
+use std::sync::atomic::AtomicBool;
+
+/// Progress of the stage, for events.
+pub enum FitProgress {
+    Message(String),
+    Step { phase: &'static str, done: usize, total: usize },
+}
+
+/// One row of `prior_curve.csv`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CurvePoint {
+    pub delta: f64,
+    pub log_marglik: f64,
+    pub val_nll: f64,
+    pub val_ece: f64,
+}
+
+pub struct LaplaceResult {
+    pub posterior: Posterior,
+    /// Prior precision per posterior block (Laplace-LoRA).
+    pub deltas: Vec<f64>,
+    pub log_marglik: f64,
+    /// Indices of the LLLA blocks in the posterior, their deltas and log marginal likelihood;
+    /// None where LLLA cannot be carved out (the full structure over every block).
+    pub llla: Option<(Vec<usize>, Vec<f64>, f64)>,
+    pub curve: Vec<CurvePoint>,
+    /// Per test example: mu, Sigma_f (Laplace-LoRA), Sigma_f (LLLA), spectral cache (Laplace-LoRA).
+    pub test: Vec<Functional>,
+    pub test_probs: Vec<Vec<f64>>,
+    pub llla_probs: Option<Vec<Vec<f64>>>,
+    pub grid: SpectralGrid,
+    pub seconds_curvature: f64,
+    pub seconds_per_test_example: f64,
+}
+
+/// The predictive probabilities of one example (masked classes get 0).
+pub fn predict(kind: PredictiveKind, mu: &[f64], cov: &[f64], samples: usize, seed: u64) -> Vec<f64> {
+    match kind {
+        PredictiveKind::Probit => predictive::probit(mu, cov),
+        PredictiveKind::Mc => predictive::monte_carlo(mu, cov, samples, seed),
+        PredictiveKind::Bridge => predictive::laplace_bridge(mu, cov),
+    }
+}
+
+/// Chooses prior precisions per block for the blocks `idx` by the marginal likelihood.
+fn marglik_deltas(post: &Posterior, idx: &[usize], per_layer: bool, cfg: &LaplaceConfig) -> Vec<f64> {
+    let s = post.spectra(idx);
+    let per = if per_layer && post.full.is_none() {
+        marglik::optimize_per_layer_delta(post.log_lik, &s, cfg.delta_min, cfg.delta_max)
+    } else {
+        vec![marglik::optimize_scalar_delta(post.log_lik, &s, cfg.delta_min, cfg.delta_max); s.len()]
+    };
+    post.block_deltas(idx, &per)
+}
+
+/// Validation NLL and ECE at a scalar delta, from the spectral caches.
+fn val_metrics(val: &[Functional], group: usize, labels: &[usize], delta: f64, grid: &SpectralGrid, cfg: &LaplaceConfig) -> calibration::Metrics {
+    let wts = SpectralWeights::new(grid, delta);
+    let probs: Vec<Vec<f64>> = val
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let cov = f.spectral[group].sigma_f_with(&wts);
+            predict(cfg.predictive, &f.mu, &cov, cfg.samples, cfg.seed.wrapping_add(i as u64))
+        })
+        .collect();
+    calibration::metrics(&probs, labels)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    model: &Llama,
+    lora: &LoraSet,
+    train: &[Encoded],
+    validation: &[Encoded],
+    test: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    batch_size: usize,
+    cfg: &LaplaceConfig,
+    cancel: &AtomicBool,
+    report: &mut dyn FnMut(FitProgress),
+) -> Result<Option<LaplaceResult>> {
+    cfg.validate()?;
+    let blocks = subset_blocks(lora, cfg.subset);
+    report(FitProgress::Message(format!(
+        "curvature: {:?} {:?} over {} LoRA matrices ({:?} positions)",
+        cfg.structure,
+        cfg.curvature,
+        blocks.len(),
+        cfg.positions
+    )));
+    let t0 = std::time::Instant::now();
+    let Some(curv) = curvature::collect(model, lora, &blocks, train, answer_ids, pad, batch_size, cfg, cancel, &mut |d, t| {
+        report(FitProgress::Step { phase: "curvature", done: d, total: t })
+    })?
+    else {
+        return Ok(None);
+    };
+    let post = Posterior::from_curvature(curv, lora)?;
+    let seconds_curvature = t0.elapsed().as_secs_f64();
+    if post.clamped > 0 {
+        report(FitProgress::Message(format!("{} slightly negative curvature eigenvalues (round-off) clamped to 0", post.clamped)));
+    }
+    let all: Vec<usize> = (0..post.blocks.len()).collect();
+    let llla_idx: Option<Vec<usize>> = if post.full.is_some() && cfg.subset == Subset::All {
+        None
+    } else {
+        let lb = subset_blocks(lora, Subset::LastLayer);
+        Some(all.iter().copied().filter(|&i| lb.contains(&post.blocks[i])).collect())
+    };
+    let grid = SpectralGrid::for_deltas(cfg.delta_min, cfg.delta_max, 200);
+    let mut spectral_groups = vec![all.clone()];
+    if let Some(l) = &llla_idx {
+        spectral_groups.push(l.clone());
+    }
+    // Validation spectral caches: the prior curve, and the grid search.
+    let Some(val) = jacobian::functional(model, lora, &post, validation, answer_ids, pad, batch_size, &[], &spectral_groups, &grid, cancel, &mut |d, t| {
+        report(FitProgress::Step { phase: "validation jacobians", done: d, total: t })
+    })?
+    else {
+        return Ok(None);
+    };
+    let val_labels: Vec<usize> = validation.iter().map(|e| e.label).collect();
+    let deltas_grid = marglik::log_grid(cfg.delta_min, cfg.delta_max, cfg.grid_points);
+    let curve: Vec<CurvePoint> = deltas_grid
+        .iter()
+        .map(|&d| {
+            let m = val_metrics(&val, 0, &val_labels, d, &grid, cfg);
+            CurvePoint { delta: d, log_marglik: post.log_marglik(&all, d), val_nll: m.nll, val_ece: m.ece }
+        })
+        .collect();
+    let choose = |idx: &[usize], group: usize| -> Vec<f64> {
+        match &cfg.prior {
+            PriorMethod::Marglik => marglik_deltas(&post, idx, false, cfg),
+            PriorMethod::MarglikPerLayer => marglik_deltas(&post, idx, true, cfg),
+            PriorMethod::Fixed(d) => post.block_deltas(idx, &vec![*d; post.spectra(idx).len()]),
+            PriorMethod::Grid => {
+                let best = deltas_grid
+                    .iter()
+                    .map(|&d| (d, val_metrics(&val, group, &val_labels, d, &grid, cfg).nll))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|x| x.0)
+                    .unwrap_or(1.0);
+                post.block_deltas(idx, &vec![best; post.spectra(idx).len()])
+            }
+        }
+    };
+    let deltas = choose(&all, 0);
+    let lml = |idx: &[usize], d: &[f64]| -> f64 {
+        let s = post.spectra(idx);
+        let per: Vec<f64> = if post.full.is_some() { vec![d[idx[0]]] } else { idx.iter().map(|&i| d[i]).collect() };
+        marglik::log_marglik(post.log_lik, &s, &per)
+    };
+    let log_marglik = lml(&all, &deltas);
+    let llla = llla_idx.as_ref().map(|l| {
+        let d = choose(l, 1);
+        let v = lml(l, &d);
+        (l.clone(), d, v)
+    });
+    report(FitProgress::Message(format!(
+        "prior precision {} (log marginal likelihood {:.2}){}",
+        summarize(&deltas),
+        log_marglik,
+        llla.as_ref().map(|(_, d, v)| format!("; LLLA {} ({v:.2})", summarize(d))).unwrap_or_default()
+    )));
+    // Test: exact Sigma_f for both, and the spectral cache for the prior slider.
+    let mut exact = vec![Group { blocks: all.clone(), deltas: deltas.clone() }];
+    if let Some((l, d, _)) = &llla {
+        exact.push(Group { blocks: l.clone(), deltas: d.clone() });
+    }
+    let t1 = std::time::Instant::now();
+    let Some(test_f) = jacobian::functional(model, lora, &post, test, answer_ids, pad, batch_size, &exact, &[all.clone()], &grid, cancel, &mut |d, t| {
+        report(FitProgress::Step { phase: "test jacobians", done: d, total: t })
+    })?
+    else {
+        return Ok(None);
+    };
+    let seconds_per_test_example = t1.elapsed().as_secs_f64() / test.len().max(1) as f64;
+    let probs_of = |g: usize| -> Vec<Vec<f64>> {
+        test_f.iter().enumerate().map(|(i, f)| predict(cfg.predictive, &f.mu, &f.sigma[g], cfg.samples, cfg.seed.wrapping_add(i as u64))).collect()
+    };
+    let test_probs = probs_of(0);
+    let llla_probs = llla.as_ref().map(|_| probs_of(1));
+    Ok(Some(LaplaceResult {
+        posterior: post,
+        deltas,
+        log_marglik,
+        llla,
+        curve,
+        test: test_f,
+        test_probs,
+        llla_probs,
+        grid,
+        seconds_curvature,
+        seconds_per_test_example,
+    }))
+}
+
+fn summarize(d: &[f64]) -> String {
+    let v: Vec<f64> = d.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (lo, hi) = v.iter().fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    if (hi / lo - 1.0).abs() < 1e-9 { format!("{lo:.4}") } else { format!("{lo:.4}..{hi:.4} (per layer)") }
+}
+
+/// Recomputes every cached example's probit predictive at a new scalar delta (the prior
+/// slider): the per-bin weights are shared, so this is a few thousand multiply-adds an example.
+pub fn recompute(entries: &[SpectralEntry], mus: &[Vec<f64>], delta: f64, grid: &SpectralGrid) -> Vec<Vec<f64>> {
+    let wts = SpectralWeights::new(grid, delta);
+    entries.iter().zip(mus).map(|(e, mu)| predictive::probit(mu, &e.sigma_f_with(&wts))).collect()
+}

@@ -1,0 +1,291 @@
+//! The linearised predictive's functional covariance Sigma_f = J Sigma J^T (MATH.md section 7),
+//! computed per example from the Jacobian of the K answer logits projected into each block's
+//! eigenbasis, and the spectral cache of MATH.md section 8 that makes a new prior instant.
+//!
+//! For class c and block W, M_c = df_c/dW = sum_t o_t^(c) x_t^T (one backward pass per class, read
+//! off the taps). In the Kronecker eigenbasis M~_c = Q_O^T M_c Q_X and
+//!   Sigma_f[c, c'] = sum_blocks sum_{i,j} M~_c[j,i] M~_c'[j,i] / (a_i g_j + delta),
+//! plus, for a low-rank factor, the Jacobian mass outside the kept eigenvectors divided by delta
+//! (those precision eigenvalues are exactly delta).
+
+use super::curvature::{input_side, output_side, RowLayout};
+use super::posterior::{BlockBasis, Posterior};
+use super::spectral::{pair_index, BlockBins, SpectralEntry, SpectralGrid};
+use crate::lora::LoraSet;
+use crate::model::llama::Tap;
+use crate::model::{ForwardOpts, Llama};
+use crate::train::{make_batch, Encoded};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A set of blocks with their prior precisions, whose Sigma_f is wanted exactly.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Indices into `Posterior::blocks`.
+    pub blocks: Vec<usize>,
+    /// Prior precision per posterior block (only those in `blocks` are read).
+    pub deltas: Vec<f64>,
+}
+
+/// What the predictive needs of one example.
+#[derive(Clone, Debug)]
+pub struct Functional {
+    /// The MAP answer logits; -inf for choices the item does not have.
+    pub mu: Vec<f64>,
+    /// Exact Sigma_f (K x K, row-major) per exact group.
+    pub sigma: Vec<Vec<f64>>,
+    /// The spectral cache per spectral group.
+    pub spectral: Vec<SpectralEntry>,
+}
+
+/// Per block: the projected Jacobians of one example (K matrices, row-major k_o x k_x) and the
+/// eigenvalues (a, g) they pair with; `resid[c][c']` is the mass outside a low-rank basis.
+struct Projected {
+    m: Vec<Vec<f32>>,
+    resid: Vec<Vec<f64>>,
+}
+
+/// `resid` in the spectral cache's pair order (c <= c'), empty when there is none.
+fn resid_pairs(r: &[Vec<f64>], k: usize) -> Vec<f64> {
+    if r.iter().flatten().all(|v| *v == 0.0) {
+        return Vec::new();
+    }
+    let mut out = vec![0.0; k * (k + 1) / 2];
+    for c in 0..k {
+        for d in c..k {
+            out[pair_index(c, d, k)] = r[c][d];
+        }
+    }
+    out
+}
+
+struct Bases {
+    /// Kron: (Q_X (n_x, k_x), Q_O^T (k_o, n_o), low-rank?) as f32 tensors.
+    kron: Vec<Option<(Tensor, Tensor, bool)>>,
+    /// Full: Q (P, k).
+    full: Option<Tensor>,
+}
+
+fn bases(post: &Posterior, dev: &Device) -> Result<Bases> {
+    let mat = |v: &[f64], n: usize, k: usize| -> Result<Tensor> { Ok(Tensor::from_vec(v.to_vec(), (n, k), dev)?.to_dtype(DType::F32)?) };
+    let kron = post
+        .basis
+        .iter()
+        .map(|b| match b {
+            BlockBasis::Kron { x, o } => {
+                let qx = mat(&x.vectors, x.n, x.k)?;
+                let qo_t = mat(&o.vectors, o.n, o.k)?.t()?.contiguous()?;
+                Ok(Some((qx, qo_t, x.k < x.n || o.k < o.n)))
+            }
+            BlockBasis::Diag { .. } => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let full = match &post.full {
+        Some(f) => Some(mat(&f.vectors, f.n, f.k)?),
+        None => None,
+    };
+    Ok(Bases { kron, full })
+}
+
+fn gram(m: &[Vec<f32>], k: usize) -> Vec<Vec<f64>> {
+    (0..k).map(|c| (0..k).map(|d| m[c].iter().zip(&m[d]).map(|(a, b)| *a as f64 * *b as f64).sum()).collect()).collect()
+}
+
+/// Sigma_f contributions and spectral entries of every example of `data`.
+#[allow(clippy::too_many_arguments)]
+pub fn functional(
+    model: &Llama,
+    lora: &LoraSet,
+    post: &Posterior,
+    data: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    batch_size: usize,
+    exact: &[Group],
+    spectral_groups: &[Vec<usize>],
+    grid: &SpectralGrid,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Vec<Functional>>> {
+    let k = answer_ids.len();
+    let dev = model.device().clone();
+    let bs = bases(post, &dev)?;
+    // 1 / (a_i g_j + delta) per exact group and block, row-major (k_o x k_x).
+    let inv: Vec<Vec<Option<Vec<f64>>>> = exact
+        .iter()
+        .map(|g| {
+            (0..post.blocks.len())
+                .map(|i| {
+                    if !g.blocks.contains(&i) {
+                        return None;
+                    }
+                    let d = g.deltas[i];
+                    Some(match (&post.basis.get(i), &post.full) {
+                        (Some(BlockBasis::Kron { x, o }), _) => {
+                            o.values.iter().flat_map(|gj| x.values.iter().map(move |ai| 1.0 / (ai * gj + d))).collect()
+                        }
+                        (Some(BlockBasis::Diag { d: dd }), _) => dd.iter().map(|v| 1.0 / (v + d)).collect(),
+                        (None, Some(f)) => f.values.iter().map(|v| 1.0 / (v + d)).collect(),
+                        (None, None) => Vec::new(),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    // Each block's eigenvalues binned once for every example (MATH.md section 8).
+    let block_bins: Vec<BlockBins> = if spectral_groups.is_empty() {
+        Vec::new()
+    } else if let Some(f) = &post.full {
+        vec![grid.bin_block(&f.values, &[1.0])]
+    } else {
+        post.basis
+            .iter()
+            .map(|b| match b {
+                BlockBasis::Kron { x, o } => grid.bin_block(&x.values, &o.values),
+                BlockBasis::Diag { d } => grid.bin_block(d, &[1.0]),
+            })
+            .collect()
+    };
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.sort_by_key(|&i| data[i].ids.len());
+    let mut out: Vec<Option<Functional>> = vec![None; data.len()];
+    let mut done = 0;
+    for idx in order.chunks(batch_size.max(1)) {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (batch, _) = make_batch(model, data, idx, k, pad)?;
+        let mut tap = Tap::default();
+        let f = {
+            let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
+            model.answer_logits(&batch, answer_ids, &mut opts)?
+        };
+        let fv = f.to_vec2::<f32>()?;
+        let nb = idx.len();
+        // M_c per block: (B, n_o, n_x) for each class.
+        let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(k); post.blocks.len()];
+        let mut xs = Vec::new();
+        for &b in &post.blocks {
+            let e = tap.entries.iter().find(|e| e.layer == b.layer).context("a LoRA layer was not tapped")?;
+            xs.push((RowLayout::for_entry(e, &batch.lengths)?, input_side(lora, e, b.mat)?));
+        }
+        for c in 0..k {
+            let grads = f.narrow(1, c, 1)?.sum_all()?.backward()?;
+            for (bi, &b) in post.blocks.iter().enumerate() {
+                let entry = tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
+                let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
+                let o = output_side(lora, entry, b.mat, e)?;
+                ms[bi].push(xs[bi].0.per_example_outer(&xs[bi].1, &o)?);
+            }
+        }
+        // Project into the eigenbases; per example, per block.
+        let mut per_example: Vec<Vec<Projected>> = (0..nb).map(|_| Vec::new()).collect();
+        if let (Some(q), Some(full)) = (&bs.full, &post.full) {
+            let mut mfull = Vec::new();
+            for c in 0..k {
+                let cat = Tensor::cat(&ms.iter().map(|m| m[c].flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (B, P)
+                mfull.push(cat.matmul(q)?.to_vec2::<f32>()?);
+            }
+            let _ = full;
+            for (n, pe) in per_example.iter_mut().enumerate() {
+                pe.push(Projected {
+                    m: (0..k).map(|c| mfull[c][n].clone()).collect(),
+                    resid: vec![vec![0.0; k]; k],
+                });
+            }
+        } else {
+            for (bi, basis) in post.basis.iter().enumerate() {
+                let mut proj: Vec<Vec<Vec<f32>>> = vec![Vec::new(); nb]; // [n][c]
+                let mut full_gram: Option<Vec<Vec<Vec<f32>>>> = None;
+                match (basis, &bs.kron[bi]) {
+                    (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
+                        if *low {
+                            full_gram = Some(vec![Vec::new(); nb]);
+                        }
+                        for c in 0..k {
+                            let m = &ms[bi][c];
+                            let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (B, k_o, k_x)
+                            let v = mt.flatten_from(1)?.to_vec2::<f32>()?;
+                            let raw = if *low { Some(m.flatten_from(1)?.to_vec2::<f32>()?) } else { None };
+                            for n in 0..nb {
+                                proj[n].push(v[n].clone());
+                                if let (Some(fg), Some(r)) = (full_gram.as_mut(), &raw) {
+                                    fg[n].push(r[n].clone());
+                                }
+                            }
+                        }
+                    }
+                    (BlockBasis::Diag { .. }, _) => {
+                        for c in 0..k {
+                            let v = ms[bi][c].flatten_from(1)?.to_vec2::<f32>()?;
+                            for n in 0..nb {
+                                proj[n].push(v[n].clone());
+                            }
+                        }
+                    }
+                    _ => unreachable!("bases match the posterior"),
+                }
+                for n in 0..nb {
+                    let m = std::mem::take(&mut proj[n]);
+                    let resid = match &full_gram {
+                        Some(fg) => {
+                            let total = gram(&fg[n], k);
+                            let kept = gram(&m, k);
+                            (0..k).map(|c| (0..k).map(|d| total[c][d] - kept[c][d]).collect()).collect()
+                        }
+                        None => vec![vec![0.0; k]; k],
+                    };
+                    per_example[n].push(Projected { m, resid });
+                }
+            }
+        }
+        for (n, &i) in idx.iter().enumerate() {
+            let nc = data[i].num_choices;
+            let mu: Vec<f64> = (0..k).map(|c| if c < nc { fv[n][c] as f64 } else { f64::NEG_INFINITY }).collect();
+            let blocks = &per_example[n];
+            let sigma = exact
+                .iter()
+                .enumerate()
+                .map(|(gi, g)| {
+                    let mut s = vec![0.0; k * k];
+                    for (bi, p) in blocks.iter().enumerate() {
+                        // With the full structure there is one projected "block" for all.
+                        let Some(inv) = (if post.full.is_some() { inv[gi][0].as_ref() } else { inv[gi][bi].as_ref() }) else { continue };
+                        let d = if post.full.is_some() { g.deltas[0] } else { g.deltas[bi] };
+                        for c in 0..nc {
+                            for e in c..nc {
+                                let mut acc = p.resid[c][e] / d;
+                                for ((x, y), w) in p.m[c].iter().zip(&p.m[e]).zip(inv) {
+                                    acc += *x as f64 * *y as f64 * w;
+                                }
+                                s[c * k + e] += acc;
+                                if e != c {
+                                    s[e * k + c] += acc;
+                                }
+                            }
+                        }
+                    }
+                    s
+                })
+                .collect();
+            let spectral = spectral_groups
+                .iter()
+                .map(|members| {
+                    let mut entry = SpectralEntry::new(k, grid);
+                    for (bi, p) in blocks.iter().enumerate() {
+                        let inside = if post.full.is_some() { true } else { members.contains(&bi) };
+                        if inside {
+                            entry.add_block_binned(&block_bins[bi], &p.m, &resid_pairs(&p.resid, k));
+                        }
+                    }
+                    entry
+                })
+                .collect();
+            out[i] = Some(Functional { mu, sigma, spectral });
+        }
+        done += nb;
+        progress(done, data.len());
+    }
+    Ok(Some(out.into_iter().map(|f| f.expect("every example was processed")).collect()))
+}

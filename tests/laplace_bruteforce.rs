@@ -1,0 +1,296 @@
+//! The Laplace machinery against dense brute force on a tiny llama (2 layers, hidden 32, LoRA
+//! rank 2 on q, v and the LM head: P = 520 parameters), where the full Jacobian (K x P, from
+//! candle's own gradients of the LoRA variables, not from the taps) and the dense GGN fit in memory.
+
+use candle_core::{Device, Tensor};
+use laplace_lora::laplace::curvature::collect;
+use laplace_lora::laplace::jacobian::{functional, Group};
+use laplace_lora::laplace::posterior::{BlockBasis, Posterior};
+use laplace_lora::laplace::spectral::SpectralGrid;
+use laplace_lora::laplace::{subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
+use laplace_lora::lora::{LoraConfig, LoraSet, Target};
+use laplace_lora::model::{Batch, ForwardOpts, LoadedModel, Llama};
+use laplace_lora::train::Encoded;
+use std::sync::atomic::AtomicBool;
+
+const K: usize = 3;
+const ANSWER: [u32; K] = [9, 10, 11];
+
+struct Setup {
+    model: Llama,
+    lora: LoraSet,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    laplace_lora::testing::write_tiny_hf_model(dir.path(), 21, false).unwrap();
+    let model = LoadedModel::load_hf(dir.path(), &Device::Cpu).unwrap().model;
+    let lora = LoraSet::new(
+        LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: vec![Target::QProj, Target::VProj, Target::LmHead] },
+        &model.lora_dims(),
+        ANSWER.to_vec(),
+        5,
+        &Device::Cpu,
+    )
+    .unwrap();
+    // A trained-looking adapter: B away from zero, so that every block has curvature.
+    for l in &lora.layers {
+        l.b.set(&Tensor::randn(0f32, 0.4, l.b.shape(), &Device::Cpu).unwrap()).unwrap();
+    }
+    Setup { model, lora }
+}
+
+fn examples() -> Vec<Encoded> {
+    vec![
+        Encoded { ids: vec![4, 20, 31, 22, 3], label: 0, num_choices: 3 },
+        Encoded { ids: vec![4, 23, 3], label: 2, num_choices: 3 },
+        Encoded { ids: vec![4, 25, 26, 27, 28, 29, 3], label: 1, num_choices: 3 },
+    ]
+}
+
+/// The LoRA matrices of the posterior's blocks, flattened row-major, concatenated: theta.
+fn block_vars(s: &Setup, blocks: &[laplace_lora::laplace::BlockId]) -> Vec<Tensor> {
+    blocks
+        .iter()
+        .map(|b| {
+            let l = &s.lora.layers[b.layer];
+            if b.mat == Mat::A { l.a.as_tensor().clone() } else { l.b.as_tensor().clone() }
+        })
+        .collect()
+}
+
+/// Dense Jacobian (K x P) and probabilities of one example, from candle's gradients of the vars.
+fn dense_jacobian(s: &Setup, e: &Encoded, vars: &[Tensor]) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let batch = Batch::new(&[&e.ids], &[K], K, 0, &Device::Cpu).unwrap();
+    let f = s.model.answer_logits(&batch, &ANSWER, &mut ForwardOpts::new(Some(&s.lora))).unwrap();
+    let fv: Vec<f64> = f.get(0).unwrap().to_vec1::<f32>().unwrap().iter().map(|x| *x as f64).collect();
+    let p = laplace_lora::calibration::softmax(&fv);
+    let rows = (0..K)
+        .map(|c| {
+            let g = f.get(0).unwrap().get(c).unwrap().backward().unwrap();
+            vars.iter()
+                .flat_map(|v| match g.get(v) {
+                    Some(t) => t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(|x| x as f64).collect::<Vec<_>>(),
+                    None => vec![0.0; v.elem_count()],
+                })
+                .collect()
+        })
+        .collect();
+    (rows, p)
+}
+
+/// Dense GGN = sum_n J_n^T (diag p - p p^T) J_n.
+fn dense_ggn(s: &Setup, data: &[Encoded], vars: &[Tensor]) -> (usize, Vec<f64>) {
+    let p_n: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let mut g = vec![0.0; p_n * p_n];
+    for e in data {
+        let (j, p) = dense_jacobian(s, e, vars);
+        for a in 0..K {
+            for b in 0..K {
+                let lam = if a == b { p[a] } else { 0.0 } - p[a] * p[b];
+                if lam == 0.0 {
+                    continue;
+                }
+                for x in 0..p_n {
+                    let ja = j[a][x] * lam;
+                    if ja == 0.0 {
+                        continue;
+                    }
+                    for y in 0..p_n {
+                        g[x * p_n + y] += ja * j[b][y];
+                    }
+                }
+            }
+        }
+    }
+    (p_n, g)
+}
+
+fn cfg(structure: Structure, positions: Positions) -> LaplaceConfig {
+    LaplaceConfig { structure, positions, low_rank_threshold: 1024, ..Default::default() }
+}
+
+fn fit(s: &Setup, data: &[Encoded], c: &LaplaceConfig) -> Posterior {
+    let blocks = subset_blocks(&s.lora, Subset::All);
+    let curv = collect(&s.model, &s.lora, &blocks, data, &ANSWER, 0, 2, c, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+    Posterior::from_curvature(curv, &s.lora).unwrap()
+}
+
+/// Dense block-diagonal KFAC matrix: each block O (x) X (row-major (n_o x n_x) flattening).
+fn dense_kron(post: &Posterior) -> (usize, Vec<f64>) {
+    let p = post.n_params();
+    let mut m = vec![0.0; p * p];
+    let mut off = 0;
+    for b in &post.basis {
+        let BlockBasis::Kron { x, o } = b else { panic!("kron expected") };
+        let (xd, od) = (x.reconstruct(), o.reconstruct());
+        let (nx, no) = (x.n, o.n);
+        for j in 0..no {
+            for i in 0..nx {
+                for j2 in 0..no {
+                    for i2 in 0..nx {
+                        m[(off + j * nx + i) * p + off + j2 * nx + i2] = od[j * no + j2] * xd[i * nx + i2];
+                    }
+                }
+            }
+        }
+        off += nx * no;
+    }
+    (p, m)
+}
+
+fn rel_fro(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    num / den.max(1e-300)
+}
+
+/// Cholesky of an SPD matrix (lower, row-major), for log det and solves.
+fn cholesky(m: &[f64], n: usize) -> Vec<f64> {
+    let mut l = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let mut s = m[i * n + j];
+            for k in 0..j {
+                s -= l[i * n + k] * l[j * n + k];
+            }
+            l[i * n + j] = if i == j { s.sqrt() } else { s / l[j * n + j] };
+        }
+    }
+    l
+}
+
+fn solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
+    let mut y = b.to_vec();
+    for i in 0..n {
+        for k in 0..i {
+            y[i] -= l[i * n + k] * y[k];
+        }
+        y[i] /= l[i * n + i];
+    }
+    for i in (0..n).rev() {
+        for k in i + 1..n {
+            y[i] -= l[k * n + i] * y[k];
+        }
+        y[i] /= l[i * n + i];
+    }
+    y
+}
+
+#[test]
+fn kfac_equals_the_dense_ggn_for_one_example_at_one_position() {
+    let s = setup();
+    let one = vec![Encoded { ids: vec![17], label: 1, num_choices: K }]; // T = 1
+    let blocks = subset_blocks(&s.lora, Subset::All);
+    let vars = block_vars(&s, &blocks);
+    let (p, dense) = dense_ggn(&s, &one, &vars);
+    for positions in [Positions::Expand, Positions::Reduce, Positions::Last] {
+        let post = fit(&s, &one, &cfg(Structure::Kron, positions));
+        let (p2, kron) = dense_kron(&post);
+        assert_eq!(p, p2);
+        // Compare the block-diagonal part (KFAC is block-diagonal by construction).
+        let mut off = 0;
+        for &(nx, no) in &post.sides {
+            let n = nx * no;
+            let blk = |m: &[f64]| -> Vec<f64> { (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| m[(off + a) * p + off + b]).collect() };
+            // f32 forward/backward: 1e-4 relative is a few hundred ulps of the accumulated sums.
+            let err = rel_fro(&blk(&kron), &blk(&dense));
+            assert!(err < 1e-4, "{positions:?}: block at {off} differs from the dense GGN by {err}");
+            off += n;
+        }
+    }
+}
+
+#[test]
+fn full_and_diag_structures_equal_the_dense_ggn() {
+    let s = setup();
+    let data = examples();
+    let blocks = subset_blocks(&s.lora, Subset::All);
+    let vars = block_vars(&s, &blocks);
+    let (p, dense) = dense_ggn(&s, &data, &vars);
+    let post = fit(&s, &data, &cfg(Structure::Full, Positions::Reduce));
+    let full = post.full.as_ref().unwrap().reconstruct();
+    assert!(rel_fro(&full, &dense) < 1e-4, "full GGN differs by {}", rel_fro(&full, &dense));
+    let post = fit(&s, &data, &cfg(Structure::Diag, Positions::Reduce));
+    let diag: Vec<f64> = post.basis.iter().flat_map(|b| match b { BlockBasis::Diag { d } => d.clone(), _ => panic!() }).collect();
+    let dd: Vec<f64> = (0..p).map(|i| dense[i * p + i]).collect();
+    assert!(rel_fro(&diag, &dd) < 1e-4);
+}
+
+#[test]
+fn marglik_and_functional_variance_equal_their_dense_formulas() {
+    let s = setup();
+    let data = examples();
+    for positions in [Positions::Expand, Positions::Reduce, Positions::Last] {
+        let post = fit(&s, &data, &cfg(Structure::Kron, positions));
+        let (p, kron) = dense_kron(&post);
+        let blocks = post.blocks.clone();
+        let vars = block_vars(&s, &blocks);
+        let theta: Vec<f64> = vars.iter().flat_map(|v| v.flatten_all().unwrap().to_vec1::<f32>().unwrap()).map(|x| x as f64).collect();
+        let all: Vec<usize> = (0..blocks.len()).collect();
+        for delta in [0.05, 1.0, 30.0] {
+            // log Z = log lik - delta/2 |theta|^2 + P/2 log delta - 1/2 log det(F + delta I)
+            let mut m = kron.clone();
+            (0..p).for_each(|i| m[i * p + i] += delta);
+            let l = cholesky(&m, p);
+            let logdet: f64 = (0..p).map(|i| 2.0 * l[i * p + i].ln()).sum();
+            let dense_lml = post.log_lik - 0.5 * delta * theta.iter().map(|t| t * t).sum::<f64>() + 0.5 * p as f64 * delta.ln() - 0.5 * logdet;
+            let ours = post.log_marglik(&all, delta);
+            // Both in f64 from the same factors: 1e-9 relative.
+            assert!((ours - dense_lml).abs() <= 1e-9 * dense_lml.abs().max(1.0), "{positions:?} delta {delta}: {ours} vs {dense_lml}");
+            // Sigma_f = J (F + delta I)^-1 J^T, J from candle's own gradients.
+            let g = Group { blocks: all.clone(), deltas: vec![delta; blocks.len()] };
+            let fs = functional(&s.model, &s.lora, &post, &data, &ANSWER, 0, 2, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &AtomicBool::new(false), &mut |_, _| {})
+                .unwrap()
+                .unwrap();
+            for (e, f) in data.iter().zip(&fs) {
+                let (j, _) = dense_jacobian(&s, e, &vars);
+                let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &j[c])).collect();
+                for a in 0..K {
+                    for b in 0..K {
+                        let want: f64 = j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum();
+                        let got = f.sigma[0][a * K + b];
+                        // f32 Jacobians: 1e-4 relative to the diagonal's scale.
+                        let scale = (f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt();
+                        assert!((got - want).abs() <= 1e-4 * scale, "{positions:?} delta {delta}: Sigma_f[{a},{b}] {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn low_rank_factors_converge_to_the_dense_posterior_as_k_grows() {
+    let s = setup();
+    let data = examples();
+    let delta = 0.5;
+    let dense = fit(&s, &data, &cfg(Structure::Kron, Positions::Reduce));
+    let all: Vec<usize> = (0..dense.blocks.len()).collect();
+    let sig = |post: &Posterior| -> Vec<f64> {
+        let g = Group { blocks: all.clone(), deltas: vec![delta; post.blocks.len()] };
+        functional(&s.model, &s.lora, post, &data, &ANSWER, 0, 3, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &AtomicBool::new(false), &mut |_, _| {})
+            .unwrap()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f.sigma[0].clone())
+            .collect()
+    };
+    let want = sig(&dense);
+    let want_lml = dense.log_marglik(&all, delta);
+    let mut last = f64::INFINITY;
+    // Sides above 16 (the 32-wide inputs of A, the 32-wide outputs of q's B) become low-rank.
+    for k in [1, 4, 8, 16, 32] {
+        let c = LaplaceConfig { low_rank_threshold: 16, low_rank_k: k, ..cfg(Structure::Kron, Positions::Reduce) };
+        let post = fit(&s, &data, &c);
+        let err = rel_fro(&sig(&post), &want);
+        let lml_err = (post.log_marglik(&all, delta) - want_lml).abs();
+        eprintln!("k = {k}: Sigma_f relative error {err:.3e}, log marglik error {lml_err:.3e}");
+        assert!(err <= last * 1.0001 + 1e-12, "error grew from {last} to {err} at k = {k}");
+        last = err;
+        if k == 32 {
+            // k = side keeps every eigenpair: equal up to f32 round-off.
+            assert!(err < 1e-4 && lml_err < 1e-6 * want_lml.abs().max(1.0));
+        }
+    }
+}
