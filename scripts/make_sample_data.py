@@ -16,6 +16,9 @@ Datasets (each with train.jsonl / validation.jsonl / test.jsonl, 100 / 50 / 100 
   compare4/  4-way multiple choice, generic `mcq` JSONL (question, choices, answer index, id)
   yesno/     yes/no questions over a short passage, BoolQ JSONL (question, passage, answer bool, id)
   cloze2/    two-option cloze, WinoGrande JSONL (qID, sentence with _, option1, option2, answer "1"/"2")
+
+Each dataset mixes a few templates in turn (so no single surface trick solves it) and balances the
+answers in every split (answer positions 0-3 / true and false / option 1 and option 2).
 """
 
 import argparse
@@ -206,76 +209,52 @@ def make_yesno(rng):
 
 
 # ------------------------------------------------------------------------------------------------
-# cloze2: WinoGrande-style twin sentences; one cue word flips which option fills the blank
+# cloze2: a sentence with one blank and two options (WinoGrande layout); the wrong option is a word
+# of the same kind taken from another item, so only knowing the words tells them apart
 
-# (cue for the first option, cue for the second option) completing "... because it was _ ..."
 WEATHER = {
     "cold": ["put on a warm coat", "wore thick gloves", "sat close to the heater", "lit a fire in the stove",
              "wrapped up in a woolly scarf"],
     "hot": ["turned on the fan", "went for a swim", "bought an ice cream", "wore shorts and sandals",
             "sat in the shade"],
 }
-# word, same-meaning word, opposite word
+# word, same-meaning word
 SYNONYMS = [
-    ("big", "large", "small"), ("happy", "glad", "sad"), ("fast", "quick", "slow"), ("start", "begin", "finish"),
-    ("rich", "wealthy", "poor"), ("tiny", "little", "huge"), ("shut", "closed", "open"), ("correct", "right", "wrong"),
-    ("easy", "simple", "difficult"), ("silent", "quiet", "loud"), ("scared", "afraid", "brave"),
-    ("shout", "yell", "whisper"), ("clever", "smart", "stupid"), ("angry", "mad", "calm"), ("sick", "ill", "healthy"),
-    ("below", "under", "above"),
-]
-FEELINGS = [
-    ("happy", ["getting a wonderful present", "winning the big prize", "hearing some great news",
-               "passing the exam", "a lovely day at the beach"]),
-    ("sad", ["losing a favourite toy", "missing the last bus home", "breaking a favourite mug", "failing the exam",
-             "a quarrel with a good friend"]),
-]
-NEEDS = [  # (state, actions that fix it)
-    ("thirsty", ["drank a glass of water", "drank some juice"]),
-    ("hungry", ["ate a big sandwich", "cooked a bowl of pasta"]),
-    ("tired", ["went to bed early", "took a long nap"]),
-    ("cold", ["put on a sweater", "closed the window"]),
+    ("big", "large"), ("happy", "glad"), ("fast", "quick"), ("start", "begin"), ("rich", "wealthy"),
+    ("tiny", "little"), ("shut", "closed"), ("correct", "right"), ("easy", "simple"), ("silent", "quiet"),
+    ("scared", "afraid"), ("shout", "yell"), ("clever", "smart"), ("angry", "mad"), ("sick", "ill"),
+    ("below", "under"),
 ]
 
 
-def cloze2_pair(rng, kind):
-    """Returns a twin: [(sentence, option1, option2, answer), ...] with opposite answers."""
+def cloze2_item(rng, kind):
+    """Returns (sentence, right option, wrong option)."""
     name = rng.choice(NAMES)
-    if kind == "weather":
-        c = rng.choice(WEATHER["cold"])
-        h = rng.choice(WEATHER["hot"])
-        s = "{} {} because it was _ outside."
-        twins = [(s.format(name, c), "cold"), (s.format(name, h), "hot")]
-        opts = ["cold", "hot"]
-    elif kind == "meaning":
-        word, same, opp = rng.choice(SYNONYMS)
-        twins = [(f"{name} learned that the word _ means the same as \"{word}\".", same),
-                 (f"{name} learned that the word _ means the opposite of \"{word}\".", opp)]
-        opts = [same, opp]
-    elif kind == "category":
+    if kind == "category":
         c1, c2 = rng.sample(THING_CATEGORIES, 2)
-        w1, w2 = rng.choice(CATEGORIES[c1]), rng.choice(CATEGORIES[c2])
-        s = "{} {} is a kind of _ that most people know."
-        twins = [(s.format(art(w1).capitalize(), w1), c1), (s.format(art(w2).capitalize(), w2), c2)]
-        opts = [c1, c2]
-    elif kind == "feeling":
-        good = rng.choice(FEELINGS[0][1])
-        bad = rng.choice(FEELINGS[1][1])
-        s = "{} felt very _ after {}."
-        twins = [(s.format(name, good), "happy"), (s.format(name, bad), "sad")]
-        opts = ["happy", "sad"]
-    elif kind == "need":
-        (st1, acts1), (st2, acts2) = rng.sample(NEEDS, 2)
-        s = "{} felt _ and {}."
-        twins = [(s.format(name, rng.choice(acts1)), st1), (s.format(name, rng.choice(acts2)), st2)]
-        opts = [st1, st2]
-    else:
-        raise ValueError(kind)
-    if rng.random() < 0.5:
-        opts.reverse()
-    return [(sent, opts[0], opts[1], "1" if ans == opts[0] else "2") for sent, ans in twins]
+        w = rng.choice(CATEGORIES[c1])
+        return f"{art(w).capitalize()} {w} is a kind of _ that most people know.", c1, c2
+    if kind == "opposite":
+        pair = rng.choice(OPPOSITES)
+        word, right = pair if rng.random() < 0.5 else pair[::-1]
+        wrong = rng.choice(rng.choice([p for p in OPPOSITES if p != pair]))
+        return f"{name} knows that the opposite of \"{word}\" is _ .", right, wrong
+    if kind == "meaning":
+        pair = rng.choice(SYNONYMS)
+        word, right = pair if rng.random() < 0.5 else pair[::-1]
+        wrong = rng.choice(rng.choice([p for p in SYNONYMS if p != pair]))
+        return f"{name} learned that the word _ means the same as \"{word}\".", right, wrong
+    if kind == "capital":
+        (country, city), (other, _) = rng.sample(CAPITALS, 2)
+        return f"{name} flew to {city}, the capital of _ , for a holiday.", country, other
+    if kind == "weather":
+        right = rng.choice(["cold", "hot"])
+        wrong = "hot" if right == "cold" else "cold"
+        return f"{name} {rng.choice(WEATHER[right])} because it was _ outside.", right, wrong
+    raise ValueError(kind)
 
 
-CLOZE2_KINDS = ["weather", "meaning", "category", "feeling", "need"]
+CLOZE2_KINDS = ["category", "opposite", "meaning", "capital", "weather"]
 
 
 def make_cloze2(rng):
@@ -283,22 +262,21 @@ def make_cloze2(rng):
     out = {}
     for split, n in SIZES.items():
         rows = []
-        pairs = 0
         tries = 0
         while len(rows) < n:
-            kind = CLOZE2_KINDS[pairs % len(CLOZE2_KINDS)]
-            twin = cloze2_pair(rng, kind)
-            key = (twin[0][0], twin[1][0])
-            if key in seen:
+            k = len(rows)
+            kind = CLOZE2_KINDS[(k // 2) % len(CLOZE2_KINDS)]
+            sent, right, wrong = cloze2_item(rng, kind)
+            if (sent, right, wrong) in seen:
                 tries += 1
                 if tries > 10000:
                     raise RuntimeError(f"cloze2: too few distinct {kind} items")
                 continue
-            seen.add(key)
-            pairs += 1
-            for t, (sent, o1, o2, ans) in enumerate(twin):
-                rows.append({"qID": f"cloze2-{split}-{pairs:04d}-{t + 1}", "sentence": sent,
-                             "option1": o1, "option2": o2, "answer": ans})
+            seen.add((sent, right, wrong))
+            first = k % 2 == 0  # balanced: the right option is option1 in half the items
+            o1, o2 = (right, wrong) if first else (wrong, right)
+            rows.append({"qID": f"cloze2-{split}-{k + 1:04d}", "sentence": sent,
+                         "option1": o1, "option2": o2, "answer": "1" if first else "2"})
         rng.shuffle(rows)
         out[split] = rows
     return out

@@ -14,7 +14,7 @@ pub enum Kind {
     /// A filled polygon (points in order).
     Area,
     /// A vertical line at x = points[0].0.
-    VLine,
+    VLine { dashed: bool },
     /// Text labels at the points (the strings in `labels`).
     Labels,
 }
@@ -35,8 +35,9 @@ impl Series {
         Self { name: name.into(), color, kind: Kind::Line { width: 2.0, dashed: false }, points, labels: vec![], legend: true }
     }
     pub fn dashed(mut self) -> Self {
-        if let Kind::Line { dashed, .. } = &mut self.kind {
-            *dashed = true;
+        match &mut self.kind {
+            Kind::Line { dashed, .. } | Kind::VLine { dashed } => *dashed = true,
+            _ => {}
         }
         self
     }
@@ -53,7 +54,7 @@ impl Series {
         Self { name: name.into(), color, kind: Kind::Area, points, labels: vec![], legend: false }
     }
     pub fn vline(name: &str, color: Color32, x: f64) -> Self {
-        Self { name: name.into(), color, kind: Kind::VLine, points: vec![[x, 0.0]], labels: vec![], legend: true }
+        Self { name: name.into(), color, kind: Kind::VLine { dashed: false }, points: vec![[x, 0.0]], labels: vec![], legend: true }
     }
     pub fn labels(color: Color32, points: Vec<[f64; 2]>, labels: Vec<String>) -> Self {
         Self { name: String::new(), color, kind: Kind::Labels, points, labels, legend: false }
@@ -76,11 +77,16 @@ pub struct Figure {
     pub y_range: Option<(f64, f64)>,
     /// The x axis shows 10^x (data are log10 values).
     pub log_x: bool,
+    /// Draw the legend inside the plot (off where it would hide the data; then the caller
+    /// explains the colours in a caption).
+    pub legend: bool,
+    /// Where the legend sits (away from where the data usually are).
+    pub legend_corner: egui_plot::Corner,
 }
 
 impl Figure {
     pub fn new(id: &str, title: &str, x_label: &str, y_label: &str) -> Self {
-        Self { id: id.into(), title: title.into(), x_label: x_label.into(), y_label: y_label.into(), series: vec![], x_range: None, y_range: None, log_x: false }
+        Self { id: id.into(), title: title.into(), x_label: x_label.into(), y_label: y_label.into(), series: vec![], x_range: None, y_range: None, log_x: false, legend: true, legend_corner: egui_plot::Corner::LeftTop }
     }
 
     fn bounds(&self) -> ((f64, f64), (f64, f64)) {
@@ -88,7 +94,7 @@ impl Figure {
         let mut ys = (f64::INFINITY, f64::NEG_INFINITY);
         for s in &self.series {
             for p in &s.points {
-                if !matches!(s.kind, Kind::VLine) {
+                if !matches!(s.kind, Kind::VLine { .. }) {
                     ys = (ys.0.min(p[1]), ys.1.max(p[1]));
                 }
                 xs = (xs.0.min(p[0]), xs.1.max(p[0]));
@@ -98,8 +104,23 @@ impl Figure {
                 }
             }
         }
-        let fix = |r: (f64, f64)| if r.0.is_finite() && r.1 > r.0 { r } else if r.0.is_finite() { (r.0 - 0.5, r.0 + 0.5) } else { (0.0, 1.0) };
-        (self.x_range.unwrap_or_else(|| fix(xs)), self.y_range.unwrap_or_else(|| fix(ys)))
+        let fix = |r: (f64, f64)| {
+            if r.0.is_finite() && r.1 > r.0 {
+                r
+            } else if r.0.is_finite() {
+                // One value (the first step of a live run): a range around it on its own scale.
+                let m = if r.0 == 0.0 { 0.5 } else { r.0.abs() * 0.5 };
+                (r.0 - m, r.0 + m)
+            } else {
+                (0.0, 1.0)
+            }
+        };
+        // A 5% margin above and below the data, so a curve never runs along the frame.
+        let pad = |r: (f64, f64)| {
+            let m = (r.1 - r.0) * 0.05;
+            (r.0 - m, r.1 + m)
+        };
+        (self.x_range.unwrap_or_else(|| fix(xs)), self.y_range.unwrap_or_else(|| pad(fix(ys))))
     }
 
     /// Draws the figure; returns the plot's response (for the PNG crop).
@@ -109,18 +130,31 @@ impl Figure {
         let log_x = self.log_x;
         let mut plot = Plot::new(&self.id)
             .height(height)
-            .legend(Legend::default().position(egui_plot::Corner::LeftTop))
+            .x_grid_spacer(nice_spacer(85.0, log_x))
+            .y_grid_spacer(nice_spacer(32.0, false))
             .x_axis_label(self.x_label.clone())
             .y_axis_label(self.y_label.clone())
             .allow_scroll(false)
             .allow_drag(false)
             .allow_zoom(false)
             .allow_boxed_zoom(false)
-            .default_x_bounds(x0, x1)
-            .default_y_bounds(y0, y1);
+            // Bounds from the data on every frame (egui_plot's default_*_bounds are only the
+            // first frame's, which froze the axes of a live run at its first step).
+            .auto_bounds(true)
+            .set_margin_fraction(egui::Vec2::ZERO)
+            .include_x(x0)
+            .include_x(x1)
+            .include_y(y0)
+            .include_y(y1);
+        if self.legend {
+            plot = plot.legend(Legend::default().position(self.legend_corner).background_alpha(0.85));
+        }
         if log_x {
             plot = plot.x_axis_formatter(|m, _| fmt_pow10(m.value));
+        } else {
+            plot = plot.x_axis_formatter(|m, _| fmt_num(m.value));
         }
+        plot = plot.y_axis_formatter(|m, _| fmt_num(m.value));
         let series = self.series.clone();
         plot.show(ui, move |pu| {
             for mut s in series {
@@ -142,8 +176,12 @@ impl Figure {
                     Kind::Area => {
                         pu.polygon(Polygon::new(s.name.clone(), PlotPoints::from(s.points.clone())).fill_color(s.color).width(0.0).allow_hover(false));
                     }
-                    Kind::VLine => {
-                        pu.vline(VLine::new(s.name.clone(), s.points[0][0]).color(s.color).width(2.0));
+                    Kind::VLine { dashed } => {
+                        let mut v = VLine::new(s.name.clone(), s.points[0][0]).color(s.color).width(2.0);
+                        if dashed {
+                            v = v.style(LineStyle::dashed_loose());
+                        }
+                        pu.vline(v);
                     }
                     Kind::Labels => {
                         for (p, t) in s.points.iter().zip(&s.labels) {
@@ -200,9 +238,10 @@ impl Figure {
                     let pts: Vec<String> = se.points.iter().map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1]))).collect();
                     let _ = writeln!(s, r#"<polygon points="{}" fill="{}" fill-opacity="{:.2}"/>"#, pts.join(" "), col(se.color), op(se.color).max(0.2));
                 }
-                Kind::VLine => {
+                Kind::VLine { dashed } => {
                     let x = sx(se.points[0][0]);
-                    let _ = writeln!(s, r#"<line x1="{x:.2}" y1="{mt}" x2="{x:.2}" y2="{}" stroke="{}" stroke-width="2"/>"#, h - mb, col(se.color));
+                    let dash = if *dashed { r#" stroke-dasharray="8,5""# } else { "" };
+                    let _ = writeln!(s, r#"<line x1="{x:.2}" y1="{mt}" x2="{x:.2}" y2="{}" stroke="{}" stroke-width="2"{dash}/>"#, h - mb, col(se.color));
                 }
                 Kind::Labels => {
                     for (p, t) in se.points.iter().zip(&se.labels) {
@@ -232,6 +271,41 @@ impl Figure {
             }
         }
         s
+    }
+}
+
+/// The smallest of 1, 2, 5 times a power of ten that is at least `x`.
+fn nice_ceil(x: f64) -> f64 {
+    let m = 10f64.powf(x.log10().floor());
+    let n = x / m;
+    m * if n <= 1.0 + 1e-9 { 1.0 } else if n <= 2.0 + 1e-9 { 2.0 } else if n <= 5.0 + 1e-9 { 5.0 } else { 10.0 }
+}
+
+/// Grid lines at 1-2-5 steps with labelled major lines at least `label_px` points apart (egui_plot's
+/// default powers-of-ten grid leaves a 0..1 axis with only "0" and "1" labelled). With `decades`
+/// (a log10 axis) the major step is a whole number of decades.
+pub fn nice_spacer(label_px: f64, decades: bool) -> impl Fn(egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
+    move |input| {
+        // egui_plot passes the value span of 8 points as the base step.
+        let per_pt = input.base_step_size / 8.0;
+        let (lo, hi) = (input.bounds.0.min(input.bounds.1), input.bounds.0.max(input.bounds.1));
+        if !(per_pt > 0.0 && per_pt.is_finite() && hi > lo && hi.is_finite() && lo.is_finite()) {
+            return Vec::new();
+        }
+        let major = if decades { (per_pt * label_px).ceil().max(1.0) } else { nice_ceil(per_pt * label_px) };
+        let lead = (major / 10f64.powf(major.log10().floor())).round();
+        let minor = major / if lead == 2.0 { 4.0 } else { 5.0 };
+        let (k0, k1) = ((lo / minor).floor() as i64, (hi / minor).ceil() as i64);
+        if k1 - k0 > 2000 {
+            return Vec::new();
+        }
+        (k0..=k1)
+            .map(|k| {
+                let v = k as f64 * minor;
+                let is_major = ((v / major).round() * major - v).abs() < minor * 1e-6;
+                egui_plot::GridMark { value: if v.abs() < minor * 1e-9 { 0.0 } else { v }, step_size: if is_major { major } else { minor } }
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,11 @@ pub fn find_sample_root() -> Option<PathBuf> {
         for a in s.ancestors().take(5) {
             let d = a.join("sample_data");
             if d.is_dir() {
+                // Shown relative to the current folder where possible: the file names stay visible
+                // in the narrow path fields (the config still gets absolute paths).
+                if let Some(rel) = std::env::current_dir().ok().and_then(|c| d.strip_prefix(&c).ok().map(Path::to_path_buf)) {
+                    return Some(rel);
+                }
                 return Some(d);
             }
         }

@@ -533,16 +533,34 @@ pub fn list_runs(root: &Path) -> Vec<RunEntry> {
         if !p.is_dir() || !(p.join("events.jsonl").exists() || p.join("config.toml").exists()) {
             continue;
         }
-        let status = if p.join("metrics.json").exists() {
-            if p.join("prior_curve.csv").exists() { "finished + Laplace" } else { "finished" }
+        let last = last_line(&p.join("events.jsonl")).unwrap_or_default();
+        let ended = if last.contains("\"finished\"") {
+            "finished"
+        } else if last.contains("\"cancelled\"") {
+            "cancelled"
+        } else if last.contains("\"failed\"") {
+            "failed"
         } else {
-            "incomplete"
+            "running or interrupted"
         };
+        let status = if p.join("prior_curve.csv").exists() { format!("{ended}, with Laplace") } else { ended.to_string() };
         let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-        v.push(RunEntry { name: e.file_name().to_string_lossy().into_owned(), path: p, status: status.into(), modified });
+        v.push(RunEntry { name: e.file_name().to_string_lossy().into_owned(), path: p, status, modified });
     }
     v.sort_by(|a, b| b.modified.cmp(&a.modified));
     v
+}
+
+/// The last non-empty line of a file, reading only its last 8 KiB.
+fn last_line(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
 }
 
 /// Top-label confidence and correctness of a probability row.

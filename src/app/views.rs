@@ -19,6 +19,10 @@ pub fn method_color(m: &str) -> Color32 {
     }
 }
 
+/// The prior tab's markers: the run's chosen delta and the slider's.
+const CHOSEN_COLOR: Color32 = Color32::from_rgb(120, 220, 120);
+const SLIDER_COLOR: Color32 = Color32::from_rgb(240, 200, 60);
+
 pub struct ViewCtx<'a> {
     pub run_dir: Option<&'a Path>,
     pub status: &'a Sender<String>,
@@ -67,6 +71,11 @@ pub fn training_tab(ui: &mut egui::Ui, s: &RunStore, vc: &ViewCtx) {
     ece.series.push(Series::line("NLL", Color32::from_rgb(50, 175, 95), s.validation.iter().map(|v| [v.step as f64, v.summary.nll]).collect()).width(2.5));
     let mut lr = Figure::new("learning_rate", "Learning rate", "step", "learning rate");
     lr.series.push(Series::line("learning rate", Color32::from_rgb(120, 120, 200), s.steps.iter().map(|p| [p.step as f64, p.learning_rate]).collect()));
+    // Loss falls and accuracy rises as training goes on: the legends go where the curves are not.
+    loss.legend_corner = egui_plot::Corner::RightTop;
+    acc.legend_corner = egui_plot::Corner::RightBottom;
+    ece.legend_corner = egui_plot::Corner::RightTop;
+    lr.legend = false;
     if s.total_steps > 0 {
         for f in [&mut loss, &mut acc, &mut ece, &mut lr] {
             f.x_range = Some((0.0, s.total_steps as f64 + 0.5));
@@ -81,8 +90,14 @@ pub fn training_tab(ui: &mut egui::Ui, s: &RunStore, vc: &ViewCtx) {
     });
     if let Some(last) = s.steps.last() {
         ui.weak(format!(
-            "step {}/{} (epoch {}): loss {:.4}, gradient norm {:.3}, {:.2} s/step",
-            last.step, s.total_steps, last.epoch, last.loss, last.grad_norm, last.seconds
+            "step {}/{} (epoch {}{}): loss {:.4}, gradient norm {:.3}, {:.2} s/step",
+            last.step,
+            s.total_steps,
+            last.epoch + 1,
+            s.config.as_ref().map(|c| format!(" of {}", c.train.epochs)).unwrap_or_default(),
+            last.loss,
+            last.grad_norm,
+            last.seconds
         ));
     }
 }
@@ -343,8 +358,8 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
         }
     });
     let mut header = |ui: &mut egui::Ui, label: &str, by: SortBy| {
-        let arrow = if st.sort == by { if st.descending { " ↓" } else { " ↑" } } else { "" };
-        if ui.button(RichText::new(format!("{label}{arrow}")).strong()).clicked() {
+        let arrow = if st.sort == by { if st.descending { " (desc)" } else { " (asc)" } } else { "" };
+        if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text("Sort by this column; click again to reverse the order").clicked() {
             if st.sort == by { st.descending = !st.descending; } else { st.sort = by; st.descending = true; }
         }
     };
@@ -380,6 +395,10 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
         });
     });
     ui.separator();
+    if st.selected.is_none() {
+        // Show the first row's details (the most overconfident item by default).
+        st.selected = rows.first().map(|r| r.i);
+    }
     let Some(i) = st.selected.filter(|i| *i < s.predictions.len()) else {
         ui.weak("Select an item to see its prompt and predictive distribution.");
         return;
@@ -395,7 +414,8 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
             });
             for (k, ch) in p.choices.iter().enumerate() {
                 let mark = if k == p.label { "(correct)" } else { "" };
-                let t = format!("{}: {ch}   MAP {:.3} {mark}", letter(k), p.map_probs.get(k).copied().unwrap_or(f64::NAN));
+                let lap = laplace_probs(s, i).and_then(|(_, q)| q.get(k).copied()).map(|x| format!("   Laplace {x:.3}")).unwrap_or_default();
+                let t = format!("{}: {ch}   MAP {:.3}{lap} {mark}", letter(k), p.map_probs.get(k).copied().unwrap_or(f64::NAN));
                 if k == p.label { ui.colored_label(Color32::from_rgb(50, 175, 95), t); } else { ui.label(t); }
             }
             let logits = s.item_logits(i);
@@ -447,7 +467,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                         calibration::softmax(&m)[c]
                     };
                     let x = c as f64 - 0.4 + bw * (j as f64 + 0.5);
-                    f.series.push(Series::line("±1 sd", Color32::BLACK, vec![[x, at(-1.0)], [x, at(1.0)]]).width(2.0).hidden_from_legend());
+                    f.series.push(Series::line("±1 sd", Color32::from_gray(235), vec![[x, at(-1.0)], [x, at(1.0)]]).width(2.0).hidden_from_legend());
                 }
             }
             figure(ui, &f, 220.0, vc);
@@ -469,6 +489,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                 }
                 let mut f = Figure::new(&format!("example_mc_{}", super::figure::sanitize(&p.id)), "MC samples of the top answer's probability", "probability", "samples");
                 f.x_range = Some((0.0, 1.0));
+                f.legend = false;
                 f.series.push(Series::bars("samples", method_color("laplace"), 0.05, h.iter().enumerate().map(|(b, c)| [b as f64 * 0.05 + 0.025, *c]).collect()));
                 figure(ui, &f, 160.0, vc);
             }
@@ -533,7 +554,7 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
     let mut new_delta = None;
     ui.horizontal(|ui| {
         ui.label("prior precision δ (log₁₀):");
-        let r = ui.add(egui::Slider::new(&mut x, lo..=hi).step_by(0.01).text("log10 delta").custom_formatter(|v, _| format!("{v:.2}")));
+        let r = ui.add(egui::Slider::new(&mut x, lo..=hi).text("log10 delta").custom_formatter(|v, _| format!("{v:.2}")));
         if r.changed() {
             new_delta = Some(10f64.powf(x));
         }
@@ -557,19 +578,35 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
     let mk = |id: &str, title: &str, y: &str, f: &dyn Fn(&super::store::PriorPoint) -> f64, c: Color32| {
         let mut fig = Figure::new(id, title, "prior precision δ", y);
         fig.log_x = true;
-        fig.series.push(Series::line(y, c, curve.iter().map(|p| [p.delta.log10(), f(p)]).collect()));
+        fig.legend = false;
+        fig.series.push(Series::line(y, c, curve.iter().map(|p| [p.delta.log10(), f(p)]).collect()).width(2.5));
+        fig.series.push(Series::vline("slider δ", SLIDER_COLOR, x));
         if let Some(d) = s.chosen_delta {
-            fig.series.push(Series::vline("chosen δ", Color32::from_rgb(50, 175, 95), d.log10()));
+            fig.series.push(Series::vline("chosen δ", CHOSEN_COLOR, d.log10()).dashed());
         }
-        fig.series.push(Series::vline("slider δ", method_color(PRIOR_METHOD), x));
         fig
     };
+    ui.horizontal(|ui| {
+        ui.label("Lines:");
+        ui.colored_label(CHOSEN_COLOR, "dashed green: the chosen δ");
+        ui.colored_label(SLIDER_COLOR, "solid yellow: the slider's δ");
+    });
     let h = 170.0;
     egui::ScrollArea::vertical().id_salt("prior_scroll").show(ui, |ui| {
         ui.columns(3, |c| {
-            figure(&mut c[0], &mk("prior_log_marglik", "Log marginal likelihood", "log marglik", &|p| p.log_marglik, Color32::from_rgb(70, 130, 230)), h, vc);
+            let mut lml = mk("prior_log_marglik", "Log marginal likelihood", "log marglik", &|p| p.log_marglik, Color32::from_rgb(70, 130, 230));
+            // The curve falls by orders of magnitude at large delta; show the part near the top.
+            let mut v: Vec<f64> = curve.iter().map(|p| p.log_marglik).filter(|x| x.is_finite()).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            if let (Some(lo), Some(hi)) = (v.get(v.len() / 4).copied(), v.last().copied()) {
+                if hi > lo {
+                    let floor = lo - (hi - lo) * 0.05;
+                    lml.series[0].points.retain(|p| p[1] >= floor);
+                }
+            }
+            figure(&mut c[0], &lml, h, vc);
             figure(&mut c[1], &mk("prior_val_nll", "Validation NLL", "NLL", &|p| p.val_nll, Color32::from_rgb(230, 85, 60)), h, vc);
-            figure(&mut c[2], &mk("prior_val_ece", "Validation ECE", "ECE", &|p| p.val_ece, Color32::from_rgb(175, 95, 215)), h, vc);
+            figure(&mut c[2], &mk("prior_val_ece", "Validation ECE", "ECE", &|p| p.val_ece, Color32::from_rgb(0, 175, 175)), h, vc);
         });
         ui.separator();
         match &s.prior_metrics {

@@ -116,7 +116,10 @@ pub fn fit(
     let post = Posterior::from_curvature(curv, lora)?;
     let seconds_curvature = t0.elapsed().as_secs_f64();
     if post.clamped > 0 {
-        report(FitProgress::Message(format!("{} slightly negative curvature eigenvalues (round-off) clamped to 0", post.clamped)));
+        report(FitProgress::Message(format!(
+            "{} curvature eigenvalues at round-off level below zero clamped to 0 (factors are rank-deficient when there are fewer examples than dimensions)",
+            post.clamped
+        )));
     }
     let all: Vec<usize> = (0..post.blocks.len()).collect();
     let llla_idx: Option<Vec<usize>> = if post.full.is_some() && cfg.subset == Subset::All {
