@@ -7,7 +7,7 @@ use laplace_lora::laplace::curvature::collect;
 use laplace_lora::laplace::jacobian::{functional, Group};
 use laplace_lora::laplace::posterior::{BlockBasis, Posterior};
 use laplace_lora::laplace::spectral::SpectralGrid;
-use laplace_lora::laplace::{subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
+use laplace_lora::laplace::{rel_fro, subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
 use laplace_lora::lora::{LoraConfig, LoraSet, Target};
 use laplace_lora::model::{Batch, ForwardOpts, LoadedModel, Llama};
 use laplace_lora::train::Encoded;
@@ -116,33 +116,9 @@ fn fit(s: &Setup, data: &[Encoded], c: &LaplaceConfig) -> Posterior {
     Posterior::from_curvature(curv, &s.lora).unwrap()
 }
 
-/// Dense block-diagonal KFAC matrix: each block O (x) X (row-major (n_o x n_x) flattening).
+/// Dense block-diagonal KFAC matrix and its side P.
 fn dense_kron(post: &Posterior) -> (usize, Vec<f64>) {
-    let p = post.n_params();
-    let mut m = vec![0.0; p * p];
-    let mut off = 0;
-    for b in &post.basis {
-        let BlockBasis::Kron { x, o } = b else { panic!("kron expected") };
-        let (xd, od) = (x.reconstruct(), o.reconstruct());
-        let (nx, no) = (x.n, o.n);
-        for j in 0..no {
-            for i in 0..nx {
-                for j2 in 0..no {
-                    for i2 in 0..nx {
-                        m[(off + j * nx + i) * p + off + j2 * nx + i2] = od[j * no + j2] * xd[i * nx + i2];
-                    }
-                }
-            }
-        }
-        off += nx * no;
-    }
-    (p, m)
-}
-
-fn rel_fro(a: &[f64], b: &[f64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    num / den.max(1e-300)
+    (post.n_params(), post.dense_kron())
 }
 
 /// Cholesky of an SPD matrix (lower, row-major), for log det and solves.

@@ -183,3 +183,10 @@ pub fn subset_blocks(lora: &crate::lora::LoraSet, subset: Subset) -> Vec<BlockId
 pub fn block_name(lora: &crate::lora::LoraSet, b: BlockId) -> String {
     format!("{}.lora_{}", lora.layers[b.layer].module_path(), if b.mat == Mat::A { "A" } else { "B" })
 }
+
+/// Relative Frobenius distance |a - b| / |b| of two equally long arrays.
+pub fn rel_fro(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    num / den.max(1e-300)
+}

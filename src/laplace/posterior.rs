@@ -243,6 +243,30 @@ impl Posterior {
         ))
     }
 
+    /// The dense block-diagonal KFAC curvature, each block O (x) X in the row-major (n_o x n_x)
+    /// flattening, P x P row-major: for brute-force checks and studies on small blocks only.
+    pub fn dense_kron(&self) -> Vec<f64> {
+        let p = self.n_params();
+        let mut m = vec![0.0; p * p];
+        let mut off = 0;
+        for b in &self.basis {
+            let BlockBasis::Kron { x, o } = b else { continue };
+            let (xd, od) = (x.reconstruct(), o.reconstruct());
+            let (nx, no) = (x.n, o.n);
+            for j in 0..no {
+                for i in 0..nx {
+                    for j2 in 0..no {
+                        for i2 in 0..nx {
+                            m[(off + j * nx + i) * p + off + j2 * nx + i2] = od[j * no + j2] * xd[i * nx + i2];
+                        }
+                    }
+                }
+            }
+            off += nx * no;
+        }
+        m
+    }
+
     pub fn meta(&self) -> PosteriorMeta {
         PosteriorMeta {
             structure: self.structure,

@@ -8,9 +8,9 @@
 
 use super::curvature::collect;
 use super::jacobian::{functional, Group};
-use super::posterior::{BlockBasis, Posterior};
+use super::posterior::Posterior;
 use super::spectral::SpectralGrid;
-use super::{block_name, BlockId, LaplaceConfig, Positions, Structure};
+use super::{block_name, rel_fro, BlockId, LaplaceConfig, Positions, Structure};
 use crate::lora::LoraSet;
 use crate::model::Llama;
 use crate::train::Encoded;
@@ -25,31 +25,6 @@ pub struct StudyRow {
     pub positions: String,
     pub curvature_rel_error: f64,
     pub sigma_f_rel_error: f64,
-}
-
-fn rel_fro(a: &[f64], b: &[f64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    num / den.max(1e-300)
-}
-
-/// Dense O (x) X of a one-block Kronecker posterior (row-major n_o x n_x flattening).
-fn kron_dense(post: &Posterior) -> Vec<f64> {
-    let BlockBasis::Kron { x, o } = &post.basis[0] else { return Vec::new() };
-    let (xd, od) = (x.reconstruct(), o.reconstruct());
-    let (nx, no) = (x.n, o.n);
-    let p = nx * no;
-    let mut m = vec![0.0; p * p];
-    for j in 0..no {
-        for i in 0..nx {
-            for j2 in 0..no {
-                for i2 in 0..nx {
-                    m[(j * nx + i) * p + j2 * nx + i2] = od[j * no + j2] * xd[i * nx + i2];
-                }
-            }
-        }
-    }
-    m
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,7 +64,7 @@ pub fn positions_study(
                 block: block_name(lora, b),
                 n_params: post.n_params(),
                 positions: format!("{positions:?}").to_lowercase(),
-                curvature_rel_error: rel_fro(&kron_dense(&post), &exact_m),
+                curvature_rel_error: rel_fro(&post.dense_kron(), &exact_m),
                 sigma_f_rel_error: rel_fro(&sigma(&post)?, &exact_s),
             };
             on_row(&row);

@@ -1,0 +1,202 @@
+//! The workbench driven headless (egui_kittest, no renderer): pick a sample dataset, see its
+//! preview, start a run on a tiny model, see progress, cancel; open a finished run directory made
+//! by the pipeline (with the Laplace stage), move the prior slider and see the metrics change.
+
+#[path = "../src/app/mod.rs"]
+mod app;
+
+use app::store::RunStatus;
+use app::{Tab, WorkbenchApp};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use laplace_lora::experiment::{self, ExperimentConfig, Stage};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
+    Harness::builder().with_size(egui::vec2(1400.0, 900.0)).build_ui_state(|ui, app: &mut WorkbenchApp| app.show(ui), app)
+}
+
+/// Clicks a tab in the top bar (a setup section may carry the same name, e.g. "Training").
+fn click_tab(h: &mut Harness<'static, WorkbenchApp>, label: &str) {
+    let n = h.get_all_by_label(label).min_by(|a, b| a.rect().top().total_cmp(&b.rect().top())).unwrap();
+    assert!(n.rect().top() < 40.0, "{label} is not in the top bar");
+    n.click();
+}
+
+/// Steps the UI until `done` holds (panics after `secs`).
+fn step_until(h: &mut Harness<'static, WorkbenchApp>, secs: u64, what: &str, done: impl Fn(&WorkbenchApp) -> bool) {
+    let t = Instant::now();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(2);
+}
+
+#[test]
+fn pick_dataset_start_see_progress_cancel_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    laplace_lora::testing::write_tiny_hf_model(&model, 3, false).unwrap();
+    let mut a = WorkbenchApp::new(Some(repo().join("sample_data")), tmp.path().join("runs"));
+    a.setup.model_source = model.display().to_string();
+    a.setup.out_dir = tmp.path().join("runs").join("cancelled").display().to_string();
+    a.setup.max_train = 16;
+    a.setup.max_test = 8;
+    a.setup.train_cfg.epochs = 2000; // long enough to be cancelled mid-training
+    let mut h = harness(a);
+    h.run_steps(2);
+
+    // Pick a sample dataset: the preview shows its rendered prompts with the answer marked.
+    h.get_by_label("yesno").click();
+    h.run_steps(2);
+    assert!(h.state().setup.train.ends_with("yesno/train.jsonl"), "{}", h.state().setup.train);
+    step_until(&mut h, 20, "the preview", |a| a.setup.preview.as_ref().is_some_and(|p| p.path.ends_with("yesno/train.jsonl")));
+    assert!(h.query_all_by_label_contains("correct answer").next().is_some(), "preview marks the answer");
+    assert!(h.query_all_by_label_contains("Answer:").next().is_some(), "preview shows the rendered prompt");
+
+    // Start: the worker runs and the progress bar names the stage.
+    h.get_by_label("Run all").click();
+    h.run_steps(2);
+    assert!(h.state().worker.is_some(), "Run all starts the worker");
+    step_until(&mut h, 120, "the training stage", |a| a.store.stage == Some(Stage::Train));
+    assert!(h.query_all_by_label_contains("fine-tuning").next().is_some(), "the stage is shown");
+    assert!(h.state().store.metrics.contains_key("zero_shot"), "zero-shot metrics arrived live");
+
+    // Cancel: the worker stops and the run is marked cancelled.
+    h.get_all_by_label("Cancel").next().unwrap().click();
+    h.run_steps(2);
+    step_until(&mut h, 60, "the cancel", |a| a.worker.is_none());
+    assert!(matches!(h.state().store.status, RunStatus::Cancelled(_)), "{:?}", h.state().store.status);
+    assert!(h.query_all_by_label_contains("Cancelled").next().is_some());
+    let dir = tmp.path().join("runs").join("cancelled");
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(events.lines().last().unwrap().contains("\"cancelled\""));
+
+    // The cancelled run opens from the Runs tab.
+    click_tab(&mut h, "Runs");
+    h.run_steps(2);
+    h.get_all_by_label("Open").next().unwrap().click();
+    step_until(&mut h, 20, "the run to open", |a| a.tab == Tab::Calibration);
+    assert_eq!(h.state().store.dir.as_deref(), Some(dir.as_path()));
+    assert!(h.state().store.metrics.contains_key("zero_shot"));
+}
+
+fn tiny_config(model: &Path) -> ExperimentConfig {
+    let d = repo().join("sample_data").join("compare4");
+    ExperimentConfig::from_toml_str(&format!(
+        r#"
+[model]
+source = "{}"
+[data]
+train = "{}"
+validation = "{}"
+test = "{}"
+max_train = 8
+max_validation = 8
+max_test = 12
+[lora]
+rank = 2
+alpha = 4
+[train]
+epochs = 2
+batch_size = 4
+seed = 1
+"#,
+        model.display(),
+        d.join("train.jsonl").display(),
+        d.join("validation.jsonl").display(),
+        d.join("test.jsonl").display()
+    ))
+    .unwrap()
+}
+
+#[test]
+fn open_finished_run_every_tab_and_move_the_prior_slider() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    laplace_lora::testing::write_tiny_hf_model(&model, 5, false).unwrap();
+    let dir = tmp.path().join("runs").join("done");
+    experiment::prepare_run_dir(&dir, false).unwrap();
+    experiment::run(&tiny_config(&model), &dir, &AtomicBool::new(false), &mut |_| {}).unwrap();
+
+    let mut h = harness(WorkbenchApp::new(Some(repo().join("sample_data")), tmp.path().join("runs")));
+    h.run_steps(2);
+    click_tab(&mut h, "Runs");
+    h.run_steps(2);
+    assert!(h.query_all_by_label("done").next().is_some(), "the run is listed");
+    h.get_all_by_label("Open").next().unwrap().click();
+    step_until(&mut h, 20, "the run to open", |a| a.tab == Tab::Calibration);
+    let s = &h.state().store;
+    assert_eq!(s.status, RunStatus::Finished);
+    for m in ["zero_shot", "map", "temperature", "laplace"] {
+        assert!(s.metrics.contains_key(m), "{m}");
+    }
+    assert_eq!(s.predictions.len(), 12);
+    assert!(!s.steps.is_empty() && !s.validation.is_empty(), "training curves replayed from events.jsonl");
+    assert!(h.query_all_by_label("MAP").count() >= 2, "metrics table row (and the Show checkbox)");
+    assert!(h.query_all_by_label("ECE").next().is_some(), "metrics table header");
+
+    // Every tab draws this run.
+    for t in ["Training", "Examples", "Log", "Calibration"] {
+        click_tab(&mut h, t);
+        h.run_steps(3);
+    }
+    click_tab(&mut h, "Examples");
+    h.run_steps(2);
+    h.get_by_label("overconf. (desc)").click();
+    h.run_steps(2);
+    h.get_by_label("1").click();
+    h.run_steps(2);
+    assert_eq!(h.state().examples.selected, Some(0));
+    assert!(h.query_all_by_label_contains("Probabilities per answer").next().is_some());
+    h.get_by_label("wrong and confident").click();
+    h.run_steps(2);
+    assert!(h.state().examples.wrong_confident);
+
+    // Prior tab: opening the run installed its spectral cache as the prior slider's recompute.
+    assert!(dir.join("laplace").join("spectral_cache.safetensors").is_file(), "the pipeline writes the spectral cache");
+    assert!(h.state().store.recompute.is_some(), "the cache becomes the prior slider's recompute");
+    click_tab(&mut h, "Prior precision");
+    h.run_steps(3);
+    assert!(h.query_all_by_label_contains("Log marginal likelihood").next().is_some());
+    let laplace_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("laplace").join("laplace.json")).unwrap()).unwrap();
+    let chosen = h.state().store.chosen_delta.unwrap();
+    if let Some(p) = laplace_json["prior_precision"].as_f64() {
+        assert_eq!(chosen, p, "the chosen delta is laplace.json's prior_precision");
+    }
+    let before = h.state().store.prior_metrics.clone().unwrap();
+    let run_laplace = h.state().store.metrics["laplace"].clone();
+    assert!((before.nll - run_laplace.nll).abs() < 0.02 * run_laplace.nll.abs().max(1.0), "at the chosen delta the slider gives the run's Laplace predictive: {} vs {}", before.nll, run_laplace.nll);
+    assert!(h.query_all_by_label_contains(&format!("at δ = {chosen:.4}:")).next().is_some(), "readout at {chosen}: {:?} {:?}", h.state().store.prior_curve, h.state().store.prior_delta);
+    let lo = h.state().store.prior_curve.as_ref().unwrap()[0].delta.log10().min(chosen.log10());
+    let slider = h.get_by_role_and_label(egui::accesskit::Role::Slider, "log10 delta");
+    slider.set_value_accesskit(lo);
+    h.run_steps(3);
+    let d = h.state().store.prior_delta.unwrap();
+    assert!((d.log10() - lo).abs() < 0.011, "slider moved delta to {d}, wanted 1e{lo}");
+    let after = h.state().store.prior_metrics.clone().unwrap();
+    assert!((after.nll - before.nll).abs() > 1e-6, "the metrics follow the slider: {} -> {}", before.nll, after.nll);
+    assert!(h.query_all_by_label_contains(&format!("at δ = {d:.4}:")).next().is_some(), "the readout follows the slider");
+    assert!(h.query_all_by_label(&format!("{:.4}", after.nll)).next().is_some(), "the table shows the new NLL");
+    // The examples follow the slider too (probabilities and logit covariance at the new delta).
+    let p0 = h.state().store.prior_probs.as_ref().unwrap()[0].clone();
+    assert_eq!(p0.len(), h.state().store.predictions[0].map_probs.len());
+    let (_, cov, at_slider) = h.state().store.item_logits(0).unwrap();
+    assert!(at_slider && cov.len() == p0.len());
+
+    // Exports write files into the run directory.
+    h.get_all_by_label("SVG").next().unwrap().click();
+    h.get_all_by_label("CSV").next().unwrap().click();
+    h.run_steps(2);
+    let ex = dir.join("exports");
+    assert!(ex.join("prior_log_marglik.svg").is_file() && ex.join("prior_log_marglik.csv").is_file());
+    assert!(std::fs::read_to_string(ex.join("prior_log_marglik.svg")).unwrap().starts_with("<svg"));
+}
