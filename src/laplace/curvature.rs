@@ -103,6 +103,14 @@ impl RowLayout {
     }
 }
 
+/// The answer logits (B, K) of a batch with every adapted projection tapped.
+pub fn tapped_forward(model: &Llama, lora: &LoraSet, batch: &crate::model::Batch, answer_ids: &[u32]) -> Result<(Tensor, Tap)> {
+    let mut tap = Tap::default();
+    let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
+    let f = model.answer_logits(batch, answer_ids, &mut opts)?;
+    Ok((f, tap))
+}
+
 /// Input side x (N, n_x) of a LoRA matrix, from what its projection saw.
 pub fn input_side(lora: &LoraSet, entry: &TapEntry, mat: Mat) -> Result<Tensor> {
     let l = &lora.layers[entry.layer];
@@ -256,11 +264,7 @@ pub fn collect(
             return Ok(None);
         }
         let (batch, labels) = make_batch(model, data, idx, k, pad)?;
-        let mut tap = Tap::default();
-        let f = {
-            let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
-            model.answer_logits(&batch, answer_ids, &mut opts)?
-        };
+        let (f, tap) = tapped_forward(model, lora, &batch, answer_ids)?;
         let logp = candle_nn::ops::log_softmax(&f.detach(), D::Minus1)?;
         let p: Vec<Vec<f32>> = logp.exp()?.to_vec2()?;
         let lab = labels.to_vec1::<u32>()?;

@@ -8,12 +8,11 @@
 //! plus, for a low-rank factor, the Jacobian mass outside the kept eigenvectors divided by delta
 //! (those precision eigenvalues are exactly delta).
 
-use super::curvature::{input_side, output_side, RowLayout};
+use super::curvature::{input_side, output_side, tapped_forward, RowLayout};
 use super::posterior::{BlockBasis, Posterior};
 use super::spectral::{pair_index, BlockBins, SpectralEntry, SpectralGrid};
 use crate::lora::LoraSet;
-use crate::model::llama::Tap;
-use crate::model::{ForwardOpts, Llama};
+use crate::model::Llama;
 use crate::train::{make_batch, Encoded};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -156,11 +155,7 @@ pub fn functional(
             return Ok(None);
         }
         let (batch, _) = make_batch(model, data, idx, k, pad)?;
-        let mut tap = Tap::default();
-        let f = {
-            let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
-            model.answer_logits(&batch, answer_ids, &mut opts)?
-        };
+        let (f, tap) = tapped_forward(model, lora, &batch, answer_ids)?;
         let fv = f.to_vec2::<f32>()?;
         let nb = idx.len();
         // M_c per block: (B, n_o, n_x) for each class.
