@@ -10,7 +10,7 @@
 
 use super::curvature::{input_side, output_side, tapped_forward, RowLayout};
 use super::posterior::{BlockBasis, Posterior};
-use super::spectral::{pair_index, BlockBins, SpectralEntry, SpectralGrid};
+use super::spectral::{pairs_from_nested, BlockBins, SpectralEntry, SpectralGrid};
 use crate::lora::LoraSet;
 use crate::model::Llama;
 use crate::train::{make_batch, Encoded};
@@ -43,20 +43,6 @@ pub struct Functional {
 struct Projected {
     m: Vec<Vec<f32>>,
     resid: Vec<Vec<f64>>,
-}
-
-/// `resid` in the spectral cache's pair order (c <= c'), empty when there is none.
-fn resid_pairs(r: &[Vec<f64>], k: usize) -> Vec<f64> {
-    if r.iter().flatten().all(|v| *v == 0.0) {
-        return Vec::new();
-    }
-    let mut out = vec![0.0; k * (k + 1) / 2];
-    for c in 0..k {
-        for d in c..k {
-            out[pair_index(c, d, k)] = r[c][d];
-        }
-    }
-    out
 }
 
 struct Bases {
@@ -271,7 +257,7 @@ pub fn functional(
                     for (bi, p) in blocks.iter().enumerate() {
                         let inside = if post.full.is_some() { true } else { members.contains(&bi) };
                         if inside {
-                            entry.add_block_binned(&block_bins[bi], &p.m, &resid_pairs(&p.resid, k));
+                            entry.add_block_binned(&block_bins[bi], &p.m, &pairs_from_nested(&p.resid));
                         }
                     }
                     entry
