@@ -1,25 +1,130 @@
 //! `laplace-lora bench`: timings of the pipeline's phases on the default model, as medians over
 //! repeats after a warm-up. Speed targets are ratios to the PyTorch reference measured in the
-//! same run (benches/), never timed assertions in tests.
+//! same run (benches/reference/), never timed assertions in tests.
+//!
+//! # Shapes and inputs (the reference in `benches/reference/reference.py` builds the same)
+//!
+//! - Example `i` is a prompt of [`SEQ_LEN`] = 64 token ids, token `t` being
+//!   `(i * 7919 + t * 104729) % vocab` ([`synthetic_ids`]); its label is `i % 4`; every example has
+//!   all K = 4 choices. The answer tokens are the vocabulary ids 330, 331, 332, 333
+//!   ([`answer_ids`]); the answer logits f(x) in R^4 are read at the last position.
+//! - LoRA: r = 8, alpha = 16, dropout 0, on q_proj and v_proj of every block (no LM head),
+//!   P = 30 x (8 x 576 + 576 x 8 + 8 x 576 + 192 x 8) = 460,800 parameters for SmolLM2-135M.
+//! - `lora_step_s`: one step (forward to the answer logits, mean cross-entropy against the labels,
+//!   backward, AdamW lr 1e-4) on examples 0..4 as one batch of 4 x 64, adapters as initialised
+//!   (A random, B = 0).
+//! - `kfac_per_example_s`: the curvature pass (`laplace::curvature::collect`: KFAC, exact GGN with
+//!   K backward passes, positions "expand", every LoRA matrix of the subset "all") over training
+//!   examples 0..N (default N = 8, batches of 4), divided by N. `kfac_decompose_s`: the
+//!   eigendecomposition of every Kronecker factor afterwards (`Posterior::from_curvature`), once per
+//!   fit (laplace-torch's `fit` ends with the same decomposition).
+//! - `predictive_per_example_s`: per test example (ids 1000..1000 + M, default M = 8, batches of 4):
+//!   the Jacobian of the 4 answer logits with respect to every LoRA parameter, Sigma_f = J Sigma J^T
+//!   (`laplace::jacobian::functional`, exact, prior precision 1) and the probit predictive, from the
+//!   posterior fitted in the same repeat.
+//! - The Laplace phases run with deterministic adapters ([`deterministic_lora`]):
+//!   `A[j, i] = (((j * d_in + i) * 37 % 101) / 50 - 1) / sqrt(d_in)` and
+//!   `B[o, j] = 0.01 * (((o * 8 + j) * 53 % 97) / 48 - 1)`, so that no factor is zero.
+//! - `prior_recompute_ms`: Sigma_f and the probit predictive of 1,000 cached examples (K = 4)
+//!   recomputed from the spectral cache at a new prior precision.
+//! - `peak_rss_mib`: the peak resident set of the LoRA step phase (the peak is reset after the
+//!   model is loaded, so it is the loaded model plus the step's working set);
+//!   `peak_rss_laplace_mib`: the same for the two Laplace phases.
 
+use crate::laplace::curvature;
+use crate::laplace::fit::predict;
+use crate::laplace::jacobian::{self, Group};
+use crate::laplace::posterior::Posterior;
+use crate::laplace::spectral::SpectralGrid;
+use crate::laplace::{
+    subset_blocks, CurvatureKind, LaplaceConfig, Positions, PredictiveKind, Structure, Subset,
+};
 use crate::lora::{LoraConfig, LoraSet, Target};
 use crate::model::{Batch, LoadedModel};
-use crate::train::loss_and_grads;
+use crate::train::{loss_and_grads, Encoded};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// Tokens per example.
+pub const SEQ_LEN: usize = 64;
+/// Examples per batch in every phase.
+pub const BATCH: usize = 4;
+/// Answer classes.
+pub const K: usize = 4;
+/// LoRA rank (alpha = 2 r).
+pub const RANK: usize = 8;
+/// Test examples are numbered from here (training examples from 0).
+pub const TEST_OFFSET: usize = 1000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     /// One LoRA step (forward, backward, AdamW), batch 4 x 64 tokens, r = 8 on q and v.
     pub lora_step_s: f64,
-    pub lora_step_repeats: usize,
+    /// The KFAC curvature pass (exact GGN, positions "expand"), per training example.
+    pub kfac_per_example_s: f64,
+    /// Eigendecomposition of all Kronecker factors after the pass, once per fit.
+    pub kfac_decompose_s: f64,
+    /// Jacobians of the K answer logits, Sigma_f = J Sigma J^T and the probit predictive, per test example.
+    pub predictive_per_example_s: f64,
     /// Recomputing Sigma_f and the probit predictive of 1,000 cached examples (K = 4) at a new
     /// prior precision (the slider), in milliseconds.
     pub prior_recompute_ms: f64,
-    pub threads: usize,
+    /// Peak RSS of the LoRA step phase (model loaded + step), MiB.
     pub peak_rss_mib: f64,
+    /// Peak RSS of the KFAC and predictive phases, MiB.
+    pub peak_rss_laplace_mib: f64,
+    pub threads: usize,
+    /// Timed LoRA steps (after one warm-up).
+    pub repeats: usize,
+    /// Timed repeats of the Laplace phases (after one warm-up).
+    pub laplace_repeats: usize,
+    pub kfac_examples: usize,
+    pub predictive_examples: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub k: usize,
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: Vec<String>,
+    pub lora_params: usize,
+    pub model: String,
+    /// UTC, `YYYY-mm-ddTHH:MM:SSZ`.
+    pub date: String,
+    pub implementation: String,
+}
+
+impl BenchReport {
+    /// The table `bench` prints.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| s.push_str(&format!("{k:<26} {v:>12}\n"));
+        row("phase", "value".into());
+        row("lora_step_s", format!("{:.3}", self.lora_step_s));
+        row(
+            "kfac_per_example_s",
+            format!("{:.3}", self.kfac_per_example_s),
+        );
+        row("kfac_decompose_s", format!("{:.3}", self.kfac_decompose_s));
+        row(
+            "predictive_per_example_s",
+            format!("{:.3}", self.predictive_per_example_s),
+        );
+        row(
+            "prior_recompute_ms",
+            format!("{:.2}", self.prior_recompute_ms),
+        );
+        row("peak_rss_mib", format!("{:.0}", self.peak_rss_mib));
+        row(
+            "peak_rss_laplace_mib",
+            format!("{:.0}", self.peak_rss_laplace_mib),
+        );
+        row("threads", format!("{}", self.threads));
+        s
+    }
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -28,7 +133,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB; NaN where unknown.
@@ -45,26 +154,108 @@ pub fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Median seconds of one LoRA step at batch 4 x 64 tokens (r = 8 on q and v).
-pub fn lora_step(m: &LoadedModel, repeats: usize, on_rep: &mut dyn FnMut(usize, f64)) -> Result<f64> {
+/// Resets the peak RSS to the current RSS (Linux: `5` into `/proc/self/clear_refs`); false where
+/// that is not possible (then `peak_rss_mib` keeps counting from the start of the process).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// UTC now as `YYYY-mm-ddTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let s = crate::runio::utc_stamp(secs); // YYYYmmdd-HHMMSS
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}
+
+/// The token ids of synthetic example `i`: `(i * 7919 + t * 104729) % vocab`, t = 0..64.
+pub fn synthetic_ids(i: usize, vocab: usize) -> Vec<u32> {
+    (0..SEQ_LEN)
+        .map(|t| ((i * 7919 + t * 104_729) % vocab) as u32)
+        .collect()
+}
+
+/// Synthetic examples `range` (label `i % K`, all K choices).
+pub fn synthetic_examples(range: std::ops::Range<usize>, vocab: usize) -> Vec<Encoded> {
+    range
+        .map(|i| Encoded {
+            ids: synthetic_ids(i, vocab),
+            label: i % K,
+            num_choices: K,
+        })
+        .collect()
+}
+
+/// The K answer token ids: 330, 331, 332, 333.
+pub fn answer_ids() -> Vec<u32> {
+    (0..K as u32).map(|i| 330 + i).collect()
+}
+
+fn lora_config() -> LoraConfig {
+    LoraConfig {
+        rank: RANK,
+        alpha: 2.0 * RANK as f64,
+        dropout: 0.0,
+        targets: vec![Target::QProj, Target::VProj],
+    }
+}
+
+/// Adapters with deterministic, non-zero A and B (see the module documentation).
+pub fn deterministic_lora(m: &LoadedModel) -> Result<LoraSet> {
     let dev = m.model.device().clone();
-    let answer: Vec<u32> = (0..4).map(|i| 330 + i).collect();
-    let lora = LoraSet::new(
-        LoraConfig { rank: 8, alpha: 16.0, dropout: 0.0, targets: vec![Target::QProj, Target::VProj] },
-        &m.model.lora_dims(),
-        answer.clone(),
-        0,
-        &dev,
-    )?;
-    let vocab = m.model.cfg.vocab_size as u32;
-    let prompts: Vec<Vec<u32>> = (0..4u32).map(|b| (0..64u32).map(|t| (b * 7919 + t * 104_729) % vocab).collect()).collect();
+    let lora = LoraSet::new(lora_config(), &m.model.lora_dims(), answer_ids(), 0, &dev)?;
+    for l in &lora.layers {
+        let (r, d_in) = (l.a.dims()[0], l.a.dims()[1]);
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let a: Vec<f32> = (0..r * d_in)
+            .map(|n| bound * (((n * 37) % 101) as f32 / 50.0 - 1.0))
+            .collect();
+        l.a.set(&Tensor::from_vec(a, (r, d_in), &dev)?)?;
+        let d_out = l.b.dims()[0];
+        let b: Vec<f32> = (0..d_out * r)
+            .map(|n| 0.01 * (((n * 53) % 97) as f32 / 48.0 - 1.0))
+            .collect();
+        l.b.set(&Tensor::from_vec(b, (d_out, r), &dev)?)?;
+    }
+    Ok(lora)
+}
+
+/// Median seconds of one LoRA step at batch 4 x 64 tokens (r = 8 on q and v).
+pub fn lora_step(
+    m: &LoadedModel,
+    repeats: usize,
+    on_rep: &mut dyn FnMut(usize, f64),
+) -> Result<f64> {
+    let dev = m.model.device().clone();
+    let answer = answer_ids();
+    let lora = LoraSet::new(lora_config(), &m.model.lora_dims(), answer.clone(), 0, &dev)?;
+    let vocab = m.model.cfg.vocab_size;
+    let prompts: Vec<Vec<u32>> = (0..BATCH).map(|b| synthetic_ids(b, vocab)).collect();
     let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-    let batch = Batch::new(&refs, &[4; 4], 4, 0, &dev)?;
-    let labels = Tensor::new(&[0u32, 1, 2, 3], &dev)?;
-    let mut opt = AdamW::new(lora.vars(), ParamsAdamW { lr: 1e-4, weight_decay: 0.0, ..Default::default() })?;
+    let batch = Batch::new(&refs, &[K; BATCH], K, 0, &dev)?;
+    let labels: Vec<u32> = (0..BATCH).map(|b| (b % K) as u32).collect();
+    let labels = Tensor::new(labels.as_slice(), &dev)?;
+    let mut opt = AdamW::new(
+        lora.vars(),
+        ParamsAdamW {
+            lr: 1e-4,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
     let mut times = Vec::new();
     for rep in 0..=repeats {
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let (_, _, grads) = loss_and_grads(&m.model, &lora, &batch, &labels, &answer, None)?;
         opt.step(&grads)?;
         let dt = t0.elapsed().as_secs_f64();
@@ -74,4 +265,130 @@ pub fn lora_step(m: &LoadedModel, repeats: usize, on_rep: &mut dyn FnMut(usize, 
         on_rep(rep, dt);
     }
     Ok(median(times))
+}
+
+/// Medians of the Laplace phases.
+#[derive(Debug, Clone)]
+pub struct LaplaceTimes {
+    pub kfac_per_example_s: f64,
+    pub kfac_decompose_s: f64,
+    pub predictive_per_example_s: f64,
+    pub lora_params: usize,
+}
+
+/// One repeat of the Laplace phases, as `on_rep` sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LaplaceRep {
+    pub rep: usize,
+    pub kfac_s: f64,
+    pub decompose_s: f64,
+    pub predictive_s: f64,
+}
+
+/// The KFAC fit (exact GGN, expand, Kronecker) over `n_train` synthetic training examples and the
+/// linearised predictive of `n_test` test examples, `repeats` times after one warm-up.
+pub fn laplace_phases(
+    m: &LoadedModel,
+    n_train: usize,
+    n_test: usize,
+    repeats: usize,
+    on_rep: &mut dyn FnMut(LaplaceRep),
+) -> Result<LaplaceTimes> {
+    let lora = deterministic_lora(m)?;
+    let vocab = m.model.cfg.vocab_size;
+    let train = synthetic_examples(0..n_train, vocab);
+    let test = synthetic_examples(TEST_OFFSET..TEST_OFFSET + n_test, vocab);
+    let answer = answer_ids();
+    let cfg = LaplaceConfig {
+        subset: Subset::All,
+        structure: Structure::Kron,
+        curvature: CurvatureKind::Ggn,
+        positions: Positions::Expand,
+        predictive: PredictiveKind::Probit,
+        ..LaplaceConfig::default()
+    };
+    let blocks = subset_blocks(&lora, cfg.subset);
+    let cancel = AtomicBool::new(false);
+    let grid = SpectralGrid::for_deltas(cfg.delta_min, cfg.delta_max, 200);
+    let (mut kfac, mut dec, mut pred) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..=repeats {
+        let t0 = Instant::now();
+        let curv = curvature::collect(
+            &m.model,
+            &lora,
+            &blocks,
+            &train,
+            &answer,
+            0,
+            BATCH,
+            &cfg,
+            &cancel,
+            &mut |_, _| {},
+        )?
+        .expect("not cancelled");
+        let kfac_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let post = Posterior::from_curvature(curv, &lora)?;
+        let decompose_s = t1.elapsed().as_secs_f64();
+        let all: Vec<usize> = (0..post.blocks.len()).collect();
+        let group = Group {
+            blocks: all,
+            deltas: vec![1.0; post.blocks.len()],
+        };
+        let t2 = Instant::now();
+        let f = jacobian::functional(
+            &m.model,
+            &lora,
+            &post,
+            &test,
+            &answer,
+            0,
+            BATCH,
+            &[group],
+            &[],
+            &grid,
+            &cancel,
+            &mut |_, _| {},
+        )?
+        .expect("not cancelled");
+        let probs: Vec<Vec<f64>> = f
+            .iter()
+            .map(|e| predict(PredictiveKind::Probit, &e.mu, &e.sigma[0], 1, 0))
+            .collect();
+        let predictive_s = t2.elapsed().as_secs_f64();
+        std::hint::black_box(probs);
+        if rep > 0 {
+            kfac.push(kfac_s / n_train as f64);
+            dec.push(decompose_s);
+            pred.push(predictive_s / n_test as f64);
+        }
+        on_rep(LaplaceRep {
+            rep,
+            kfac_s,
+            decompose_s,
+            predictive_s,
+        });
+    }
+    Ok(LaplaceTimes {
+        kfac_per_example_s: median(kfac),
+        kfac_decompose_s: median(dec),
+        predictive_per_example_s: median(pred),
+        lora_params: lora.num_params(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_match_the_reference_formula() {
+        // benches/reference/reference.py builds the same ids; example 0 and 1 of a 49152 vocabulary.
+        let a = synthetic_ids(0, 49_152);
+        assert_eq!(&a[..3], &[0, 104_729 % 49_152, (2 * 104_729) % 49_152]);
+        let b = synthetic_ids(1, 49_152);
+        assert_eq!(b[1], ((7919 + 104_729) % 49_152) as u32);
+        assert_eq!(b.len(), SEQ_LEN);
+        assert!(utc_now().ends_with('Z') && utc_now().len() == 20);
+    }
 }

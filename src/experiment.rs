@@ -262,6 +262,12 @@ impl ExperimentConfig {
         if self.model.source.trim().is_empty() {
             bail!("model.source is empty");
         }
+        // The spelling only (whether the device exists is known when the run opens it).
+        let dev = self.model.device.trim().to_ascii_lowercase();
+        let cuda_ok = dev.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        if !(matches!(dev.as_str(), "cpu" | "cuda" | "metal") || cuda_ok) {
+            bail!("model.device = {:?} is not one of \"cpu\", \"cuda\", \"cuda:N\", \"metal\"", self.model.device);
+        }
         Ok(())
     }
 
@@ -361,10 +367,12 @@ pub fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
             bail!("run directory {} already exists and is not empty; choose another --out or pass --force to overwrite it", dir.display());
         }
         if non_empty {
-            for f in ["metrics.json", "predictions.jsonl", "events.jsonl", "splits.json", "config.toml"] {
+            // Every file a run writes: a stale one would describe another run's adapter.
+            for f in ["metrics.json", "predictions.jsonl", "events.jsonl", "splits.json", "config.toml", "prior_curve.csv"] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
             let _ = std::fs::remove_dir_all(dir.join("adapter"));
+            let _ = std::fs::remove_dir_all(dir.join("laplace"));
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
@@ -535,24 +543,7 @@ fn pipeline(
     }
     // 1. Model.
     *stage = Stage::LoadModel;
-    send(Event::Stage { stage: *stage, message: format!("resolving model {}", cfg.model.source) })?;
-    let device = model::parse_device(&cfg.model.device)?;
-    let mut fetch_err = None;
-    let files = model::resolve_model(&cfg.model.source, &mut |p| {
-        let e = match p {
-            FetchProgress::Stage(s) => Event::Stage { stage: Stage::LoadModel, message: s },
-            FetchProgress::Bytes { done, total } => Event::Progress { stage: Stage::LoadModel, done, total: total.unwrap_or(0) },
-        };
-        if let Err(e) = send(e) {
-            fetch_err = Some(e);
-        }
-    })?;
-    if let Some(e) = fetch_err {
-        return Err(e);
-    }
-    check_cancel!();
-    let m = LoadedModel::load(&files, &device)?;
-    send(Event::Stage { stage: *stage, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;
+    let Some(m) = load_model(cfg, cancel, send)? else { return Ok(Outcome::Cancelled) };
     check_cancel!();
 
     // 2. Data.
@@ -603,7 +594,7 @@ fn pipeline(
     // 4. Fine-tune.
     *stage = Stage::Train;
     let lcfg = cfg.lora.to_config()?;
-    let lora = LoraSet::new(lcfg, &m.model.lora_dims(), d.answer_ids.clone(), cfg.train.seed, &device)?;
+    let lora = LoraSet::new(lcfg, &m.model.lora_dims(), d.answer_ids.clone(), cfg.train.seed, m.model.device())?;
     send(Event::Stage { stage: *stage, message: format!("fine-tuning {} LoRA parameters", lora.num_params()) })?;
     let val_labels = labels_of(&d.validation);
     // Steps and validation passes go out live (the GUI draws them as they come).
@@ -719,17 +710,45 @@ fn pipeline(
 
     // 8. Laplace-LoRA and LLLA.
     *stage = Stage::Laplace;
+    let inputs = LaplaceInputs { model: &m.model, data: &d, lora: &lora, pad, batch_size: eval_bs };
+    laplace_stage(cfg, run_dir, &inputs, &mut preds, &mut metrics, cancel, stage, send)
+}
+
+/// What the Laplace stage needs of the stages before it.
+struct LaplaceInputs<'a> {
+    model: &'a model::Llama,
+    data: &'a PreparedData,
+    lora: &'a LoraSet,
+    pad: u32,
+    batch_size: usize,
+}
+
+/// Fits Laplace-LoRA and LLLA at the MAP adapters, then writes the Laplace files and the
+/// metrics and predictions with the Laplace entries added (each file atomically).
+#[allow(clippy::too_many_arguments)]
+fn laplace_stage(
+    cfg: &ExperimentConfig,
+    run_dir: &Path,
+    x: &LaplaceInputs,
+    preds: &mut [Prediction],
+    metrics: &mut serde_json::Value,
+    cancel: &AtomicBool,
+    stage: &mut Stage,
+    send: &mut dyn FnMut(Event) -> Result<()>,
+) -> Result<Outcome> {
+    *stage = Stage::Laplace;
+    let d = x.data;
     let lc = cfg.laplace.to_config(cfg.train.seed)?;
     let mut fit_err = None;
     let result = crate::laplace::fit::fit(
-        &m.model,
-        &lora,
+        x.model,
+        x.lora,
         &d.train,
         &d.validation,
         &d.test,
         &d.answer_ids,
-        pad,
-        eval_bs,
+        x.pad,
+        x.batch_size,
         &lc,
         cancel,
         &mut |p| {
@@ -747,13 +766,21 @@ fn pipeline(
     }
     let Some(r) = result else { return Ok(Outcome::Cancelled) };
     *stage = Stage::Write;
+    let test_labels = labels_of(&d.test);
     let lap = calibration::metrics(&r.test_probs, &test_labels);
     send(Event::Metrics { name: "laplace".into(), metrics: lap.clone() })?;
     metrics["laplace"] = serde_json::to_value(&lap)?;
-    if let Some(lp) = &r.llla_probs {
-        let ll = calibration::metrics(lp, &test_labels);
-        send(Event::Metrics { name: "llla".into(), metrics: ll.clone() })?;
-        metrics["llla"] = serde_json::to_value(&ll)?;
+    match &r.llla_probs {
+        Some(lp) => {
+            let ll = calibration::metrics(lp, &test_labels);
+            send(Event::Metrics { name: "llla".into(), metrics: ll.clone() })?;
+            metrics["llla"] = serde_json::to_value(&ll)?;
+        }
+        None => {
+            if let Some(o) = metrics.as_object_mut() {
+                o.remove("llla");
+            }
+        }
     }
     let k = d.answer_ids.len();
     for (i, p) in preds.iter_mut().enumerate() {
@@ -768,9 +795,112 @@ fn pipeline(
     }
     write_laplace_files(run_dir, &lc, &r)?;
     write_json_atomic(&run_dir.join("metrics.json"), &metrics)?;
-    write_predictions(&run_dir.join("predictions.jsonl"), &preds)?;
+    write_predictions(&run_dir.join("predictions.jsonl"), preds)?;
     send(Event::Artifact { path: "laplace/posterior.safetensors".into() })?;
     Ok(Outcome::Finished)
+}
+
+/// Fits (or refits) the Laplace stage on a finished run's adapter, with the run's configuration
+/// or with `laplace` in place of its `[laplace]` section: the "Fit Laplace" button and the
+/// `laplace` verb. The data must still give the run's splits (`splits.json`). Until the new fit is
+/// complete the run directory keeps its previous files untouched, so a cancel or a failure loses
+/// nothing; then the Laplace files, `metrics.json` (its "laplace" and "llla" entries),
+/// `predictions.jsonl` (the Laplace fields) and `config.toml` are replaced. Events are appended
+/// to the run's `events.jsonl`.
+pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &AtomicBool, emit: &mut dyn FnMut(&Event)) -> Result<Outcome> {
+    let cfg_path = run_dir.join("config.toml");
+    let mut cfg = ExperimentConfig::from_file(&cfg_path).with_context(|| format!("{} is not a finished run directory", run_dir.display()))?;
+    for f in ["adapter/adapter_model.safetensors", "metrics.json", "predictions.jsonl", "splits.json"] {
+        if !run_dir.join(f).exists() {
+            bail!("{} has no {f}: fine-tune first (the Fine-tune or Run all button, or `laplace-lora run`)", run_dir.display());
+        }
+    }
+    if let Some(l) = laplace {
+        cfg.laplace = l.clone();
+    }
+    cfg.laplace.enabled = true;
+    cfg.validate()?;
+    let mut log = JsonLines::create(&run_dir.join("events.jsonl"))?;
+    let mut stage = Stage::LoadModel;
+    let mut send = |e: Event, log: &mut JsonLines| -> Result<()> {
+        log.append(&e)?;
+        emit(&e);
+        Ok(())
+    };
+    let t0 = std::time::Instant::now();
+    let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    send(Event::Started { run_dir: run_dir.to_path_buf(), unix_time }, &mut log)?;
+    let result = refit_pipeline(&cfg, run_dir, cancel, &mut stage, &mut |e| send(e, &mut log));
+    match &result {
+        Ok(Outcome::Finished) => send(Event::Finished { seconds: t0.elapsed().as_secs_f64() }, &mut log)?,
+        Ok(Outcome::Cancelled) => send(Event::Cancelled { stage, message: format!("cancelled during {stage:?}; the run keeps its previous Laplace results") }, &mut log)?,
+        Err(e) => send(Event::Failed { stage, error: format!("{e:#}") }, &mut log)?,
+    }
+    result
+}
+
+fn refit_pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, stage: &mut Stage, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Outcome> {
+    *stage = Stage::LoadModel;
+    let Some(m) = load_model(cfg, cancel, send)? else { return Ok(Outcome::Cancelled) };
+    *stage = Stage::LoadData;
+    let d = prepare_data(cfg, &m.tokenizer)?;
+    let splits_path = run_dir.join("splits.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&splits_path).with_context(|| format!("reading {}", splits_path.display()))?)
+        .with_context(|| format!("parsing {}", splits_path.display()))?;
+    if saved != serde_json::to_value(d.splits.ids())? {
+        bail!(
+            "the dataset files no longer give the run's splits ({}): they changed since the run, so its adapter and predictions do not match them",
+            splits_path.display()
+        );
+    }
+    let lora = crate::peft::load(&run_dir.join("adapter"), m.model.cfg.num_hidden_layers, Some(d.answer_ids.clone()), m.model.device())?;
+    let preds_path = run_dir.join("predictions.jsonl");
+    let text = std::fs::read_to_string(&preds_path).with_context(|| format!("reading {}", preds_path.display()))?;
+    let mut preds: Vec<Prediction> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", preds_path.display(), i + 1)))
+        .collect::<Result<_>>()?;
+    if preds.len() != d.test.len() || preds.iter().zip(&d.splits.test).any(|(p, it)| p.id != it.id) {
+        bail!("{} does not list the test split's items in order", preds_path.display());
+    }
+    let metrics_path = run_dir.join("metrics.json");
+    let mut metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?)
+        .with_context(|| format!("parsing {}", metrics_path.display()))?;
+    send(Event::Stage { stage: Stage::LoadData, message: format!("{} train / {} validation / {} test items; adapter {}", d.train.len(), d.validation.len(), d.test.len(), run_dir.join("adapter").display()) })?;
+    let pad = tokenizer::pad_id(&m.tokenizer);
+    let inputs = LaplaceInputs { model: &m.model, data: &d, lora: &lora, pad, batch_size: (cfg.train.batch_size * 2).max(1) };
+    let outcome = laplace_stage(cfg, run_dir, &inputs, &mut preds, &mut metrics, cancel, stage, send)?;
+    if outcome == Outcome::Finished {
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    }
+    Ok(outcome)
+}
+
+/// Resolves (fetching the default model on first use) and loads the configured model; None on a cancel.
+fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<LoadedModel>> {
+    send(Event::Stage { stage: Stage::LoadModel, message: format!("resolving model {}", cfg.model.source) })?;
+    let device = model::parse_device(&cfg.model.device)?;
+    let mut fetch_err = None;
+    let files = model::resolve_model(&cfg.model.source, &mut |p| {
+        let e = match p {
+            FetchProgress::Stage(s) => Event::Stage { stage: Stage::LoadModel, message: s },
+            FetchProgress::Bytes { done, total } => Event::Progress { stage: Stage::LoadModel, done, total: total.unwrap_or(0) },
+        };
+        if let Err(e) = send(e) {
+            fetch_err = Some(e);
+        }
+    })?;
+    if let Some(e) = fetch_err {
+        return Err(e);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let m = LoadedModel::load(&files, &device)?;
+    send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;
+    Ok(Some(m))
 }
 
 fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {

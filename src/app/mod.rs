@@ -128,6 +128,32 @@ impl WorkbenchApp {
         self.status_line = String::new();
     }
 
+    /// The open run directory, when it holds a fine-tuned adapter that Laplace can be fitted on.
+    pub fn refit_target(&self) -> Option<PathBuf> {
+        let d = self.store.dir.as_ref()?;
+        (!self.store.is_running() && d.join("adapter").join("adapter_model.safetensors").is_file()).then(|| d.clone())
+    }
+
+    /// Fits the Laplace stage on the open run's adapter with the setup panel's Laplace settings;
+    /// the run's training curves and MAP results stay on screen meanwhile.
+    pub fn start_refit(&mut self) {
+        if self.worker.is_some() {
+            return;
+        }
+        let Some(dir) = self.refit_target() else {
+            self.status_line = "open a fine-tuned run first".into();
+            return;
+        };
+        let mut laplace = self.setup.laplace.clone();
+        laplace.enabled = true;
+        self.store.status = RunStatus::Running;
+        self.store.started = Some(std::time::Instant::now());
+        self.store.progress = None;
+        self.store.revision += 1;
+        self.worker = Some(Worker::spawn_refit(dir, Some(laplace)));
+        self.status_line = "fitting Laplace on the open run's adapter...".into();
+    }
+
     pub fn cancel_run(&mut self) {
         if let Some(w) = &self.worker {
             w.cancel();
@@ -266,8 +292,10 @@ impl WorkbenchApp {
         egui::Panel::bottom("progress").show(ui, |ui| self.progress_ui(ui));
         egui::Panel::left("setup").default_size(360.0).min_size(300.0).resizable(true).show(ui, |ui| {
             let running = self.worker.is_some();
-            match setup::setup_panel(ui, &mut self.setup, running) {
+            let target = self.refit_target();
+            match setup::setup_panel(ui, &mut self.setup, running, target.as_deref()) {
                 setup::SetupAction::Start => self.start_run(),
+                setup::SetupAction::FitLaplace => self.start_refit(),
                 setup::SetupAction::FineTune => self.start_run_with(false),
                 setup::SetupAction::Cancel => self.cancel_run(),
                 setup::SetupAction::None => {}

@@ -245,13 +245,17 @@ fn tip(ui: &mut egui::Ui, label: &str, tip: &str) -> egui::Id {
 pub enum SetupAction {
     /// Fine-tune only (the Laplace stage off).
     FineTune,
+    /// Fit the Laplace stage on the open run's adapter with the panel's Laplace settings.
+    FitLaplace,
     None,
     Start,
     Cancel,
 }
 
 /// Draws the panel; returns what the user asked for.
-pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool) -> SetupAction {
+/// `refit_target` is the open run directory when it holds a fine-tuned adapter (what "Fit
+/// Laplace" works on).
+pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_target: Option<&std::path::Path>) -> SetupAction {
     let mut action = SetupAction::None;
     egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
         ui.heading("Setup");
@@ -424,9 +428,19 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool) -> Setu
             if ui.add_enabled(can, egui::Button::new("Fine-tune")).on_hover_text("Load, evaluate zero-shot, fine-tune (MAP), evaluate, temperature-scale; no Laplace stage").clicked() {
                 action = SetupAction::FineTune;
             }
-            ui.add_enabled(false, egui::Button::new("Fit Laplace")).on_disabled_hover_text(
-                "Fitting Laplace on an already fine-tuned run is not wired yet: \"Run all\" runs the whole pipeline including the Laplace stage",
-            );
+            let lap_ok = s.laplace.validate();
+            let refit = ui.add_enabled(!running && refit_target.is_some() && lap_ok.is_ok(), egui::Button::new("Fit Laplace"));
+            let refit = match (refit_target, &lap_ok) {
+                (Some(d), Ok(())) => refit.on_hover_text(format!(
+                    "Fit Laplace-LoRA and LLLA on the fine-tuned adapter of the open run ({}) with the Laplace settings above; its training results stay, its Laplace results are replaced when the fit completes",
+                    short(&d.display().to_string(), 40)
+                )),
+                (_, Err(e)) => refit.on_disabled_hover_text(format!("The Laplace settings are not valid: {e:#}")),
+                (None, _) => refit.on_disabled_hover_text("Open a fine-tuned run first (press Fine-tune, or open one in the Runs tab); Fit Laplace then fits the posterior on its adapter"),
+            };
+            if refit.clicked() {
+                action = SetupAction::FitLaplace;
+            }
             if ui.add_enabled(can, egui::Button::new("Run all")).on_hover_text("The whole pipeline: fine-tune, evaluate, temperature-scale, then fit Laplace-LoRA (and LLLA) and the prior curve").clicked() {
                 action = SetupAction::Start;
             }
