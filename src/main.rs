@@ -187,7 +187,19 @@ impl LaplaceOverrides {
     }
 }
 
+/// candle's CPU thread pool spins up to 25,000 iterations before a worker parks, and the caller
+/// spins until every worker is done. On a machine whose cores are busy with other work, that
+/// turned a KFAC pass 3.4x slower than on one thread (10.4 vs 3.1 s an example at load 8 on 2
+/// cores); parking after 200 spins gave 3.0 s. Set before the pool exists; an explicit
+/// CANDLE_BARRIER_POOL_SPIN_LIMIT wins.
+fn limit_pool_spinning() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
+    }
+}
+
 fn main() {
+    limit_pool_spinning();
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),
@@ -397,6 +409,21 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
     }
     bar.finish_and_clear();
     let outcome = worker.join();
+    // A Laplace refit emits only its own metrics: the table shows the run's others beside them.
+    if let Ok(text) = std::fs::read_to_string(run_dir.join("metrics.json")) {
+        if let Ok(serde_json::Value::Object(saved)) = serde_json::from_str::<serde_json::Value>(&text) {
+            for name in ["zero_shot", "map", "temperature", "llla", "laplace"] {
+                if results.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                if let Some(m) = saved.get(name).and_then(|v| serde_json::from_value::<Metrics>(v.clone()).ok()) {
+                    results.push((name.to_string(), m));
+                }
+            }
+        }
+    }
+    let order = |n: &str| ["zero_shot", "map", "temperature", "llla", "laplace"].iter().position(|x| *x == n).unwrap_or(9);
+    results.sort_by_key(|(n, _)| order(n));
     if !results.is_empty() {
         println!("\n{:<12} {:>7} {:>7} {:>7} {:>7} {:>7}", "method", "ACC", "ECE", "MCE", "NLL", "Brier");
         for (name, m) in &results {

@@ -154,7 +154,9 @@ impl Figure {
         } else {
             plot = plot.x_axis_formatter(|m, _| fmt_num(m.value));
         }
-        plot = plot.y_axis_formatter(|m, _| fmt_num(m.value));
+        // Both axes starting at 0 would print "0" twice at the corner ("00"): keep the x one.
+        let corner = !log_x && x0 == 0.0 && y0 == 0.0;
+        plot = plot.y_axis_formatter(move |m, _| if corner && m.value == 0.0 { String::new() } else { fmt_num(m.value) });
         let series = self.series.clone();
         plot.show(ui, move |pu| {
             for mut s in series {

@@ -259,12 +259,18 @@ pub fn collect(
         o
     };
     let mut done = 0;
+    // LAPLACE_LORA_PROFILE=1: seconds spent in the forward, the backward passes and the factors.
+    let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
+    let (mut t_fwd, mut t_bwd, mut t_fac) = (0.0, 0.0, 0.0);
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let t = std::time::Instant::now();
         let (batch, labels) = make_batch(model, data, idx, k, pad)?;
         let (f, tap) = tapped_forward(model, lora, &batch, answer_ids)?;
+        t_fwd += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let logp = candle_nn::ops::log_softmax(&f.detach(), D::Minus1)?;
         let p: Vec<Vec<f32>> = logp.exp()?.to_vec2()?;
         let lab = labels.to_vec1::<u32>()?;
@@ -283,9 +289,13 @@ pub fn collect(
                 accumulate(x, &layout.x_rows(&xs.last().unwrap().1, cfg.positions)?)?;
             }
         }
+        t_fac += t.elapsed().as_secs_f64();
         for col in pseudo_columns(&p, cfg.curvature, &mut rng) {
             let w = Tensor::new(col, f.device())?;
+            let t = std::time::Instant::now();
             let grads = (&f * &w)?.sum_all()?.backward()?;
+            t_bwd += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
             let mut full_rows: Vec<Tensor> = Vec::new();
             for (bi, &bid) in blocks.iter().enumerate() {
                 let entry = entry_of(bid)?;
@@ -310,9 +320,13 @@ pub fn collect(
                 let add = to_f64(&g.t()?.matmul(&g)?)?;
                 full.iter_mut().zip(add).for_each(|(a, b)| *a += b);
             }
+            t_fac += t.elapsed().as_secs_f64();
         }
         done += idx.len();
         progress(done, data.len());
+    }
+    if profile {
+        eprintln!("curvature: forward {t_fwd:.2} s, backward {t_bwd:.2} s, factors {t_fac:.2} s over {} examples", data.len());
     }
     let n = data.len().max(1) as f64;
     for c in per_block.iter_mut() {
