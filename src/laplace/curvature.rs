@@ -176,20 +176,20 @@ fn accumulate(f: &mut Factor, rows: &Tensor) -> Result<()> {
 }
 
 /// The backward columns of one batch: (B, K) weights whose product with the logits is
-/// backpropagated. GGN: column c of R = sqrt(p_c) (e_c - p). Fisher: p - onehot(y~), y~ ~ p.
+/// backpropagated. GGN: the columns of a square root R of diag(p) - pp^T (R R^T equal to it), so
+/// that the K-way Hessian of the log-likelihood is the sum of the columns' outer products.
+/// Fisher: p - onehot(y~), y~ ~ p.
 pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs::StdRng) -> Vec<Vec<Vec<f32>>> {
     let k = p.first().map(|r| r.len()).unwrap_or(0);
     match kind {
-        CurvatureKind::Ggn => (0..k)
-            .map(|c| {
-                p.iter()
-                    .map(|pb| {
-                        let sc = pb[c].max(0.0).sqrt();
-                        (0..k).map(|j| sc * (if j == c { 1.0 } else { 0.0 } - pb[j])).collect()
-                    })
-                    .collect()
-            })
-            .collect(),
+        CurvatureKind::Ggn => {
+            // K - 1 columns suffice: diag(p) - pp^T has the null vector 1 (its rows sum to
+            // p_c - p_c sum(p) = 0), so its K - 1 leading eigenpairs reproduce it exactly, and
+            // one backward pass of K is saved (half of them for yes/no).
+            let roots: Vec<Vec<Vec<f32>>> = p.iter().map(|pb| softmax_hessian_root(pb)).collect();
+            let cols = k.saturating_sub(1).max(1);
+            (0..cols).map(|j| roots.iter().map(|r| r[j].clone()).collect()).collect()
+        }
         CurvatureKind::Fisher => {
             let col = p
                 .iter()
@@ -210,6 +210,19 @@ pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs:
             vec![col]
         }
     }
+}
+
+/// Columns sqrt(l_j) v_j (j < max(K - 1, 1)) of diag(p) - pp^T = sum_j l_j v_j v_j^T.
+pub fn softmax_hessian_root(p: &[f32]) -> Vec<Vec<f32>> {
+    let k = p.len();
+    let mut m = vec![0f64; k * k];
+    for a in 0..k {
+        for b in 0..k {
+            m[a * k + b] = if a == b { p[a] as f64 } else { 0.0 } - p[a] as f64 * p[b] as f64;
+        }
+    }
+    let e = super::eigen::sym_eig(&m, k);
+    (0..k.saturating_sub(1).max(1)).map(|j| e.vector(j).iter().map(|v| (v * e.values[j].sqrt()) as f32).collect()).collect()
 }
 
 /// Collects the curvature of `blocks` over `data` (the training set at the MAP adapters).
@@ -336,3 +349,34 @@ pub fn collect(
     }
     Ok(Some(Curvature { blocks: blocks.to_vec(), per_block, full: full.map(|f| (full_p, f)), log_lik, n_examples: data.len() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn ggn_columns_are_a_square_root_of_the_softmax_hessian() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        // Two examples, K = 4; the second with a masked class (p = 0) and a near-certain one.
+        let p = vec![vec![0.1f32, 0.2, 0.3, 0.4], vec![0.0, 0.97, 0.02, 0.01]];
+        let cols = pseudo_columns(&p, CurvatureKind::Ggn, &mut rng);
+        assert_eq!(cols.len(), 3, "K - 1 backward passes");
+        for (b, pb) in p.iter().enumerate() {
+            for x in 0..4 {
+                for y in 0..4 {
+                    let want = if x == y { pb[x] as f64 } else { 0.0 } - pb[x] as f64 * pb[y] as f64;
+                    let got: f64 = cols.iter().map(|c| c[b][x] as f64 * c[b][y] as f64).sum();
+                    // f32 columns of an f64 eigendecomposition: ~1e-7 relative to |p| <= 1.
+                    assert!((got - want).abs() < 1e-6, "example {b} ({x},{y}): {got} vs {want}");
+                }
+            }
+        }
+        // K = 2: one column, +-sqrt(p0 p1) (1, -1).
+        let c2 = pseudo_columns(&[vec![0.3f32, 0.7]], CurvatureKind::Ggn, &mut rng);
+        assert_eq!(c2.len(), 1);
+        let r = (0.3f64 * 0.7).sqrt();
+        assert!((c2[0][0][0].abs() as f64 - r).abs() < 1e-6 && (c2[0][0][0] + c2[0][0][1]).abs() < 1e-6);
+    }
+}
+
