@@ -510,6 +510,21 @@ fn labels_of(data: &[Encoded]) -> Vec<usize> {
 /// and `events.jsonl` ends with a `cancelled` event.
 pub fn run(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, emit: &mut dyn FnMut(&Event)) -> Result<Outcome> {
     cfg.validate()?;
+    logged(run_dir, emit, "", |stage, send| {
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        pipeline(cfg, run_dir, cancel, stage, send)
+    })
+}
+
+/// Runs `body` with every event it sends appended to `run_dir/events.jsonl` and passed to
+/// `emit`, after a `started` event and before the `finished`, `cancelled` or `failed` one that
+/// says at which stage it stopped (`cancel_note` is added to a cancel's message).
+fn logged(
+    run_dir: &Path,
+    emit: &mut dyn FnMut(&Event),
+    cancel_note: &str,
+    body: impl FnOnce(&mut Stage, &mut dyn FnMut(Event) -> Result<()>) -> Result<Outcome>,
+) -> Result<Outcome> {
     let mut log = JsonLines::create(&run_dir.join("events.jsonl"))?;
     let mut stage = Stage::LoadModel;
     let mut send = |e: Event, log: &mut JsonLines| -> Result<()> {
@@ -520,11 +535,10 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, emit: &m
     let t0 = std::time::Instant::now();
     let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     send(Event::Started { run_dir: run_dir.to_path_buf(), unix_time }, &mut log)?;
-    write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-    let result = pipeline(cfg, run_dir, cancel, &mut stage, &mut |e| send(e, &mut log));
+    let result = body(&mut stage, &mut |e| send(e, &mut log));
     match &result {
         Ok(Outcome::Finished) => send(Event::Finished { seconds: t0.elapsed().as_secs_f64() }, &mut log)?,
-        Ok(Outcome::Cancelled) => send(Event::Cancelled { stage, message: format!("cancelled during {stage:?}") }, &mut log)?,
+        Ok(Outcome::Cancelled) => send(Event::Cancelled { stage, message: format!("cancelled during {stage:?}{cancel_note}") }, &mut log)?,
         Err(e) => send(Event::Failed { stage, error: format!("{e:#}") }, &mut log)?,
     }
     result
@@ -823,23 +837,7 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
     }
     cfg.laplace.enabled = true;
     cfg.validate()?;
-    let mut log = JsonLines::create(&run_dir.join("events.jsonl"))?;
-    let mut stage = Stage::LoadModel;
-    let mut send = |e: Event, log: &mut JsonLines| -> Result<()> {
-        log.append(&e)?;
-        emit(&e);
-        Ok(())
-    };
-    let t0 = std::time::Instant::now();
-    let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    send(Event::Started { run_dir: run_dir.to_path_buf(), unix_time }, &mut log)?;
-    let result = refit_pipeline(&cfg, run_dir, cancel, &mut stage, &mut |e| send(e, &mut log));
-    match &result {
-        Ok(Outcome::Finished) => send(Event::Finished { seconds: t0.elapsed().as_secs_f64() }, &mut log)?,
-        Ok(Outcome::Cancelled) => send(Event::Cancelled { stage, message: format!("cancelled during {stage:?}; the run keeps its previous Laplace results") }, &mut log)?,
-        Err(e) => send(Event::Failed { stage, error: format!("{e:#}") }, &mut log)?,
-    }
-    result
+    logged(run_dir, emit, "; the run keeps its previous Laplace results", |stage, send| refit_pipeline(&cfg, run_dir, cancel, stage, send))
 }
 
 fn refit_pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, stage: &mut Stage, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Outcome> {
