@@ -124,46 +124,37 @@ pub fn softmax(mu: &[f64]) -> Vec<f64> {
 /// Monte Carlo when it has one (see the tests). Negative diagonal entries (round-off) are treated
 /// as 0. Falls back to softmax(mu) if the active block of `cov` is non-finite.
 pub fn probit(mu: &[f64], cov: &[f64]) -> Vec<f64> {
-    let k = mu.len();
-    match prepare(mu, cov) {
-        Prep::Done(p) => p,
-        Prep::Active { idx, mu: m, cov } => {
-            let n = idx.len();
-            let scaled: Vec<f64> = match cov {
-                Some(c) => {
-                    let nf = n as f64;
-                    let mean = m.iter().sum::<f64>() / nf;
-                    // (C Sigma C)_aa = Sigma_aa - 2 (Sigma 1)_a / n + 1^T Sigma 1 / n^2.
-                    let row: Vec<f64> = (0..n).map(|a| c[a * n..(a + 1) * n].iter().sum()).collect();
-                    let total: f64 = row.iter().sum();
-                    (0..n)
-                        .map(|a| {
-                            let var = c[a * n + a] - 2.0 * row[a] / nf + total / (nf * nf);
-                            (m[a] - mean) / (1.0 + std::f64::consts::PI / 8.0 * var.max(0.0)).sqrt()
-                        })
-                        .collect()
-                }
-                None => m,
-            };
-            scatter(&softmax_vec(&scaled), &idx, k)
-        }
-    }
+    probit_with(mu, cov, true)
 }
 
 /// laplace-torch's probit, softmax(mu_c / sqrt(1 + (pi/8) Sigma_cc)) on the raw logits, kept to
 /// compare against (it is not invariant to a common shift of the logits; see [`probit`]).
 pub fn probit_uncentred(mu: &[f64], cov: &[f64]) -> Vec<f64> {
+    probit_with(mu, cov, false)
+}
+
+fn probit_with(mu: &[f64], cov: &[f64], centred: bool) -> Vec<f64> {
     let k = mu.len();
     match prepare(mu, cov) {
         Prep::Done(p) => p,
-        Prep::Active { idx, mu: m, cov } => {
-            let ka = idx.len();
-            let scaled: Vec<f64> = match cov {
-                Some(c) => (0..ka)
-                    .map(|a| m[a] / (1.0 + std::f64::consts::PI / 8.0 * c[a * ka + a].max(0.0)).sqrt())
-                    .collect(),
-                None => m,
+        Prep::Active { idx, mu: m, cov: None } => scatter(&softmax_vec(&m), &idx, k),
+        Prep::Active { idx, mu: m, cov: Some(c) } => {
+            let n = idx.len();
+            let nf = n as f64;
+            // Centring: mu' = mu - mean(mu) and (C Sigma C)_aa = Sigma_aa - 2 (Sigma 1)_a / n + 1^T Sigma 1 / n^2.
+            let (mean, row, total) = if centred {
+                let row: Vec<f64> = (0..n).map(|a| c[a * n..(a + 1) * n].iter().sum()).collect();
+                let total = row.iter().sum::<f64>();
+                (m.iter().sum::<f64>() / nf, row, total)
+            } else {
+                (0.0, vec![0.0; n], 0.0)
             };
+            let scaled: Vec<f64> = (0..n)
+                .map(|a| {
+                    let var = c[a * n + a] - 2.0 * row[a] / nf + total / (nf * nf);
+                    (m[a] - mean) / (1.0 + std::f64::consts::PI / 8.0 * var.max(0.0)).sqrt()
+                })
+                .collect();
             scatter(&softmax_vec(&scaled), &idx, k)
         }
     }
