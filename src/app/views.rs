@@ -36,8 +36,9 @@ pub fn explain(ui: &mut egui::Ui, text: &str) {
 
 fn figure(ui: &mut egui::Ui, fig: &Figure, height: f32, vc: &ViewCtx) {
     ui.vertical(|ui| {
-        let r = fig.show(ui, height);
-        export_buttons(ui, fig, r.rect.expand(2.0).union(r.rect.translate(egui::vec2(0.0, -18.0))), vc.run_dir, vc.status);
+        // The PNG is a crop of everything the figure drew: title, plot, axes and their labels.
+        let drawn = ui.scope(|ui| fig.show(ui, height)).response.rect;
+        export_buttons(ui, fig, drawn.expand(2.0), vc.run_dir, vc.status);
     });
 }
 
@@ -702,13 +703,15 @@ pub fn runs_tab(ui: &mut egui::Ui, runs: &[RunEntry], root: &Path, st: &mut Runs
             }
         }
         ui.label(RichText::new(format!("A = {na}    B = {nb}")).strong());
+        // Exports of the comparison go to run A's folder, named after both runs.
+        let vc = &ViewCtx { run_dir: a.dir.as_deref().or(vc.run_dir), status: vc.status };
         metrics_table(ui, "compare_table", &rows, None);
-        csv_button(ui, "compare_metrics", || metrics_csv(&rows), vc.run_dir, vc.status);
+        csv_button(ui, &format!("compare_{na}_vs_{nb}_metrics"), || metrics_csv(&rows), vc.run_dir, vc.status);
         egui::ScrollArea::vertical().id_salt("compare_scroll").show(ui, |ui| {
             ui.columns(2, |c| {
                 for (j, (tag, s)) in [("A", a), ("B", b)].into_iter().enumerate() {
                     let ms: Vec<(String, &Metrics)> = s.methods().into_iter().filter(|m| m != "zero_shot").map(|m| { let x = &s.metrics[&m]; (m, x) }).collect();
-                    let f = reliability_figure(&format!("compare_{tag}"), &format!("{tag}: {}", if tag == "A" { &na } else { &nb }), &ms, true);
+                    let f = reliability_figure(&format!("compare_{na}_vs_{nb}_{tag}"), &format!("{tag}: {}", if tag == "A" { &na } else { &nb }), &ms, true);
                     figure(&mut c[j], &f, 240.0, vc);
                 }
             });
