@@ -10,14 +10,14 @@ pub(crate) fn show(p: &std::path::Path) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    // The reason is in the message, not a `source`: `{:#}` would print it twice.
     #[error(
-        "{}: cannot read the file: {source}; check the path in the [data] section",
+        "{}: cannot read the file: {error}; check the path in the [data] section",
         show(file)
     )]
     Io {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("{}: the file has no records (it is empty or holds only blank lines); point [data] at a file with at least one item", show(file))]

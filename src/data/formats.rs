@@ -19,7 +19,7 @@ use super::{Format, Item, MAX_CHOICES};
 pub(crate) fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         file: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -305,7 +305,7 @@ fn mcq_item(
 fn first_record(path: &Path) -> Result<(usize, String), DataError> {
     let f = std::fs::File::open(path).map_err(|source| DataError::Io {
         file: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut r = BufReader::new(f);
     let mut buf = Vec::new();
@@ -316,7 +316,7 @@ fn first_record(path: &Path) -> Result<(usize, String), DataError> {
             .read_until(b'\n', &mut buf)
             .map_err(|source| DataError::Io {
                 file: path.to_path_buf(),
-                source,
+                error: source,
             })?;
         if n == 0 {
             return Err(DataError::EmptyFile {
@@ -775,7 +775,7 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
     read_lines(path)?;
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         file: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let text = String::from_utf8_lossy(&bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -785,7 +785,8 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
     let csv_err = |e: csv::Error| DataError::Csv {
         file: path.to_path_buf(),
         line: e.position().map(|p| p.line() as usize),
-        message: e.to_string(),
+        // The template says "CSV error:" already.
+        message: e.to_string().trim_start_matches("CSV error: ").to_string(),
     };
     let headers: Vec<String> = rdr
         .headers()

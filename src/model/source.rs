@@ -179,7 +179,9 @@ pub fn cached(name: &str) -> Option<ModelFiles> {
 fn cached_in(model: &KnownModel, cache: &Path) -> Option<ModelFiles> {
     let dir = model_dir(cache, model);
     if dir.join("config.json").is_file() && hf_folder_missing(&dir).is_empty() {
-        return Some(ModelFiles::HfFolder { path: dir });
+        let intact = !dir.join(HF_MANIFEST).is_file()
+            || verify_hf_manifest(&dir, &mut |_| {}).is_ok_and(|bad| bad.is_empty());
+        return intact.then_some(ModelFiles::HfFolder { path: dir });
     }
     let gguf = dir.join(gguf_name(model));
     verify_cached_gguf(&gguf, &mut |_| {}).ok()?;
@@ -599,15 +601,52 @@ fn check_cache(
     if dir.join("config.json").is_file() {
         let missing = hf_folder_missing(dir);
         if missing.is_empty() {
-            return Ok(Some(ModelFiles::HfFolder {
-                path: dir.to_path_buf(),
-            }));
+            if !dir.join(HF_MANIFEST).is_file() {
+                // Cached before checksums were kept, or placed by hand: record them now, so
+                // that later damage is caught.
+                progress(FetchProgress::Stage(format!(
+                    "recording the sha256 of the files in {}",
+                    dir.display()
+                )));
+                if let Err(e) = write_hf_manifest(dir, &hf_folder_files(dir)) {
+                    progress(FetchProgress::Stage(format!(
+                        "cannot record them ({e:#}); using the folder unchecked"
+                    )));
+                }
+                return Ok(Some(ModelFiles::HfFolder {
+                    path: dir.to_path_buf(),
+                }));
+            }
+            match verify_hf_manifest(dir, progress) {
+                Ok(bad) if bad.is_empty() => {
+                    return Ok(Some(ModelFiles::HfFolder {
+                        path: dir.to_path_buf(),
+                    }))
+                }
+                Ok(bad) => {
+                    progress(FetchProgress::Stage(format!(
+                        "the cached folder {} is corrupt (sha256 mismatch: {}): deleting those files and fetching again",
+                        dir.display(),
+                        bad.join(", ")
+                    )));
+                    for name in &bad {
+                        remove_if_exists(&dir.join(name))?;
+                        forget_hub_copy(model, dir, name);
+                    }
+                }
+                Err(e) => progress(FetchProgress::Stage(format!(
+                    "the checksums of the cached folder {} are unreadable ({e:#}): fetching again",
+                    dir.display()
+                ))),
+            }
+            let _ = fs::remove_file(dir.join(HF_MANIFEST));
+        } else {
+            progress(FetchProgress::Stage(format!(
+                "the cached folder {} is incomplete (missing {}): fetching again",
+                dir.display(),
+                missing.join(", ")
+            )));
         }
-        progress(FetchProgress::Stage(format!(
-            "the cached folder {} is incomplete (missing {}): fetching again",
-            dir.display(),
-            missing.join(", ")
-        )));
         let _ = fs::remove_file(dir.join("config.json"));
     }
     // A GGUF with its sidecar.
@@ -627,6 +666,79 @@ fn check_cache(
         }
     }
     Ok(None)
+}
+
+/// The checksums of a cached Hugging Face folder, `sha256sum` format (`<hex>  <file>`).
+const HF_MANIFEST: &str = "SHA256SUMS";
+
+/// The files of a cached folder that the manifest covers: every regular file but the manifest
+/// and temporaries.
+fn hf_folder_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_file())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .filter(|(n, _)| n != HF_MANIFEST && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Writes the manifest of `files` (name in the folder, where its bytes are now).
+fn write_hf_manifest(dir: &Path, files: &[(String, PathBuf)]) -> Result<()> {
+    let mut text = String::new();
+    for (name, src) in files {
+        text.push_str(&format!("{}  {name}\n", sha256_file(src, &mut |_, _| {})?));
+    }
+    write_atomic(&dir.join(HF_MANIFEST), text.as_bytes())
+}
+
+/// Checks a cached folder against its manifest: the names of the files that are missing or
+/// differ (empty when all match).
+fn verify_hf_manifest(dir: &Path, progress: &mut dyn FnMut(FetchProgress)) -> Result<Vec<String>> {
+    let path = dir.join(HF_MANIFEST);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (hex, name) = line
+            .split_once("  ")
+            .ok_or_else(|| anyhow!("{}: malformed line {line:?}", path.display()))?;
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            bail!(
+                "{}: names a file outside its folder: {name}",
+                path.display()
+            );
+        }
+        n += 1;
+        progress(FetchProgress::Stage(format!("checking sha256 of {name}")));
+        match sha256_file(&dir.join(name), &mut |_, _| {}) {
+            Ok(actual) if actual.eq_ignore_ascii_case(hex.trim()) => {}
+            _ => bad.push(name.to_string()),
+        }
+    }
+    if n == 0 {
+        bail!("{} lists no files", path.display());
+    }
+    Ok(bad)
+}
+
+/// Drops a file from the hub client's cache (`<cache>/hub`), so that the next fetch downloads
+/// it again: the copy in the model folder may be a hard link to the same (damaged) bytes.
+fn forget_hub_copy(model: &KnownModel, dir: &Path, name: &str) {
+    let Some(cache) = dir.parent().and_then(Path::parent) else {
+        return;
+    };
+    let repo = hf_hub::Cache::new(cache.join("hub")).model(model.hf_repo.to_string());
+    if let Some(p) = repo.get(name) {
+        if let Ok(blob) = fs::canonicalize(&p) {
+            let _ = fs::remove_file(blob);
+        }
+        let _ = fs::remove_file(&p);
+    }
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {
@@ -955,6 +1067,11 @@ fn fetch_from_hub(
     )));
     let mut ordered = files;
     ordered.sort_by_key(|(name, _)| name == "config.json");
+    // The checksums go in first (config.json, placed last, marks the folder complete).
+    progress(FetchProgress::Stage(
+        "recording the sha256 of the files".into(),
+    ));
+    write_hf_manifest(&dir, &ordered)?;
     for (name, src) in &ordered {
         place_file(src, &dir.join(name))?;
     }
@@ -2027,6 +2144,65 @@ mod tests {
             fs::read(dir.join("model-00002-of-00002.safetensors")).unwrap(),
             b"two"
         );
+    }
+
+    /// A damaged file in a cached Hugging Face folder is caught by its sha256, deleted (also
+    /// from the hub client's cache, which may share its bytes) and fetched again.
+    #[test]
+    fn corrupt_cached_hf_folder_is_fetched_again() {
+        let weights = content(1 << 20);
+        let addr = serve_fake_hub(vec![
+            ("config.json", br#"{"model_type": "llama"}"#.to_vec()),
+            ("tokenizer.json", b"{}".to_vec()),
+            ("model.safetensors", weights.clone()),
+        ]);
+        let t = tempfile::tempdir().unwrap();
+        let hub = FetchOptions {
+            hub: true,
+            hub_endpoint: Some(format!("http://{addr}")),
+            ..offline()
+        };
+        let model = KNOWN_MODELS[0];
+        let got = fetch_known(&model, t.path(), &hub, &mut sink()).unwrap();
+        let dir = model_dir(t.path(), &model);
+        let manifest = fs::read_to_string(dir.join(HF_MANIFEST)).unwrap();
+        assert!(
+            manifest.contains(&format!("{}  model.safetensors\n", sha(&weights))),
+            "{manifest}"
+        );
+        assert_eq!(manifest.lines().count(), 3, "{manifest}");
+        assert_eq!(cached_in(&model, t.path()), Some(got.clone()));
+
+        // One byte flipped, same size, written in place (as a disk error would).
+        let mut bad = weights.clone();
+        bad[1000] ^= 0x55;
+        fs::write(dir.join("model.safetensors"), &bad).unwrap();
+        assert_eq!(
+            cached_in(&model, t.path()),
+            None,
+            "cached() refuses a damaged folder"
+        );
+        let mut events = Vec::new();
+        let e = fetch_known(&model, t.path(), &offline(), &mut |p| events.push(p)).unwrap_err();
+        assert!(format!("{e:#}").contains("What to do"), "{e:#}");
+        assert!(events.iter().any(|e| matches!(e, FetchProgress::Stage(s) if s.contains("corrupt") && s.contains("model.safetensors"))), "{events:?}");
+        assert!(!dir.join("model.safetensors").exists() && !dir.join("config.json").exists());
+
+        // With the hub back: fetched again, byte for byte.
+        let again = fetch_known(&model, t.path(), &hub, &mut sink()).unwrap();
+        assert_eq!(again, got);
+        assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), weights);
+        assert_eq!(cached_in(&model, t.path()), Some(got.clone()));
+
+        // A folder cached without checksums gets them recorded, then damage is caught.
+        fs::remove_file(dir.join(HF_MANIFEST)).unwrap();
+        assert_eq!(
+            check_cache(&model, &dir, &mut sink()).unwrap(),
+            Some(got.clone())
+        );
+        assert!(dir.join(HF_MANIFEST).is_file());
+        fs::write(dir.join("tokenizer.json"), b"{ }").unwrap();
+        assert_eq!(check_cache(&model, &dir, &mut sink()).unwrap(), None);
     }
 
     /// Run by hand: `cargo test --release -- --ignored real_pip_fetch --nocapture`.
