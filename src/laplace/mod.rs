@@ -110,7 +110,7 @@ impl Default for LaplaceConfig {
             subset: Subset::All,
             structure: Structure::Kron,
             curvature: CurvatureKind::Ggn,
-            positions: Positions::Expand,
+            positions: Positions::Reduce,
             prior: PriorMethod::Marglik,
             predictive: PredictiveKind::Probit,
             samples: 1000,
