@@ -95,8 +95,37 @@ pub fn save(lora: &LoraSet, vocab_size: usize, base_model: &str, dir: &Path) -> 
         Some(metadata),
     )
     .map_err(|e| anyhow!("serializing adapter: {e}"))?;
-    write_atomic(&dir.join("adapter_model.safetensors"), &bytes)?;
+    write_atomic(&dir.join("adapter_model.safetensors"), &sorted_header(bytes))?;
     Ok(())
+}
+
+/// safetensors writes `__metadata__` from a HashMap, whose iteration order changes from one map to
+/// the next, so two saves of the same adapter differed in their header bytes. The same entries
+/// with sorted keys have the same length: rewrite the header in place (trailing spaces are the
+/// format's padding). Left as it is if anything is unexpected.
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return bytes };
+    let Some(raw) = bytes.get(8..8 + n) else { return bytes };
+    let Ok(top) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(raw) else { return bytes };
+    let top: BTreeMap<String, serde_json::Value> = top
+        .into_iter()
+        .map(|(k, v)| match (k.as_str(), &v) {
+            ("__metadata__", serde_json::Value::Object(m)) => {
+                let sorted: BTreeMap<&String, &serde_json::Value> = m.iter().collect();
+                let v = serde_json::to_value(sorted).unwrap_or(v.clone());
+                (k, v)
+            }
+            _ => (k, v),
+        })
+        .collect();
+    let Ok(mut text) = serde_json::to_vec(&top) else { return bytes };
+    if text.len() > n {
+        return bytes;
+    }
+    text.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&text);
+    bytes
 }
 
 /// A contiguous f32 CPU tensor seen as a safetensors view.
