@@ -385,11 +385,14 @@ fn worker_cancel_as_the_gui_does() {
         }
         assert_eq!(w.join().unwrap(), Outcome::Cancelled);
         let (events, _) = check_run_dir(&dir, false);
-        assert_eq!(
-            stage_of_end(&events),
-            Some(("cancelled".into(), Some(stage))),
-            "{name}"
-        );
+        // The worker runs ahead of this reader (the tiny model is fast), so the cancel may be
+        // noticed at the trigger's stage or at a later one, never an earlier one.
+        let order = [Stage::LoadModel, Stage::LoadData, Stage::ZeroShot, Stage::Train, Stage::Write, Stage::Evaluate, Stage::Calibrate, Stage::Laplace];
+        let rank = |s: Stage| order.iter().position(|x| *x == s).unwrap_or(order.len());
+        match stage_of_end(&events) {
+            Some((end, Some(at))) if end == "cancelled" => assert!(rank(at) >= rank(stage), "{name}: cancelled at {at:?}, before {stage:?}"),
+            other => panic!("{name}: the run did not end cancelled: {other:?}"),
+        }
     }
 }
 
