@@ -231,4 +231,5 @@ fn fit_laplace_on_an_opened_fine_tuned_run() {
     assert!(!s.steps.is_empty(), "the training curves stay on screen");
     assert!(s.prior_curve.is_some(), "the prior curve is read after the fit");
     assert!(dir.join("laplace").join("posterior.safetensors").is_file());
+    assert_eq!(h.state().status_line, "Laplace fitted on the open run");
 }

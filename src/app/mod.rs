@@ -65,6 +65,8 @@ pub struct WorkbenchApp {
     last_frame: Option<Instant>,
     frame_log: Option<(PathBuf, Instant)>,
     pub cpu_usage: Option<f32>,
+    /// The running worker refits Laplace on the open run (rather than running a new experiment).
+    refitting: bool,
 }
 
 impl WorkbenchApp {
@@ -94,6 +96,7 @@ impl WorkbenchApp {
             last_frame: None,
             frame_log: std::env::var_os("LAPLACE_LORA_FRAME_LOG").map(|p| (PathBuf::from(p), Instant::now())),
             cpu_usage: None,
+            refitting: false,
         }
     }
 
@@ -151,6 +154,7 @@ impl WorkbenchApp {
         self.store.progress = None;
         self.store.revision += 1;
         self.worker = Some(Worker::spawn_refit(dir, Some(laplace)));
+        self.refitting = true;
         self.status_line = "fitting Laplace on the open run's adapter...".into();
     }
 
@@ -220,9 +224,12 @@ impl WorkbenchApp {
                 });
             }
             self.runs_scanned = None;
-            self.status_line = match &self.store.status {
-                RunStatus::Finished => "run finished".into(),
-                RunStatus::Cancelled(_) => "run cancelled; the run directory is consistent".into(),
+            let refit = std::mem::take(&mut self.refitting);
+            self.status_line = match (&self.store.status, refit) {
+                (RunStatus::Finished, false) => "run finished".into(),
+                (RunStatus::Finished, true) => "Laplace fitted on the open run".into(),
+                (RunStatus::Cancelled(_), false) => "run cancelled; the run directory is consistent".into(),
+                (RunStatus::Cancelled(_), true) => "Laplace fit cancelled; the run keeps its previous results".into(),
                 _ => String::new(),
             };
         }
