@@ -107,6 +107,17 @@ pub enum PriorChoice {
     Method(String),
 }
 
+impl PriorChoice {
+    /// As typed by a user (CLI option, GUI field): a number is a fixed delta, anything else a
+    /// method name (checked by `LaplaceSection::validate`).
+    pub fn parse(text: &str) -> Self {
+        match text.trim().parse::<f64>() {
+            Ok(d) => PriorChoice::Fixed(d),
+            Err(_) => PriorChoice::Method(text.trim().to_string()),
+        }
+    }
+}
+
 /// The Laplace settings (DESIGN.md section 2). They are validated and recorded now; the
 /// posterior itself is fitted by the Laplace stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

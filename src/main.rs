@@ -171,10 +171,7 @@ impl LaplaceOverrides {
             l.positions = v;
         }
         if let Some(v) = self.prior {
-            l.prior = match v.trim().parse::<f64>() {
-                Ok(d) => experiment::PriorChoice::Fixed(d),
-                Err(_) => experiment::PriorChoice::Method(v.trim().to_string()),
-            };
+            l.prior = experiment::PriorChoice::parse(&v);
         }
         if let Some(v) = self.predictive {
             l.predictive = v;

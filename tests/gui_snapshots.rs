@@ -5,7 +5,7 @@
 #[path = "../src/app/mod.rs"]
 mod app;
 
-use app::store::{PredRow, PriorPoint, RunStatus, RunStore, StepPoint, ValPoint};
+use app::store::{PredRow, PriorPoint, RunStatus, RunStore, StepReport, ValPoint};
 use app::{Tab, WorkbenchApp};
 use egui_kittest::Harness;
 use laplace_lora::calibration::{metrics, softmax};
@@ -27,7 +27,7 @@ fn synthetic_store() -> RunStore {
     for step in 1..=48 {
         let loss = 1.4 * (-(step as f64) / 15.0).exp() + 0.05 + 0.15 * r.next();
         let lr = if step <= 5 { 5e-4 * step as f64 / 5.0 } else { 5e-4 * (48 - step) as f64 / 43.0 };
-        s.steps.push(StepPoint { step, epoch: (step - 1) / 16, loss, batch_accuracy: (1.0 - loss / 1.6).clamp(0.0, 1.0), learning_rate: lr, grad_norm: 1.0, seconds: 0.5 });
+        s.steps.push(StepReport { step, total_steps: s.total_steps, epoch: (step - 1) / 16, loss, batch_accuracy: (1.0 - loss / 1.6).clamp(0.0, 1.0), learning_rate: lr, grad_norm: 1.0, seconds: 0.5 });
     }
     for (e, (acc, ece, nll)) in [(0.55, 0.08, 1.1), (0.68, 0.12, 0.95), (0.70, 0.21, 1.05)].into_iter().enumerate() {
         s.validation.push(ValPoint { epoch: e + 1, step: 16 * (e + 1), summary: Summary { accuracy: acc, ece, nll, brier: 0.4 } });

@@ -392,7 +392,7 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                 };
                 combo(ui, "Subset", "Which parameters get a posterior: all LoRA weights (Laplace-LoRA) or only the last layer (LLLA)", &mut s.laplace.subset, &["all", "last_layer"]);
                 combo(ui, "Structure", "How the posterior covariance is stored: Kronecker factors (KFAC), diagonal, or full (small subsets only)", &mut s.laplace.structure, &["kron", "diag", "full"]);
-                combo(ui, "Curvature", "The exact generalised Gauss-Newton (K backward passes) or a one-sample Fisher (cheaper, noisier)", &mut s.laplace.curvature, &["ggn", "fisher"]);
+                combo(ui, "Curvature", "The exact generalised Gauss-Newton (K - 1 backward passes) or a one-sample Fisher (cheaper, noisier)", &mut s.laplace.curvature, &["ggn", "fisher"]);
                 combo(ui, "Positions", "How the token positions a LoRA weight acts on enter the Kronecker factors", &mut s.laplace.positions, &["reduce", "expand", "last"]);
                 combo(ui, "Predictive", "How the Gaussian over logits becomes probabilities: probit approximation, Monte Carlo, or Laplace bridge", &mut s.laplace.predictive, &["probit", "mc", "bridge"]);
                 let mut prior = match &s.laplace.prior {
@@ -402,10 +402,7 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                 ui.horizontal(|ui| {
                     let l = tip(ui, "Prior", "Prior precision delta: chosen by marginal likelihood, by a grid search on validation NLL, or a fixed number");
                     if ui.add(egui::TextEdit::singleline(&mut prior).desired_width(80.0)).labelled_by(l).changed() {
-                        s.laplace.prior = match prior.trim().parse::<f64>() {
-                            Ok(d) => PriorChoice::Fixed(d),
-                            Err(_) => PriorChoice::Method(prior.trim().to_string()),
-                        };
+                        s.laplace.prior = PriorChoice::parse(&prior);
                     }
                 });
                 ui.horizontal(|ui| {

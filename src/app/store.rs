@@ -3,6 +3,7 @@
 
 use laplace_lora::calibration::{self, Metrics};
 use laplace_lora::experiment::{Event, ExperimentConfig, Stage, Summary};
+pub use laplace_lora::train::StepReport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,17 +75,6 @@ pub enum RunStatus {
     Finished,
     Cancelled(String),
     Failed(String),
-}
-
-#[derive(Clone, Debug)]
-pub struct StepPoint {
-    pub step: usize,
-    pub epoch: usize,
-    pub loss: f64,
-    pub batch_accuracy: f64,
-    pub learning_rate: f64,
-    pub grad_norm: f64,
-    pub seconds: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -202,7 +192,7 @@ pub struct RunStore {
     pub stage_started: Option<Instant>,
     pub progress: Option<(Stage, u64, u64)>,
     pub started: Option<Instant>,
-    pub steps: Vec<StepPoint>,
+    pub steps: Vec<StepReport>,
     pub total_steps: usize,
     pub validation: Vec<ValPoint>,
     pub metrics: BTreeMap<String, Metrics>,
@@ -313,7 +303,7 @@ impl RunStore {
                     self.stage_started = Some(Instant::now());
                 }
                 self.total_steps = *total_steps;
-                self.steps.push(StepPoint { step: *step, epoch: *epoch, loss: *loss, batch_accuracy: *batch_accuracy, learning_rate: *learning_rate, grad_norm: *grad_norm, seconds: *seconds });
+                self.steps.push(StepReport { step: *step, total_steps: *total_steps, epoch: *epoch, loss: *loss, batch_accuracy: *batch_accuracy, learning_rate: *learning_rate, grad_norm: *grad_norm, seconds: *seconds });
                 self.progress = Some((Stage::Train, *step as u64, *total_steps as u64));
             }
             Event::Validation { epoch, step, summary, .. } => {
