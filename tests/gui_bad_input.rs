@@ -4,31 +4,14 @@
 
 #[path = "../src/app/mod.rs"]
 mod app;
+#[path = "common/gui.rs"]
+mod gui;
 
 use app::store::RunStatus;
 use app::WorkbenchApp;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
+use gui::{harness, step_until};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-fn step_until(
-    h: &mut Harness<'static, WorkbenchApp>,
-    secs: u64,
-    what: &str,
-    done: impl Fn(&WorkbenchApp) -> bool,
-) {
-    let t = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    h.run_steps(2);
-}
 
 #[test]
 fn malformed_dataset_and_bad_setting_show_a_message() {
@@ -48,9 +31,7 @@ fn malformed_dataset_and_bad_setting_show_a_message() {
         .display()
         .to_string();
     a.setup.out_dir = tmp.path().join("runs").join("bad").display().to_string();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut WorkbenchApp| app.show(ui), a);
+    let mut h = harness(a);
     h.run_steps(2);
 
     // The preview reads the file and shows where it is broken.

@@ -4,22 +4,20 @@
 
 #[path = "../src/app/mod.rs"]
 mod app;
+#[path = "common/gui.rs"]
+mod gui;
 
 use app::store::RunStatus;
 use app::{Tab, WorkbenchApp};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use gui::{harness, step_until};
 use laplace_lora::experiment::{self, ExperimentConfig, Stage};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
-    Harness::builder().with_size(egui::vec2(1400.0, 900.0)).build_ui_state(|ui, app: &mut WorkbenchApp| app.show(ui), app)
 }
 
 /// Clicks a tab in the top bar (a setup section may carry the same name, e.g. "Training").
@@ -27,17 +25,6 @@ fn click_tab(h: &mut Harness<'static, WorkbenchApp>, label: &str) {
     let n = h.get_all_by_label(label).min_by(|a, b| a.rect().top().total_cmp(&b.rect().top())).unwrap();
     assert!(n.rect().top() < 40.0, "{label} is not in the top bar");
     n.click();
-}
-
-/// Steps the UI until `done` holds (panics after `secs`).
-fn step_until(h: &mut Harness<'static, WorkbenchApp>, secs: u64, what: &str, done: impl Fn(&WorkbenchApp) -> bool) {
-    let t = Instant::now();
-    while !done(h.state()) {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    h.run_steps(2);
 }
 
 #[test]
