@@ -197,8 +197,20 @@ fn limit_pool_spinning() {
     }
 }
 
+/// candle asks for its thread count before every matmul and elementwise op; on a Linux machine
+/// whose preferred CPUs it cannot detect, each ask reads and parses /proc/cpuinfo (1-2% of a LoRA
+/// step in `perf`). Asked once here and pinned through the variable candle reads first; an
+/// explicit RAYON_NUM_THREADS wins.
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 fn main() {
     limit_pool_spinning();
+    pin_thread_count();
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),

@@ -477,10 +477,27 @@ fn ctrl_c_in_the_cli_stops_cleanly() {
     // Laplace: a large curvature pass (every training item, the GGN's K backward passes each).
     for (name, max_train, epochs, line, stage) in [
         ("train", 32, 400, "[train] fine-tuning", Stage::Train),
-        ("laplace", 400, 1, "[laplace]", Stage::Laplace),
+        ("laplace", 2000, 1, "[laplace]", Stage::Laplace),
     ] {
         let cfg = tmp.path().join(format!("{name}.toml"));
-        std::fs::write(&cfg, config_text(&model, max_train, epochs)).unwrap();
+        let mut text = config_text(&model, max_train, epochs);
+        if stage == Stage::Laplace {
+            // The tiny model fits Laplace on the 100 sample items in well under the signal's
+            // delay; 20x the items (fresh ids) keep the stage busy for seconds.
+            let train = repo().join("sample_data").join("compare4").join("train.jsonl");
+            let lines: Vec<String> = std::fs::read_to_string(&train).unwrap().lines().map(String::from).collect();
+            let big: String = (0..20 * lines.len())
+                .map(|i| {
+                    let mut v: serde_json::Value = serde_json::from_str(&lines[i % lines.len()]).unwrap();
+                    v["id"] = serde_json::Value::from(format!("big-{i}"));
+                    format!("{v}\n")
+                })
+                .collect();
+            let big_path = tmp.path().join("big-train.jsonl");
+            std::fs::write(&big_path, big).unwrap();
+            text = text.replace(&train.display().to_string(), &big_path.display().to_string());
+        }
+        std::fs::write(&cfg, text).unwrap();
         let out = tmp.path().join(format!("run-{name}"));
         let (mut child, rx) = spawn_cli(&cfg, &out);
         wait_for(&rx, line, 120);

@@ -7,7 +7,7 @@
 //! pushed through the LM head, and only through the K answer rows (DESIGN.md section 2).
 
 use super::config::Config;
-use super::ops::{frozen_linear, rms_norm, rope, softmax_last};
+use super::ops::{attention, frozen_linear, rms_norm, silu_mul, AttnShape};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -238,28 +238,19 @@ impl Llama {
     fn block(&self, i: usize, x: &Tensor, b: usize, t: usize, rot: &(Tensor, Tensor), mask: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let c = &self.cfg;
-        let (h, hkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (h, hkv) = (c.num_attention_heads, c.num_key_value_heads);
         // x: (B*T, hidden)
         let n = rms_norm(x, &blk.input_norm, c.rms_norm_eps)?;
         let q = self.proj(&n, &blk.q, i, opts)?; // (B*T, h*hd)
         let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
         let v = self.proj(&n, &blk.v, i, opts)?;
-        let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?; // (B, h, T, hd)
-        let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, hkv, T, hd)
-        let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = rope(&q, &rot.0, &rot.1)?;
-        let k = rope(&k, &rot.0, &rot.1)?;
-        let k = candle_transformers::utils::repeat_kv(k, h / hkv)?.contiguous()?; // (B, h, T, hd)
-        let v = candle_transformers::utils::repeat_kv(v, h / hkv)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (B, h, T, T)
-        let att = softmax_last(&att.broadcast_add(mask)?)?;
-        let o = att.matmul(&v)?; // (B, h, T, hd)
-        let o = o.transpose(1, 2)?.reshape((b * t, h * hd))?;
+        let shape = AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: c.sliding_window.unwrap_or(usize::MAX) };
+        let o = attention(&q, &k, &v, rot, mask, shape)?; // (B*T, h*hd)
         let x = (x + self.proj(&o, &blk.o, i, opts)?)?;
         let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
-        let g = self.proj(&n, &blk.gate, i, opts)?.silu()?;
+        let g = self.proj(&n, &blk.gate, i, opts)?;
         let u = self.proj(&n, &blk.up, i, opts)?;
-        let m = self.proj(&(g * u)?, &blk.down, i, opts)?;
+        let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;
         Ok((x + m)?)
     }
 

@@ -1,6 +1,7 @@
 //! The base model: a LoRA-capable llama-family decoder, its loaders, tokenizer and sources.
 
 pub mod config;
+mod fused;
 pub mod gguf;
 pub mod hf;
 pub mod llama;

@@ -21,33 +21,49 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        // Rebuild a tensor view of the input (a copy of n * d_in floats, negligible against the
-        // n * d_in * d_out multiply-adds) and let candle's gemm do the product.
-        let dims = layout.shape().dims().to_vec();
+        // gemm straight on the input's and the weight's storage into the output buffer: no copy
+        // of x or y (they were two extra passes over every activation).
         let x = match storage {
-            CpuStorage::F32(v) => {
-                let (start, end) = layout
-                    .contiguous_offsets()
-                    .ok_or_else(|| candle_core::Error::Msg("frozen-matmul: input not contiguous".into()))?;
-                Tensor::from_slice(&v[start..end], dims.as_slice(), &candle_core::Device::Cpu)?
-            }
+            CpuStorage::F32(v) => match layout.contiguous_offsets() {
+                Some((a, b)) => &v[a..b],
+                None => candle_core::bail!("frozen-matmul: input not contiguous"),
+            },
             _ => candle_core::bail!("frozen-matmul: only f32 on the CPU path"),
         };
-        let d_in = *dims.last().unwrap_or(&0);
-        let n = x.elem_count() / d_in.max(1);
-        let y = x.reshape((n, d_in))?.matmul(&self.weight.t()?)?;
-        let d_out = self.weight.dim(0)?;
-        let mut out_dims = dims;
+        let (d_out, d_in) = self.weight.dims2()?;
+        let mut out_dims = layout.shape().dims().to_vec();
+        if out_dims.last() != Some(&d_in) {
+            candle_core::bail!("frozen-matmul: input {:?} does not end in the weight's {d_in}", out_dims);
+        }
+        let n = x.len() / d_in.max(1);
         *out_dims.last_mut().expect("rank >= 1") = d_out;
-        let (st, l) = y.storage_and_layout();
-        let out = match &*st {
-            candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
-                let (s, e) = l.contiguous_offsets().expect("fresh matmul output is contiguous");
-                CpuStorage::F32(v[s..e].to_vec())
-            }
-            _ => candle_core::bail!("frozen-matmul: unexpected storage"),
+        let (st, wl) = self.weight.storage_and_layout();
+        let w = match &*st {
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => match wl.contiguous_offsets() {
+                Some((a, b)) => &v[a..b],
+                None => candle_core::bail!("frozen-matmul: weight not contiguous"),
+            },
+            _ => candle_core::bail!("frozen-matmul: weight not f32 on the CPU"),
         };
-        Ok((out, Shape::from(out_dims)))
+        let mut y = vec![0f32; n * d_out];
+        if n > 0 && d_out > 0 {
+            let threads = candle_core::utils::get_num_threads();
+            let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+            // SAFETY: y is (n, d_out) row-major, x is (n, d_in) row-major, W^T is read from W
+            // (d_out, d_in) row-major with row stride 1 and column stride d_in; all three slices
+            // have exactly these sizes (checked above).
+            assert!(x.len() == n * d_in && w.len() == d_out * d_in);
+            unsafe {
+                gemm::gemm(
+                    n, d_out, d_in,
+                    y.as_mut_ptr(), 1, d_out as isize, false,
+                    x.as_ptr(), 1, d_in as isize,
+                    w.as_ptr(), d_in as isize, 1,
+                    0.0, 1.0, false, false, false, par,
+                );
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -77,21 +93,64 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 }
 
 /// RMSNorm with a backward pass: x / sqrt(mean(x^2) + eps) * w  (w a frozen scale).
+/// One fused pass on the CPU (`fused.rs`), composed candle ops elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if fusable(x) {
+        return super::fused::rms_norm(x, weight, eps);
+    }
+    rms_norm_composed(x, weight, eps)
+}
+
+/// The fused kernels serve f32 tensors on the CPU.
+fn fusable(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// RMSNorm from candle ops (their autograd gives the backward pass).
+pub(crate) fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (ms + eps)?.sqrt()?.recip()?;
     x.broadcast_mul(&inv)?.broadcast_mul(weight)
 }
 
-/// Rotary embedding in the Hugging Face ("rotate half") layout, with a backward pass.
-/// x: (b, heads, t, head_dim); cos, sin: (t, head_dim / 2).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    candle_nn::rotary_emb::rope_slow(x, cos, sin)
+/// silu(g) * u, the SwiGLU gate, with a backward pass.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if fusable(g) {
+        return super::fused::silu_mul(g, u);
+    }
+    g.silu()? * u
 }
 
-/// Softmax over the last dimension, with a backward pass.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(x, D::Minus1)
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Sliding window (usize::MAX for none).
+    pub window: usize,
+}
+
+/// Causal self-attention with rotary embeddings (Hugging Face "rotate half" layout) and grouped
+/// KV heads, with a backward pass. q: (B*T, H*hd); k, v: (B*T, Hkv*hd); cos, sin: (T, hd/2);
+/// mask: the additive (T, T) causal mask (used by the composed form only). Returns (B*T, H*hd).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mask: &Tensor, s: AttnShape) -> Result<Tensor> {
+    let AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window } = s;
+    if fusable(q) {
+        return super::fused::attention(q, k, v, &rot.0, &rot.1, b, t, h, hkv, window);
+    }
+    let hd = q.dim(D::Minus1)? / h;
+    let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?; // (B, h, T, hd)
+    let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, hkv, T, hd)
+    let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
+    let q = candle_nn::rotary_emb::rope_slow(&q, &rot.0, &rot.1)?;
+    let k = candle_nn::rotary_emb::rope_slow(&k, &rot.0, &rot.1)?;
+    let k = candle_transformers::utils::repeat_kv(k, h / hkv)?.contiguous()?; // (B, h, T, hd)
+    let v = candle_transformers::utils::repeat_kv(v, h / hkv)?.contiguous()?;
+    let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (B, h, T, T)
+    let att = candle_nn::ops::softmax(&att.broadcast_add(mask)?, D::Minus1)?;
+    att.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd)) // (B*T, h*hd)
 }
 
 #[cfg(test)]

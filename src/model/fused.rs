@@ -1,0 +1,585 @@
+//! Fused CPU kernels with hand-written backward passes for the decoder's non-matmul work.
+//!
+//! Composed from candle ops, one RMSNorm is six elementwise passes forward and more backward, the
+//! attention core (rotary, q k^T, mask, softmax, p v) a dozen, each allocating a tensor and each a
+//! node of the backward graph. `perf` on the LoRA step put those passes, their allocations and page
+//! faults, and candle's per-op thread barrier at about half of the step once the matmuls ran on
+//! AVX-512. Here each block is one op: one pass forward, one pass backward, parallel over rows or
+//! heads. `ops.rs` dispatches here on the CPU for f32 and keeps the composed forms for other
+//! devices; the tests at the bottom check values and gradients against those composed forms.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// The contiguous f32 slice of a CPU storage, or an error naming the op.
+fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v,
+        _ => candle_core::bail!("{op}: only f32 on the CPU path"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: input not contiguous"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of `t` (a CPU tensor), copying only if `t` is strided.
+fn with_data<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(s) => f(slice(op, s, l)?),
+        _ => candle_core::bail!("{op}: CPU tensors only"),
+    }
+}
+
+fn tensor(v: Vec<f32>, shape: &Shape) -> Result<Tensor> {
+    Tensor::from_vec(v, shape.clone(), &candle_core::Device::Cpu)
+}
+
+/// Sum of a[i] b[i] with 16 independent partial sums, so that the compiler can keep them in one
+/// AVX-512 register (a single running f32 sum cannot be reordered, hence not vectorised).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 16];
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// y += alpha x
+#[inline]
+fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm: y = x r w, r = (mean(x^2) + eps)^(-1/2), per row of length d; w frozen.
+// Backward (g = dL/dy, u = g w):  dx = r u - x r^3 (x . u) / d.
+// ---------------------------------------------------------------------------------------------
+
+struct RmsNorm {
+    /// (d), contiguous f32 on the CPU.
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+/// Rows per parallel task: enough work to amortise a task (~16k floats).
+fn row_chunk(d: usize) -> usize {
+    (16384 / d.max(1)).max(1)
+}
+
+impl RmsNorm {
+    fn inv_rms(&self, row: &[f32]) -> f32 {
+        let ms = dot(row, row) / row.len() as f32;
+        1.0 / (ms + self.eps).sqrt()
+    }
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(self.name(), s, l)?;
+        let d = self.weight.len();
+        if d == 0 || x.len() % d != 0 {
+            candle_core::bail!("fused-rms-norm: input of {} values is not rows of {d}", x.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        let c = row_chunk(d) * d;
+        y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
+                let r = self.inv_rms(xr);
+                for ((yi, xi), wi) in yr.iter_mut().zip(xr).zip(&self.weight) {
+                    *yi = xi * r * wi;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = self.weight.len();
+        let dx = with_data(self.name(), arg, |x| {
+            with_data(self.name(), grad, |g| {
+                let mut dx = vec![0f32; x.len()];
+                let c = row_chunk(d) * d;
+                dx.par_chunks_mut(c).zip(x.par_chunks(c)).zip(g.par_chunks(c)).for_each(|((dc, xc), gc)| {
+                    let mut u = vec![0f32; d];
+                    for ((dr, xr), gr) in dc.chunks_exact_mut(d).zip(xc.chunks_exact(d)).zip(gc.chunks_exact(d)) {
+                        let r = self.inv_rms(xr);
+                        for ((ui, gi), wi) in u.iter_mut().zip(gr).zip(&self.weight) {
+                            *ui = gi * wi;
+                        }
+                        let k = r * r * r * dot(xr, &u) / d as f32;
+                        for ((di, ui), xi) in dr.iter_mut().zip(&u).zip(xr) {
+                            *di = r * ui - k * xi;
+                        }
+                    }
+                });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(tensor(dx, arg.shape())?))
+    }
+}
+
+/// RMSNorm over the last dimension of a contiguous f32 CPU tensor; the weight gets no gradient.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let weight = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if x.dims().last() != Some(&weight.len()) {
+        candle_core::bail!("fused-rms-norm: input {:?} does not end in the weight's {}", x.dims(), weight.len());
+    }
+    x.contiguous()?.apply_op1(RmsNorm { weight, eps: eps as f32 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU gate: y = silu(g) u = g s(g) u, s the logistic function.
+// Backward: du = dy silu(g);  dg = dy u s(g) (1 + g (1 - s(g))).
+// ---------------------------------------------------------------------------------------------
+
+struct SiluMul;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "fused-silu-mul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(self.name(), s1, l1)?;
+        let u = slice(self.name(), s2, l2)?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("fused-silu-mul: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+        }
+        let mut y = vec![0f32; g.len()];
+        const C: usize = 16384;
+        y.par_chunks_mut(C).zip(g.par_chunks(C)).zip(u.par_chunks(C)).for_each(|((yc, gc), uc)| {
+            for ((yi, gi), ui) in yc.iter_mut().zip(gc).zip(uc) {
+                *yi = gi * sigmoid(*gi) * ui;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = g.elem_count();
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        with_data(self.name(), g, |g| {
+            with_data(self.name(), u, |u| {
+                with_data(self.name(), dy, |dy| {
+                    const C: usize = 16384;
+                    dg.par_chunks_mut(C)
+                        .zip(du.par_chunks_mut(C))
+                        .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
+                        .for_each(|((dgc, duc), ((gc, uc), yc))| {
+                            for i in 0..gc.len() {
+                                let (x, s) = (gc[i], sigmoid(gc[i]));
+                                duc[i] = yc[i] * x * s;
+                                dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
+                            }
+                        });
+                    Ok(())
+                })
+            })
+        })?;
+        Ok((Some(tensor(dg, g.shape())?), Some(tensor(du, u.shape())?)))
+    }
+}
+
+/// silu(g) * u for contiguous f32 CPU tensors of one shape.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    g.contiguous()?.apply_op2(&u.contiguous()?, SiluMul)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal self-attention core with rotary embeddings and grouped KV heads, in the projections'
+// own layout: q (B*T, H*hd), k and v (B*T, Hkv*hd), output (B*T, H*hd). For query head h (kv head
+// g = h / (H / Hkv)) of sequence b:
+//   q~ = R_t q_t, k~ = R_t k_t (rotate-half rotary, angle table per position t),
+//   S = c q~ k~^T + M (c = hd^-1/2, M = 0 where key j <= query i within the window, else -inf),
+//   P = softmax_rows(S), O = P V.
+// Backward (dO given), with D_i = sum_j P_ij dP_ij:
+//   dP = dO V^T, dS = P (dP - D), dq~ = c dS k~, dk~ += c dS^T q~, dV += P^T dO,
+//   dq = R_t^T dq~, dk = R_t^T dk~   (R_t orthogonal: its transpose is the rotation by -angle).
+// P is recomputed in the backward pass (T x T per head) rather than kept from the forward.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct AttnDims {
+    b: usize,
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    window: usize,
+}
+
+struct Attention {
+    dims: AttnDims,
+    /// cos and sin of the rotary angles: (t, hd / 2) each, row-major.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Attention {
+    fn allowed(&self, i: usize, j: usize) -> bool {
+        j <= i && i - j < self.dims.window
+    }
+
+    /// Row t of sequence b for head `head` of a (B*T, n_heads*hd) buffer, rotated by `sign` times
+    /// the rotary angle of position t (sign = -1 applies R^T), into `out` (T, hd).
+    fn gather(&self, src: &[f32], n_heads: usize, b: usize, head: usize, rotate: Option<f32>, out: &mut [f32]) {
+        let AttnDims { t, hd, .. } = self.dims;
+        let half = hd / 2;
+        for pos in 0..t {
+            let row = &src[((b * t + pos) * n_heads + head) * hd..][..hd];
+            let o = &mut out[pos * hd..][..hd];
+            match rotate {
+                None => o.copy_from_slice(row),
+                Some(sign) => {
+                    let (c, s) = (&self.cos[pos * half..][..half], &self.sin[pos * half..][..half]);
+                    for i in 0..half {
+                        let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
+                        o[i] = x1 * c[i] - x2 * si;
+                        o[i + half] = x2 * c[i] + x1 * si;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Softmax rows of c q~ k~^T under the mask: P (T, T), zero where masked.
+    fn probabilities(&self, q: &[f32], k: &[f32], p: &mut [f32]) {
+        let AttnDims { t, hd, .. } = self.dims;
+        let c = 1.0 / (hd as f32).sqrt();
+        for i in 0..t {
+            let row = &mut p[i * t..][..t];
+            let qi = &q[i * hd..][..hd];
+            let mut max = f32::NEG_INFINITY;
+            for (j, pij) in row.iter_mut().enumerate() {
+                *pij = if self.allowed(i, j) { c * dot(qi, &k[j * hd..][..hd]) } else { f32::NEG_INFINITY };
+                max = max.max(*pij);
+            }
+            let mut sum = 0f32;
+            for pij in row.iter_mut() {
+                *pij = if pij.is_finite() { (*pij - max).exp() } else { 0.0 };
+                sum += *pij;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+
+    fn check(&self, q: usize, k: usize, v: usize) -> Result<()> {
+        let AttnDims { b, t, heads, kv_heads, hd, .. } = self.dims;
+        if hd % 2 != 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            candle_core::bail!("fused-attention: bad dims {:?}", self.dims);
+        }
+        if q != b * t * heads * hd || k != b * t * kv_heads * hd || v != k || self.cos.len() != t * hd / 2 || self.sin.len() != self.cos.len() {
+            candle_core::bail!("fused-attention: sizes q {q}, k {k}, v {v}, rotary {} do not match {:?}", self.cos.len(), self.dims);
+        }
+        Ok(())
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(self.name(), s1, l1)?, slice(self.name(), s2, l2)?, slice(self.name(), s3, l3)?);
+        self.check(q.len(), k.len(), v.len())?;
+        let AttnDims { b, t, heads, kv_heads, hd, .. } = self.dims;
+        let rep = heads / kv_heads;
+        // One task per (sequence, query head): O (T, hd).
+        let outs: Vec<Vec<f32>> = (0..b * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, h) = (task / heads, task % heads);
+                let g = h / rep;
+                let (mut qr, mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+                self.gather(q, heads, bi, h, Some(1.0), &mut qr);
+                self.gather(k, kv_heads, bi, g, Some(1.0), &mut kr);
+                self.gather(v, kv_heads, bi, g, None, &mut vv);
+                let mut p = vec![0f32; t * t];
+                self.probabilities(&qr, &kr, &mut p);
+                let mut o = vec![0f32; t * hd];
+                for i in 0..t {
+                    let oi = &mut o[i * hd..][..hd];
+                    for j in 0..=i {
+                        let pij = p[i * t + j];
+                        if pij != 0.0 {
+                            axpy(oi, pij, &vv[j * hd..][..hd]);
+                        }
+                    }
+                }
+                o
+            })
+            .collect();
+        let mut out = vec![0f32; b * t * heads * hd];
+        for (task, o) in outs.iter().enumerate() {
+            let (bi, h) = (task / heads, task % heads);
+            for pos in 0..t {
+                out[((bi * t + pos) * heads + h) * hd..][..hd].copy_from_slice(&o[pos * hd..][..hd]);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b * t, heads * hd))))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, d_out: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let AttnDims { b, t, heads, kv_heads, hd, .. } = self.dims;
+        let rep = heads / kv_heads;
+        let c = 1.0 / (hd as f32).sqrt();
+        let name = self.name();
+        // One task per (sequence, kv head): it owns dk and dv of that head, and dq of its `rep`
+        // query heads.
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = with_data(name, q, |q| {
+            with_data(name, k, |k| {
+                with_data(name, v, |v| {
+                    with_data(name, d_out, |dout| {
+                        self.check(q.len(), k.len(), v.len())?;
+                        Ok((0..b * kv_heads)
+                            .into_par_iter()
+                            .map(|task| {
+                                let (bi, g) = (task / kv_heads, task % kv_heads);
+                                let (mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                                self.gather(k, kv_heads, bi, g, Some(1.0), &mut kr);
+                                self.gather(v, kv_heads, bi, g, None, &mut vv);
+                                let (mut dkr, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                                let mut dq = vec![0f32; rep * t * hd];
+                                let (mut qr, mut go) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                                let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
+                                for r in 0..rep {
+                                    let h = g * rep + r;
+                                    self.gather(q, heads, bi, h, Some(1.0), &mut qr);
+                                    self.gather(dout, heads, bi, h, None, &mut go);
+                                    self.probabilities(&qr, &kr, &mut p);
+                                    let dqr = &mut dq[r * t * hd..][..t * hd];
+                                    for i in 0..t {
+                                        let gi = &go[i * hd..][..hd];
+                                        let (pr, dr) = (&p[i * t..][..t], &mut ds[i * t..][..t]);
+                                        let mut d_i = 0f32;
+                                        for j in 0..=i {
+                                            if pr[j] != 0.0 {
+                                                dr[j] = dot(gi, &vv[j * hd..][..hd]);
+                                                d_i += pr[j] * dr[j];
+                                            }
+                                        }
+                                        for j in 0..=i {
+                                            if pr[j] != 0.0 {
+                                                let dsij = c * pr[j] * (dr[j] - d_i);
+                                                axpy(&mut dqr[i * hd..][..hd], dsij, &kr[j * hd..][..hd]);
+                                                axpy(&mut dkr[j * hd..][..hd], dsij, &qr[i * hd..][..hd]);
+                                                axpy(&mut dv[j * hd..][..hd], pr[j], gi);
+                                            }
+                                        }
+                                    }
+                                    // dq = R^T dq~, in place through a copy of the row.
+                                    let mut tmp = vec![0f32; t * hd];
+                                    rotate_rows(self, dqr, -1.0, &mut tmp);
+                                    dqr.copy_from_slice(&tmp);
+                                }
+                                let mut dk = vec![0f32; t * hd];
+                                rotate_rows(self, &dkr, -1.0, &mut dk);
+                                (dq, dk, dv)
+                            })
+                            .collect())
+                    })
+                })
+            })
+        })?;
+        let mut dq = vec![0f32; b * t * heads * hd];
+        let mut dk = vec![0f32; b * t * kv_heads * hd];
+        let mut dv = vec![0f32; b * t * kv_heads * hd];
+        for (task, (pq, pk, pv)) in parts.iter().enumerate() {
+            let (bi, g) = (task / kv_heads, task % kv_heads);
+            for pos in 0..t {
+                let kv_at = ((bi * t + pos) * kv_heads + g) * hd;
+                dk[kv_at..][..hd].copy_from_slice(&pk[pos * hd..][..hd]);
+                dv[kv_at..][..hd].copy_from_slice(&pv[pos * hd..][..hd]);
+                for r in 0..rep {
+                    let q_at = ((bi * t + pos) * heads + g * rep + r) * hd;
+                    dq[q_at..][..hd].copy_from_slice(&pq[(r * t + pos) * hd..][..hd]);
+                }
+            }
+        }
+        Ok((Some(tensor(dq, q.shape())?), Some(tensor(dk, k.shape())?), Some(tensor(dv, v.shape())?)))
+    }
+}
+
+/// Rotates each row `pos` of a (T, hd) buffer by `sign` times the rotary angle of `pos`.
+fn rotate_rows(a: &Attention, src: &[f32], sign: f32, out: &mut [f32]) {
+    let hd = a.dims.hd;
+    let half = hd / 2;
+    for pos in 0..a.dims.t {
+        let (row, o) = (&src[pos * hd..][..hd], &mut out[pos * hd..][..hd]);
+        let (c, s) = (&a.cos[pos * half..][..half], &a.sin[pos * half..][..half]);
+        for i in 0..half {
+            let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
+            o[i] = x1 * c[i] - x2 * si;
+            o[i + half] = x2 * c[i] + x1 * si;
+        }
+    }
+}
+
+/// Causal attention with rotary embeddings on (B*T, H*hd) queries and (B*T, Hkv*hd) keys and
+/// values; `cos`, `sin` are (T, hd/2) tables, `window` the sliding window (usize::MAX for none).
+/// Returns (B*T, H*hd), ready for o_proj.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, heads: usize, kv_heads: usize, window: usize) -> Result<Tensor> {
+    let hd = q.dim(candle_core::D::Minus1)? / heads.max(1);
+    let op = Attention {
+        dims: AttnDims { b, t, heads, kv_heads, hd, window },
+        cos: cos.flatten_all()?.to_vec1::<f32>()?,
+        sin: sin.flatten_all()?.to_vec1::<f32>()?,
+    };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Values and input gradients of `fused` and `composed` (the candle-op forms whose autograd
+    /// is independent of the hand-written backward passes), through a random linear read-out.
+    fn compare(inputs: &[Tensor], fused: impl Fn(&[Tensor]) -> Result<Tensor>, composed: impl Fn(&[Tensor]) -> Result<Tensor>, tol: f32) -> Result<()> {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let yf = fused(&ts)?;
+        let yc = composed(&ts)?;
+        assert_eq!(yf.dims(), yc.dims());
+        let d = max_diff(&yf, &yc);
+        assert!(d < tol, "forward differs by {d}");
+        let r = Tensor::randn(0f32, 1., yf.shape(), &Device::Cpu)?;
+        let gf = (yf * &r)?.sum_all()?.backward()?;
+        let gc = (yc * &r)?.sum_all()?.backward()?;
+        for (i, t) in ts.iter().enumerate() {
+            let (a, b) = (gf.get(t).expect("fused gradient"), gc.get(t).expect("composed gradient"));
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let d = max_diff(a, b) / scale;
+            assert!(d < tol, "gradient of input {i} differs by {d} (relative to {scale})");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rms_norm_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 1., (37, 40), &dev)? * 3.0)?;
+        let w = Tensor::randn(1f32, 0.3, 40, &dev)?;
+        compare(&[x], |t| rms_norm(&t[0], &w, 1e-5), |t| super::super::ops::rms_norm_composed(&t[0], &w, 1e-5), 1e-5)
+    }
+
+    #[test]
+    fn silu_mul_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = (Tensor::randn(0f32, 1., (5, 7000), &dev)? * 4.0)?;
+        let u = Tensor::randn(0f32, 1., (5, 7000), &dev)?;
+        compare(&[g, u], |t| silu_mul(&t[0], &t[1]), |t| t[0].silu()? * &t[1], 1e-5)
+    }
+
+    /// The composed attention of the decoder before fusion: transpose to heads, rotary, repeat KV
+    /// heads, masked softmax, weighted sum, transpose back.
+    fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, h: usize, hkv: usize, win: usize) -> Result<Tensor> {
+        let hd = q.dim(D::Minus1)? / h;
+        let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope_slow(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(&k, cos, sin)?;
+        let k = candle_transformers::utils::repeat_kv(k, h / hkv)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, h / hkv)?.contiguous()?;
+        let m: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY })).collect();
+        let mask = Tensor::from_vec(m, (t, t), q.device())?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = candle_nn::ops::softmax(&att.broadcast_add(&mask)?, D::Minus1)?;
+        att.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd))
+    }
+
+    fn rotary(t: usize, hd: usize) -> Result<(Tensor, Tensor)> {
+        let half = hd / 2;
+        let a: Vec<f32> = (0..t).flat_map(|p| (0..half).map(move |i| p as f32 * 10000f32.powf(-((2 * i) as f32) / hd as f32))).collect();
+        let a = Tensor::from_vec(a, (t, half), &Device::Cpu)?;
+        Ok((a.cos()?, a.sin()?))
+    }
+
+    #[test]
+    fn attention_matches_composed_ops_with_grouped_heads_and_window() -> Result<()> {
+        let dev = Device::Cpu;
+        // (b, t, heads, kv_heads, hd, window): grouped, multi-head, a sliding window, one head.
+        for &(b, t, h, hkv, hd, win) in &[(2, 11, 6, 2, 8, usize::MAX), (3, 9, 4, 4, 6, 3), (1, 5, 1, 1, 4, usize::MAX), (2, 17, 9, 3, 16, 7)] {
+            let q = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
+            let k = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
+            let v = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
+            let (cos, sin) = rotary(t, hd)?;
+            compare(
+                &[q, k, v],
+                |x| attention(&x[0], &x[1], &x[2], &cos, &sin, b, t, h, hkv, win),
+                |x| attention_composed(&x[0], &x[1], &x[2], &cos, &sin, b, t, h, hkv, win),
+                2e-5,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Central differences of a scalar read-out against the hand-written backward pass, in f32 on
+    /// a small case (step 1e-2 on O(1) inputs: truncation ~1e-4, rounding ~1e-5 relative).
+    #[test]
+    fn attention_gradient_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, t, h, hkv, hd) = (1, 4, 2, 1, 4);
+        let (cos, sin) = rotary(t, hd)?;
+        let q = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
+        let k = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
+        let v = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
+        let r = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
+        let f = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f32> { (attention(q, k, v, &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.to_scalar::<f32>() };
+        let vars = [Var::from_tensor(&q)?, Var::from_tensor(&k)?, Var::from_tensor(&v)?];
+        let grads = (attention(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor(), &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.backward()?;
+        let eps = 1e-2f32;
+        for (which, var) in vars.iter().enumerate() {
+            let g = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+            let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            for idx in 0..base.len() {
+                let shifted = |d: f32| -> Result<Tensor> {
+                    let mut x = base.clone();
+                    x[idx] += d;
+                    Tensor::from_vec(x, var.as_tensor().shape(), &dev)
+                };
+                let mut args = [q.clone(), k.clone(), v.clone()];
+                args[which] = shifted(eps)?;
+                let up = f(&args[0], &args[1], &args[2])?;
+                args[which] = shifted(-eps)?;
+                let down = f(&args[0], &args[1], &args[2])?;
+                let fd = (up - down) / (2.0 * eps);
+                assert!((fd - g[idx]).abs() < 2e-3 * (1.0 + fd.abs()), "input {which}[{idx}]: finite difference {fd}, backward {}", g[idx]);
+            }
+        }
+        Ok(())
+    }
+}
