@@ -289,6 +289,18 @@ impl Factor {
         }
     }
 
+    /// Whether `other` holds exactly the same dense accumulator (bit for bit; never for low-rank
+    /// factors, whose decomposition is already at hand). Lets identical factors share one
+    /// decomposition.
+    pub fn same_as(&self, other: &Factor) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Dense(a), Repr::Dense(b)) => {
+                self.n == other.n && self.trace.to_bits() == other.trace.to_bits() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            _ => false,
+        }
+    }
+
     /// The factor as a row-major n x n matrix (for tests / small n).
     pub fn to_dense(&self) -> Vec<f64> {
         match &self.repr {

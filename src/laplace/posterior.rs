@@ -49,16 +49,46 @@ pub fn block_values(lora: &LoraSet, b: BlockId) -> Result<Vec<f64>> {
     Ok(t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
+/// Eigendecompositions of every Kron block's factors, at [2 i] (X) and [2 i + 1] (O) for block i
+/// (None for other structures). The factors are independent, so they are decomposed in parallel
+/// (faer's dense eigensolver runs on one thread); a factor equal to an earlier one is decomposed
+/// once: q_proj's and v_proj's A blocks see the same input, so their X factors agree bit for bit
+/// (same rows, same accumulation order), a third of the large factors of a q,v adapter.
+fn decompose_factors(per_block: &[BlockCurvature]) -> Vec<Option<SymEig>> {
+    use rayon::prelude::*;
+    let factors: Vec<Option<&super::eigen::Factor>> = per_block
+        .iter()
+        .flat_map(|bc| match bc {
+            BlockCurvature::Kron { x, o } => [Some(x), Some(o)],
+            _ => [None, None],
+        })
+        .collect();
+    // source[i]: the first factor equal to factor i (itself if none earlier).
+    let mut source: Vec<usize> = (0..factors.len()).collect();
+    for i in 0..factors.len() {
+        if let Some(fi) = factors[i] {
+            if let Some(j) = (0..i).find(|&j| source[j] == j && factors[j].is_some_and(|fj| fj.same_as(fi))) {
+                source[i] = j;
+            }
+        }
+    }
+    let unique: Vec<Option<SymEig>> = (0..factors.len())
+        .into_par_iter()
+        .map(|i| if source[i] == i { factors[i].map(|f| f.eig()) } else { None })
+        .collect();
+    (0..factors.len()).map(|i| unique[source[i]].clone()).collect()
+}
+
 impl Posterior {
     pub fn from_curvature(c: Curvature, lora: &LoraSet) -> Result<Self> {
-        let mut basis = Vec::new();
         let mut clamped = 0;
-        let mut sides = Vec::new();
-        for (&b, bc) in c.blocks.iter().zip(c.per_block) {
-            sides.push(super::curvature::sides(lora, b));
+        let sides: Vec<(usize, usize)> = c.blocks.iter().map(|&b| super::curvature::sides(lora, b)).collect();
+        let eigs = decompose_factors(&c.per_block);
+        let mut basis = Vec::new();
+        for (i, bc) in c.per_block.into_iter().enumerate() {
             match bc {
-                BlockCurvature::Kron { x, o } => {
-                    let (x, o) = (x.eig(), o.eig());
+                BlockCurvature::Kron { .. } => {
+                    let (x, o) = (eigs[2 * i].clone().expect("a Kron block's X"), eigs[2 * i + 1].clone().expect("a Kron block's O"));
                     clamped += x.clamped + o.clamped;
                     basis.push(BlockBasis::Kron { x, o });
                 }
