@@ -176,8 +176,15 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 struct SiluMul;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// s[i] = logistic(g[i]) = 1 / (1 + e^(-g[i])), through the vectorised exp.
+fn sigmoid_into(g: &[f32], s: &mut [f32]) {
+    for (si, gi) in s.iter_mut().zip(g) {
+        *si = -gi;
+    }
+    super::fastmath::exp_in_place(s);
+    for si in s.iter_mut() {
+        *si = 1.0 / (1.0 + *si);
+    }
 }
 
 impl CustomOp2 for SiluMul {
@@ -194,8 +201,9 @@ impl CustomOp2 for SiluMul {
         let mut y = vec![0f32; g.len()];
         const C: usize = 16384;
         y.par_chunks_mut(C).zip(g.par_chunks(C)).zip(u.par_chunks(C)).for_each(|((yc, gc), uc)| {
+            sigmoid_into(gc, yc);
             for ((yi, gi), ui) in yc.iter_mut().zip(gc).zip(uc) {
-                *yi = gi * sigmoid(*gi) * ui;
+                *yi *= gi * ui;
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -212,8 +220,10 @@ impl CustomOp2 for SiluMul {
                         .zip(du.par_chunks_mut(C))
                         .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
                         .for_each(|((dgc, duc), ((gc, uc), yc))| {
+                            // The logistic values first (into du, overwritten below).
+                            sigmoid_into(gc, duc);
                             for i in 0..gc.len() {
-                                let (x, s) = (gc[i], sigmoid(gc[i]));
+                                let (x, s) = (gc[i], duc[i]);
                                 duc[i] = yc[i] * x * s;
                                 dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
                             }
@@ -301,11 +311,11 @@ impl Attention {
                     max = max.max(*pij);
                 }
             }
-            let mut sum = 0f32;
             for (j, pij) in row.iter_mut().enumerate() {
-                *pij = if self.allowed(i, j) { (*pij - max).exp() } else { 0.0 };
-                sum += *pij;
+                *pij = if self.allowed(i, j) { *pij - max } else { f32::NEG_INFINITY };
             }
+            super::fastmath::exp_in_place(row); // e^-inf = 0 at masked keys
+            let sum: f32 = row.iter().sum();
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|v| *v *= inv);
         }

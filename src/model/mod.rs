@@ -1,6 +1,7 @@
 //! The base model: a LoRA-capable llama-family decoder, its loaders, tokenizer and sources.
 
 pub mod config;
+mod fastmath;
 mod fused;
 pub mod gguf;
 pub mod hf;
