@@ -187,10 +187,10 @@ impl LaplaceOverrides {
 /// candle's CPU thread pool spins up to 25,000 iterations before a worker parks, and the caller
 /// spins until every worker is done. On a machine whose cores are busy with other work, that
 /// turned a KFAC pass 3.4x slower than on one thread (10.4 vs 3.1 s an example at load 8 on 2
-/// cores); parking after 200 spins gave 3.0 s. Measured on the LoRA step (2 cores): idle 1.27 s
-/// (25,000) vs 1.42 s (200); beside two busy processes 2.9-5.3 s vs 1.94 s. The small limit
-/// costs ~10% on an idle machine and saves 2-3x on a shared one. Set before the pool exists; an
-/// explicit CANDLE_BARRIER_POOL_SPIN_LIMIT wins (25000 restores candle's default).
+/// cores); parking after 200 spins gave 3.0 s. Since gemm and the fused kernels run on rayon's
+/// pool beside candle's, the spinning workers also steal those pools' cores on an idle machine:
+/// LoRA step 0.69 s (25,000) vs 0.54 s (200), 2 cores. Set before the pool exists; an explicit
+/// CANDLE_BARRIER_POOL_SPIN_LIMIT wins (25000 restores candle's default).
 fn limit_pool_spinning() {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
