@@ -78,6 +78,8 @@ pub struct BenchReport {
     /// Peak RSS of the KFAC and predictive phases, MiB.
     pub peak_rss_laplace_mib: f64,
     pub threads: usize,
+    /// The device the model ran on ("cpu", "cuda", ...).
+    pub device: String,
     /// Timed LoRA steps (after one warm-up).
     pub repeats: usize,
     /// Timed repeats of the Laplace phases (after one warm-up).
@@ -123,6 +125,7 @@ impl BenchReport {
             format!("{:.0}", self.peak_rss_laplace_mib),
         );
         row("threads", format!("{}", self.threads));
+        row("device", self.device.clone());
         s
     }
 }
@@ -258,6 +261,7 @@ pub fn lora_step(
         let t0 = Instant::now();
         let (_, _, grads) = loss_and_grads(&m.model, &lora, &batch, &labels, &answer, None)?;
         opt.step(&grads)?;
+        dev.synchronize()?; // a GPU queues the step's kernels: wait for them before reading the clock
         let dt = t0.elapsed().as_secs_f64();
         if rep > 0 {
             times.push(dt); // rep 0 is the warm-up

@@ -96,6 +96,9 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Where the model runs: "cpu", or "cuda", "cuda:N", "metal" in a build with that feature.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
     #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
@@ -228,8 +231,8 @@ fn main() {
         Some(Command::Run { config, out, force }) => on_compute_pool(|| cmd_run(config, out, force)),
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => on_compute_pool(|| cmd_laplace(run, config, set)),
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json }) => {
-            on_compute_pool(|| cmd_bench(&model, repeats, laplace_repeats, kfac_examples, test_examples, json))
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device }) => {
+            on_compute_pool(|| cmd_bench(&model, &device, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
     };
@@ -272,16 +275,17 @@ fn cmd_fetch(name: &str) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_bench(source: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+fn cmd_bench(source: &str, device: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
     use laplace_lora::bench;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
+    let dev = model::parse_device(device)?;
     let (bar, mut f) = fetch_bar();
     let files = model::resolve_model(source, &mut f)?;
     bar.finish_and_clear();
-    let m = model::LoadedModel::load(&files, &candle_core::Device::Cpu)?;
-    eprintln!("model {}", m.path.display());
+    let m = model::LoadedModel::load(&files, &dev)?;
+    eprintln!("model {} on {device}", m.path.display());
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
     }
@@ -317,6 +321,7 @@ fn cmd_bench(source: &str, repeats: usize, laplace_repeats: usize, kfac_examples
         peak_rss_mib: peak_step,
         peak_rss_laplace_mib: peak_laplace,
         threads: candle_core::utils::get_num_threads(),
+        device: device.to_string(),
         repeats,
         laplace_repeats,
         kfac_examples,
@@ -330,7 +335,7 @@ fn cmd_bench(source: &str, repeats: usize, laplace_repeats: usize, kfac_examples
         lora_params: params,
         model: m.path.display().to_string(),
         date: bench::utc_now(),
-        implementation: format!("laplace-lora {} (candle, CPU)", env!("CARGO_PKG_VERSION")),
+        implementation: format!("laplace-lora {} (candle, {device})", env!("CARGO_PKG_VERSION")),
     };
     print!("{}", report.table());
     if let Some(p) = json {

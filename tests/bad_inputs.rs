@@ -778,6 +778,10 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     let n = args.len();
     args[n - 1] = existing.display().to_string();
     c.push(case("run_dir_exists", args, &["already exists", "--force"]));
+    // `bench --device`: refused before any model is looked for.
+    c.push(case("bench_bad_device", vec!["bench".into(), "--device".into(), "tpu".into()], &["unknown device", "\"tpu\"", "cuda"]));
+    #[cfg(not(feature = "cuda"))]
+    c.push(case("bench_cuda_without_the_feature", vec!["bench".into(), "--device".into(), "cuda".into()], &["--features cuda"]));
     c
 }
 
