@@ -214,10 +214,8 @@ fn pin_thread_count() {
 /// Runs a command's work on a thread of rayon's global pool. The parallel kernels it calls (gemm,
 /// the fused ops) then split their work with the sibling pool thread, instead of parking the
 /// calling thread and waking pool threads on every call: in `perf` of the LoRA step the kernel's
-/// scheduling went from ~10% to ~6.6% of the samples, the step from 0.54 to 0.49 s (medians of
-/// three interleaved runs each). The GUI's worker thread does not do this: its tests run several
-/// pipelines in one process, and a pool thread waiting inside one of them may run another whole
-/// pipeline in the meantime.
+/// scheduling went from ~10% to ~6.6% of the samples, the step from 0.54 to 0.50 s (medians of
+/// six interleaved runs each; noisy). The GUI's worker does the same on a pool of its own (worker.rs).
 fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }

@@ -36,9 +36,23 @@ impl Worker {
             .name("laplace-lora-worker".into())
             .spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    job(&c, &mut |e| {
-                        let _ = tx.send(e.clone());
-                    })
+                    let run = || {
+                        job(&c, &mut |e| {
+                            let _ = tx.send(e.clone());
+                        })
+                    };
+                    // On a thread of its own rayon pool, so that gemm and the fused kernels split
+                    // their work with a sibling thread instead of parking this one on every call
+                    // (see `on_compute_pool` in main.rs), and so that pipelines of two workers in
+                    // one process (the tests) never run inside each other's waits.
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(candle_core::utils::get_num_threads())
+                        .thread_name(|i| format!("laplace-lora-compute-{i}"))
+                        .build()
+                    {
+                        Ok(pool) => pool.install(run),
+                        Err(_) => run(),
+                    }
                 }));
                 match r {
                     Ok(r) => r,
