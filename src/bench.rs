@@ -60,6 +60,31 @@ pub const RANK: usize = 8;
 /// Test examples are numbered from here (training examples from 0).
 pub const TEST_OFFSET: usize = 1000;
 
+/// The default model's shapes (SmolLM2-135M-Instruct's `config.json`), for `bench --synthetic`.
+pub const SMOLLM2_135M_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 576, "intermediate_size": 1536, "vocab_size": 49152, "num_hidden_layers": 30,
+  "num_attention_heads": 9, "num_key_value_heads": 3, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+  "max_position_embeddings": 8192, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2}"#;
+
+/// A model of the default model's shapes with seeded random weights, built in memory: the phases'
+/// timings depend on the shapes only, so a machine that cannot fetch or receive the 98 MB model
+/// (the GPU machine, which sees no network and takes 64 MiB of files) can still be measured.
+pub fn synthetic_model(device: &candle_core::Device) -> Result<LoadedModel> {
+    let cfg = crate::model::Config::from_hf_str(SMOLLM2_135M_CONFIG)?;
+    let mut w = crate::testing::random_weights(&cfg, 7)?;
+    // The test weights (1.7 / sqrt(d_in)) make attention nearly one-hot after 30 layers, and its
+    // backward pass then fills gemm with subnormal floats, which took the step 35% longer than
+    // the real model's. Halved, the synthetic timings match the real model's (README).
+    for (name, t) in w.iter_mut() {
+        if name.ends_with("_proj.weight") {
+            *t = (&*t * 0.5)?;
+        }
+    }
+    let model = crate::model::Llama::from_tensors(cfg, w, device)?;
+    let tokenizer = crate::testing::tiny_tokenizer()?; // the phases feed token ids, never text
+    Ok(LoadedModel { model, tokenizer, path: std::path::PathBuf::from("synthetic (SmolLM2-135M-Instruct shapes, random weights)") })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     /// One LoRA step (forward, backward, AdamW), batch 4 x 64 tokens, r = 8 on q and v.

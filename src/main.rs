@@ -99,6 +99,10 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// Where the model runs: "cpu", or "cuda", "cuda:N", "metal" in a build with that feature.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Random weights of the default model's shapes instead of --model (no download; the
+        /// timings depend on the shapes only).
+        #[arg(long, conflicts_with = "model")]
+        synthetic: bool,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
     #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
@@ -220,7 +224,24 @@ fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// glibc returns freed blocks above its mmap threshold (128 KiB at first, raised as such blocks
+/// are freed) to the kernel, so each step's activations came back as fresh zeroed pages: page
+/// faults were 3-5% of a LoRA step in `perf`, more when the allocation history kept the threshold
+/// low. Blocks up to 32 MiB (glibc's ceiling) now come from the heap, and freed memory stays for
+/// the next step instead of being trimmed.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("LAPLACE_LORA_GLIBC_MALLOC_DEFAULTS").is_none() {
+        // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+        }
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     limit_pool_spinning();
     pin_thread_count();
     let cli = Cli::parse();
@@ -229,8 +250,9 @@ fn main() {
         Some(Command::Run { config, out, force }) => on_compute_pool(|| cmd_run(config, out, force)),
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => on_compute_pool(|| cmd_laplace(run, config, set)),
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device }) => {
-            on_compute_pool(|| cmd_bench(&model, &device, repeats, laplace_repeats, kfac_examples, test_examples, json))
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic }) => {
+            let source = if synthetic { None } else { Some(model.as_str()) };
+            on_compute_pool(|| cmd_bench(source, &device, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
     };
@@ -273,16 +295,22 @@ fn cmd_fetch(name: &str) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_bench(source: &str, device: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+/// `source` None: the synthetic model (`bench::synthetic_model`).
+fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
     use laplace_lora::bench;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
     let dev = model::parse_device(device)?;
-    let (bar, mut f) = fetch_bar();
-    let files = model::resolve_model(source, &mut f)?;
-    bar.finish_and_clear();
-    let m = model::LoadedModel::load(&files, &dev)?;
+    let m = match source {
+        Some(source) => {
+            let (bar, mut f) = fetch_bar();
+            let files = model::resolve_model(source, &mut f)?;
+            bar.finish_and_clear();
+            model::LoadedModel::load(&files, &dev)?
+        }
+        None => bench::synthetic_model(&dev)?,
+    };
     eprintln!("model {} on {device}", m.path.display());
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");

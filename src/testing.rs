@@ -46,8 +46,8 @@ pub fn tiny_vocab() -> Vec<String> {
     v
 }
 
-/// Writes a word-level `tokenizer.json` (whitespace pre-tokenizer) over `tiny_vocab()`.
-pub fn write_tiny_tokenizer(path: &Path) -> Result<()> {
+/// A word-level tokenizer (whitespace pre-tokenizer) over `tiny_vocab()`.
+pub fn tiny_tokenizer() -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
     let vocab: HashMap<String, u32> = tiny_vocab().into_iter().enumerate().map(|(i, w)| (w, i as u32)).collect();
@@ -58,7 +58,12 @@ pub fn write_tiny_tokenizer(path: &Path) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     let mut tok = tokenizers::Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(WhitespaceSplit));
-    tok.save(path, false).map_err(|e| anyhow!("{e}"))?;
+    Ok(tok)
+}
+
+/// Writes `tiny_tokenizer()` as a `tokenizer.json`.
+pub fn write_tiny_tokenizer(path: &Path) -> Result<()> {
+    tiny_tokenizer()?.save(path, false).map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
 

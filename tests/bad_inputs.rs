@@ -780,6 +780,11 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     c.push(case("run_dir_exists", args, &["already exists", "--force"]));
     // `bench --device`: refused before any model is looked for.
     c.push(case("bench_bad_device", vec!["bench".into(), "--device".into(), "tpu".into()], &["unknown device", "\"tpu\"", "cuda"]));
+    c.push(case(
+        "bench_synthetic_and_model",
+        vec!["bench".into(), "--synthetic".into(), "--model".into(), "smollm2-135m-instruct".into()],
+        &["--synthetic", "--model", "cannot be used with"],
+    ));
     #[cfg(not(feature = "cuda"))]
     c.push(case("bench_cuda_without_the_feature", vec!["bench".into(), "--device".into(), "cuda".into()], &["--features cuda"]));
     c
