@@ -69,5 +69,10 @@ mkdir -p "$root/dev"
 strip -o "$root/dev/laplace-lora" "$target/release/laplace-lora"
 xz -T0 -6 -f "$root/dev/laplace-lora"
 readelf -d "$target/release/laplace-lora" | grep NEEDED >&2
+
+# The PyTorch reference's Laplace packages, which the GPU machine's Python lacks (it has torch,
+# transformers, peft and their other dependencies); pure-Python wheels, ~1 MB.
+pip download --no-deps --dest "$root/dev/wheels" laplace-torch==0.3 curvlinops-for-pytorch==3.0.1 \
+    asdfghjkl==0.1a4 backpack-for-pytorch==1.7.1 unfoldNd==0.2.3 einconv==0.1.0 >&2
 du -sh "$root/dev" >&2
 echo "dev/laplace-lora.xz is the CUDA build; run it on a GPU machine with scripts/device-bench.sh" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, with dev/ from scripts/build-cuda.sh (the device
-# tool: command "bash scripts/device-bench.sh", carry ["dev"], timeout ~500 s): the bench on
-# the GPU and, for the ratio in the same run, on the machine's CPU. The model is the synthetic one
+# tool: command "bash scripts/device-bench.sh", carry ["dev"], timeout ~500 s): our bench on the
+# GPU, the PyTorch reference on the same GPU (the ratio the issue asks for), and our bench on the
+# machine's CPU. The model is the synthetic one
 # (the default model's shapes, random weights: the GPU machine has no network and takes 64 MiB of
 # files, less than the model). Results go to $OUT (the device tool brings that folder back) or ./dev-out.
 set -euo pipefail
@@ -25,5 +26,9 @@ bin=/tmp/laplace-lora-cuda
 xz -dc dev/laplace-lora.xz >"$bin"
 chmod +x "$bin"
 ldd "$bin" | grep -E "cuda|cublas|curand" | tee "$out/ldd.txt"
-"$bin" bench --synthetic --device cuda --json "$out/cuda.json" 2>&1 | tee "$out/cuda.log"
-"$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 --json "$out/cpu.json" 2>&1 | tee "$out/cpu.log"
+"$bin" bench --synthetic --device cuda --json "$out/cuda.json" 2>&1 | tee "$out/cuda.log" || true
+# The reference: the machine's PyTorch, peft and transformers; laplace-torch and friends from dev/wheels.
+python3 -m pip install --quiet --no-deps --no-index --target /tmp/refpkgs dev/wheels/*.whl
+PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py --synthetic --device cuda \
+    --json "$out/pytorch-cuda.json" 2>&1 | tail -40 >"$out/pytorch-cuda.log" || true
+"$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 --json "$out/cpu.json" 2>/dev/null || true

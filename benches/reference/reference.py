@@ -3,7 +3,7 @@
 
 Run it with the interpreter of the virtual environment that setup.sh creates:
 
-    benches/reference/.venv/bin/python benches/reference/reference.py [--json FILE]
+    benches/reference/.venv/bin/python benches/reference/reference.py [--json FILE] [--device cuda] [--synthetic]
 
 Shapes and inputs (as in src/bench.rs):
 - example i: 64 token ids, token t = (i * 7919 + t * 104729) % vocab, label i % 4, K = 4 answer
@@ -106,6 +106,12 @@ def main() -> int:
     ap.add_argument("--test-examples", type=int, default=8)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="transformers' attention implementation")
     ap.add_argument("--json", default=None, help="also write the figures as JSON to this file")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    ap.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random weights with the default model's shapes instead of --model (as `laplace-lora bench --synthetic`)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -117,16 +123,37 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    src = Path(args.model) if args.model else default_gguf()
-    if src.is_dir():
-        base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation=args.attn)
-    else:
-        if not src.is_file():
-            log(f"error: no model at {src} (run `laplace-lora fetch-model` first, or pass --model)")
-            return 1
-        base = AutoModelForCausalLM.from_pretrained(
-            src.parent, gguf_file=src.name, dtype=torch.float32, attn_implementation=args.attn
+    if args.synthetic:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        # SmolLM2-135M-Instruct's config.json (as SMOLLM2_135M_CONFIG in src/bench.rs).
+        cfg = LlamaConfig(
+            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+            num_attention_heads=9, num_key_value_heads=3, rms_norm_eps=1e-5, rope_theta=100000.0,
+            max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
         )
+        cfg._attn_implementation = args.attn
+        src = "synthetic (SmolLM2-135M-Instruct shapes, random weights)"
+        base = LlamaForCausalLM(cfg).to(torch.float32)
+    else:
+        src = Path(args.model) if args.model else default_gguf()
+        if src.is_dir():
+            base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation=args.attn)
+        else:
+            if not src.is_file():
+                log(f"error: no model at {src} (run `laplace-lora fetch-model` first, or pass --model or --synthetic)")
+                return 1
+            base = AutoModelForCausalLM.from_pretrained(
+                src.parent, gguf_file=src.name, dtype=torch.float32, attn_implementation=args.attn
+            )
+    device = torch.device(args.device)
+    base.to(device)
+
+    def sync():
+        # CUDA queues kernels: wait for them before reading the clock.
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     base.eval()
     base.config.use_cache = False
     vocab = base.config.vocab_size
@@ -154,8 +181,8 @@ def main() -> int:
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == n_lora
 
     def batch_of(indices):
-        ids = torch.tensor([synthetic_ids(i, vocab) for i in indices], dtype=torch.long)
-        labels = torch.tensor([i % K for i in indices], dtype=torch.long)
+        ids = torch.tensor([synthetic_ids(i, vocab) for i in indices], dtype=torch.long, device=device)
+        labels = torch.tensor([i % K for i in indices], dtype=torch.long, device=device)
         return ids, labels
 
     have_reset = reset_peak_rss()
@@ -168,12 +195,14 @@ def main() -> int:
     model.train()
     steps = []
     for rep in range(args.repeats + 1):
+        sync()
         t0 = time.perf_counter()
         logits = model(ids)
         loss = nn.functional.cross_entropy(logits, labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         dt = time.perf_counter() - t0
         log(f"  lora step {rep} {dt:.3f} s{' (warm-up)' if rep == 0 else ''}")
         if rep > 0:
@@ -189,6 +218,12 @@ def main() -> int:
     peak_laplace = float("nan")
     backend_name = None
     if args.laplace_repeats > 0:
+        try:
+            import laplace  # noqa: F401
+        except ImportError:
+            log("  laplace-torch is not installed here: skipping the Laplace phases")
+            args.laplace_repeats = 0
+    if args.laplace_repeats > 0:
         from laplace import Laplace
         from laplace.utils.matrix import Kron
         from torch.utils.data import DataLoader, TensorDataset
@@ -199,8 +234,10 @@ def main() -> int:
         _decompose = Kron.decompose
 
         def timed_decompose(self, *a, **kw):
+            sync()
             t = time.perf_counter()
             r = _decompose(self, *a, **kw)
+            sync()
             decompose_s[0] += time.perf_counter() - t
             return r
 
@@ -226,14 +263,17 @@ def main() -> int:
             la = Laplace(model, "classification", subset_of_weights="all", hessian_structure="kron", prior_precision=1.0)
             backend_name = type(la.backend).__name__
             decompose_s[0] = 0.0
+            sync()
             t0 = time.perf_counter()
             la.fit(loader)
+            sync()
             fit_s = time.perf_counter() - t0
             dec_s = decompose_s[0]
             t2 = time.perf_counter()
             probs = []
             for s in range(0, args.test_examples, BATCH):
                 probs.append(la(test_ids[s : s + BATCH], pred_type="glm", link_approx="probit"))
+            sync()
             pred_s = time.perf_counter() - t2
             assert torch.isfinite(torch.cat(probs)).all()
             kfac_s = max(fit_s - dec_s, 0.0)
@@ -261,6 +301,7 @@ def main() -> int:
         "peak_rss_mib": peak_step,
         "peak_rss_laplace_mib": num(peak_laplace),
         "threads": torch.get_num_threads(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "repeats": args.repeats,
         "laplace_repeats": args.laplace_repeats,
         "kfac_examples": args.kfac_examples,
