@@ -476,7 +476,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
+    use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
@@ -520,22 +520,13 @@ mod tests {
         compare(&[g, u], |t| silu_mul(&t[0], &t[1]), |t| t[0].silu()? * &t[1], 1e-5)
     }
 
-    /// The composed attention of the decoder before fusion: transpose to heads, rotary, repeat KV
-    /// heads, masked softmax, weighted sum, transpose back.
+    /// The composed form (`ops::attention_composed`, what a GPU runs) with the additive mask it takes.
+    #[allow(clippy::too_many_arguments)]
     fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, h: usize, hkv: usize, win: usize) -> Result<Tensor> {
-        let hd = q.dim(D::Minus1)? / h;
-        let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = candle_nn::rotary_emb::rope_slow(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_slow(&k, cos, sin)?;
-        let k = candle_transformers::utils::repeat_kv(k, h / hkv)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, h / hkv)?.contiguous()?;
         let m: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY })).collect();
         let mask = Tensor::from_vec(m, (t, t), q.device())?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = candle_nn::ops::softmax(&att.broadcast_add(&mask)?, D::Minus1)?;
-        att.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd))
+        let shape = super::super::ops::AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: win };
+        super::super::ops::attention_composed(q, k, v, &(cos.clone(), sin.clone()), &mask, shape)
     }
 
     fn rotary(t: usize, hd: usize) -> Result<(Tensor, Tensor)> {

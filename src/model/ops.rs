@@ -83,7 +83,7 @@ impl CustomOp1 for FrozenMatmul {
 /// On the CPU the weight gets no gradient (custom op). On other devices this falls back to a
 /// broadcast matmul: correct gradients for x, but dL/dW is computed and thrown away.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if fusable(x) {
         x.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
             weight: weight.clone(),
         })))
@@ -101,9 +101,26 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     rms_norm_composed(x, weight, eps)
 }
 
-/// The fused kernels serve f32 tensors on the CPU.
+/// The fused kernels serve f32 tensors on the CPU (unless `with_composed_ops` says otherwise).
 fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !COMPOSED.with(|c| c.get())
+}
+
+thread_local! {
+    static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the composed candle ops instead of the fused CPU kernels on this thread: the
+/// path a GPU takes, so that tests on the CPU can check it against the fused one.
+pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED.with(|c| c.replace(true)));
+    f()
 }
 
 /// RMSNorm from candle ops (their autograd gives the backward pass).
@@ -140,6 +157,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mas
     if fusable(q) {
         return super::fused::attention(q, k, v, &rot.0, &rot.1, b, t, h, hkv, window);
     }
+    attention_composed(q, k, v, rot, mask, s)
+}
+
+/// `attention` from candle ops: heads transposed out, rotary, KV heads repeated, masked softmax,
+/// weighted sum, transposed back.
+pub(crate) fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mask: &Tensor, s: AttnShape) -> Result<Tensor> {
+    let AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, .. } = s;
     let hd = q.dim(D::Minus1)? / h;
     let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?; // (B, h, T, hd)
     let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, hkv, T, hd)
