@@ -80,23 +80,29 @@ fn gguf_with_llama_cpp_rotary_layout_loads_to_the_same_model() -> anyhow::Result
 
 /// Every LoRA variable of every target receives a non-zero gradient (STACK-NOTES trap 1), and the
 /// gradient of one B entry matches a central finite difference of the loss.
+/// LoRA (r = 2) on every projection and the answer rows of the head, with random B: at B = 0,
+/// as LoRA starts, dL/dA would vanish.
+fn lora_everywhere(m: &laplace_lora::model::Llama, answer: &[u32]) -> anyhow::Result<LoraSet> {
+    let lora = LoraSet::new(
+        LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() },
+        &m.lora_dims(),
+        answer.to_vec(),
+        1,
+        &Device::Cpu,
+    )?;
+    for l in &lora.layers {
+        l.b.set(&(Tensor::randn(0f32, 0.3, l.b.shape(), &Device::Cpu)?))?;
+    }
+    Ok(lora)
+}
+
 #[test]
 fn every_lora_variable_gets_the_right_gradient() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     testing::write_tiny_hf_model(dir.path(), 5, false)?;
     let m = LoadedModel::load_hf(dir.path(), &Device::Cpu)?.model;
     let answer: Vec<u32> = vec![9, 10, 11, 12];
-    let lora = LoraSet::new(
-        LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() },
-        &m.lora_dims(),
-        answer.clone(),
-        1,
-        &Device::Cpu,
-    )?;
-    // B = 0 at start makes dL/dA vanish; give B random values first.
-    for l in &lora.layers {
-        l.b.set(&(Tensor::randn(0f32, 0.3, l.b.shape(), &Device::Cpu)?))?;
-    }
+    let lora = lora_everywhere(&m, &answer)?;
     let p1: Vec<u32> = vec![4, 20, 31, 22, 9, 3];
     let p2: Vec<u32> = vec![4, 21, 33, 3];
     let batch = Batch::new(&[&p1, &p2], &[4, 3], 4, 2, &Device::Cpu)?;
@@ -151,16 +157,7 @@ fn composed_ops_match_the_fused_kernels() -> anyhow::Result<()> {
         let m = LoadedModel::load_hf(dir.path(), &Device::Cpu)?.model;
         assert_eq!(m.cfg.sliding_window, window);
         let answer: Vec<u32> = vec![9, 10, 11, 12];
-        let lora = LoraSet::new(
-            LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() },
-            &m.lora_dims(),
-            answer.clone(),
-            1,
-            &Device::Cpu,
-        )?;
-        for l in &lora.layers {
-            l.b.set(&(Tensor::randn(0f32, 0.3, l.b.shape(), &Device::Cpu)?))?;
-        }
+        let lora = lora_everywhere(&m, &answer)?;
         let (p1, p2, p3): (Vec<u32>, Vec<u32>, Vec<u32>) = (vec![4, 20, 31, 22, 9, 3], vec![4, 21, 33, 3], vec![4, 25, 26, 27, 28, 29, 30, 3]);
         let batch = Batch::new(&[&p1, &p2, &p3], &[4, 3, 4], 4, 2, &Device::Cpu)?;
         // Masked choices sit at -1e9 in both; compare the real ones through a random read-out.
