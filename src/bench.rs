@@ -105,6 +105,9 @@ pub struct BenchReport {
     pub threads: usize,
     /// The device the model ran on ("cpu", "cuda", ...).
     pub device: String,
+    /// Off the CPU: `device_check`'s relative differences to the CPU (logits, LoRA gradients).
+    pub check_logits_rel: Option<f64>,
+    pub check_grads_rel: Option<f64>,
     /// Timed LoRA steps (after one warm-up).
     pub repeats: usize,
     /// Timed repeats of the Laplace phases (after one warm-up).
@@ -151,6 +154,10 @@ impl BenchReport {
         );
         row("threads", format!("{}", self.threads));
         row("device", self.device.clone());
+        if let (Some(l), Some(g)) = (self.check_logits_rel, self.check_grads_rel) {
+            row("check_logits_rel", format!("{l:.1e}"));
+            row("check_grads_rel", format!("{g:.1e}"));
+        }
         s
     }
 }
@@ -258,6 +265,51 @@ pub fn deterministic_lora(m: &LoadedModel) -> Result<LoraSet> {
     Ok(lora)
 }
 
+/// The LoRA step's batch: examples 0..4 (4 x 64 tokens, all K choices) and their labels.
+fn step_batch(m: &LoadedModel) -> Result<(Batch, Tensor)> {
+    let dev = m.model.device();
+    let vocab = m.model.cfg.vocab_size;
+    let prompts: Vec<Vec<u32>> = (0..BATCH).map(|b| synthetic_ids(b, vocab)).collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    let batch = Batch::new(&refs, &[K; BATCH], K, 0, dev)?;
+    let labels: Vec<u32> = (0..BATCH).map(|b| (b % K) as u32).collect();
+    Ok((batch, Tensor::new(labels.as_slice(), dev)?))
+}
+
+/// One LoRA step's answer logits (B x K, flattened) and LoRA gradients (each matrix flattened, in
+/// `LoraSet::vars` order), with the deterministic adapters, on the model's device.
+pub fn step_outputs(m: &LoadedModel) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let lora = deterministic_lora(m)?;
+    let (batch, labels) = step_batch(m)?;
+    let logits = m.model.answer_logits(&batch, &answer_ids(), &mut crate::model::ForwardOpts::new(Some(&lora)))?;
+    let grads = candle_nn::loss::cross_entropy(&logits, &labels)?.backward()?;
+    let g = lora
+        .vars()
+        .iter()
+        .map(|v| match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.flatten_all()?.to_vec1::<f32>()?),
+            None => Ok(vec![0.0; v.elem_count()]),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((logits.flatten_all()?.to_vec1::<f32>()?, g))
+}
+
+/// max |a - b| / max |b|: the largest difference relative to the reference's scale.
+fn rel_diff<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
+    let scale = b.clone().into_iter().fold(0f64, |m, &x| m.max((x as f64).abs())).max(1e-30);
+    a.into_iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+}
+
+/// How far the model on its device is from the same model on the CPU in one LoRA step: the largest
+/// relative differences of the answer logits and of the LoRA gradients (each relative to the CPU's
+/// largest magnitude). What `bench --device cuda` prints before timing, so that a GPU run checks
+/// its numbers too.
+pub fn device_check(m: &LoadedModel, cpu: &LoadedModel) -> Result<(f64, f64)> {
+    let (fd, gd) = step_outputs(m)?;
+    let (fc, gc) = step_outputs(cpu)?;
+    Ok((rel_diff(&fd, &fc), rel_diff(gd.iter().flatten(), gc.iter().flatten())))
+}
+
 /// Median seconds of one LoRA step at batch 4 x 64 tokens (r = 8 on q and v).
 pub fn lora_step(
     m: &LoadedModel,
@@ -267,12 +319,7 @@ pub fn lora_step(
     let dev = m.model.device().clone();
     let answer = answer_ids();
     let lora = LoraSet::new(lora_config(), &m.model.lora_dims(), answer.clone(), 0, &dev)?;
-    let vocab = m.model.cfg.vocab_size;
-    let prompts: Vec<Vec<u32>> = (0..BATCH).map(|b| synthetic_ids(b, vocab)).collect();
-    let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-    let batch = Batch::new(&refs, &[K; BATCH], K, 0, &dev)?;
-    let labels: Vec<u32> = (0..BATCH).map(|b| (b % K) as u32).collect();
-    let labels = Tensor::new(labels.as_slice(), &dev)?;
+    let (batch, labels) = step_batch(m)?;
     let mut opt = AdamW::new(
         lora.vars(),
         ParamsAdamW {
@@ -408,6 +455,34 @@ pub fn laplace_phases(
 
 #[cfg(test)]
 mod tests {
+    /// A model small enough for a test with a vocabulary that holds the bench's answer ids.
+    fn small_model() -> Result<LoadedModel> {
+        let cfg = crate::model::Config::from_hf_str(&crate::testing::tiny_config_json(400, 32, 2, 4, 2, false))?;
+        let w = crate::testing::random_weights(&cfg, 5)?;
+        let model = crate::model::Llama::from_tensors(cfg, w, &candle_core::Device::Cpu)?;
+        Ok(LoadedModel { model, tokenizer: crate::testing::tiny_tokenizer()?, path: "small".into() })
+    }
+
+    /// The check `bench --device` runs: zero against itself, and small but finite between the
+    /// fused CPU kernels and the composed ops a GPU runs (the same f32 arithmetic in another
+    /// order: 1e-5 relative on logits, 1e-4 on gradients, as in tests/model_tiny.rs).
+    #[test]
+    fn device_check_compares_logits_and_gradients() -> Result<()> {
+        let m = small_model()?;
+        assert_eq!(device_check(&m, &m)?, (0.0, 0.0));
+        let (f1, g1) = step_outputs(&m)?;
+        let (f2, g2) = crate::model::ops::with_composed_ops(|| step_outputs(&m))?;
+        assert_eq!((f1.len(), g1.len()), (BATCH * K, 2 * 2 * 2)); // 2 layers x (q, v) x (A, B)
+        assert!(g1.iter().flatten().any(|&x| x != 0.0), "the adapters get gradients");
+        let (l, g) = (rel_diff(&f1, &f2), rel_diff(g1.iter().flatten(), g2.iter().flatten()));
+        assert!(l < 1e-5 && g < 1e-4, "fused vs composed: logits {l}, gradients {g}");
+        // A planted difference shows.
+        let mut f3 = f2.clone();
+        f3[0] += 0.1 * f2.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(rel_diff(&f1, &f3) > 0.05);
+        Ok(())
+    }
+
     use super::*;
 
     #[test]

@@ -302,14 +302,27 @@ fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
     let dev = model::parse_device(device)?;
-    let m = match source {
+    let files = match source {
         Some(source) => {
             let (bar, mut f) = fetch_bar();
             let files = model::resolve_model(source, &mut f)?;
             bar.finish_and_clear();
-            model::LoadedModel::load(&files, &dev)?
+            Some(files)
         }
-        None => bench::synthetic_model(&dev)?,
+        None => None,
+    };
+    let load = |d: &candle_core::Device| match &files {
+        Some(files) => model::LoadedModel::load(files, d),
+        None => bench::synthetic_model(d),
+    };
+    let m = load(&dev)?;
+    // Off the CPU, first check the device's numbers against the CPU's on one LoRA step.
+    let check = if dev.is_cpu() {
+        None
+    } else {
+        let (l, g) = bench::device_check(&m, &load(&candle_core::Device::Cpu)?)?;
+        eprintln!("device check against the CPU: answer logits differ by {l:.1e}, LoRA gradients by {g:.1e} (relative to their largest magnitudes)");
+        Some((l, g))
     };
     eprintln!("model {} on {device}", m.path.display());
     if !bench::reset_peak_rss() {
@@ -348,6 +361,8 @@ fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats
         peak_rss_laplace_mib: peak_laplace,
         threads: candle_core::utils::get_num_threads(),
         device: device.to_string(),
+        check_logits_rel: check.map(|c| c.0),
+        check_grads_rel: check.map(|c| c.1),
         repeats,
         laplace_repeats,
         kfac_examples,
