@@ -41,7 +41,6 @@ pub fn exp_in_place(v: &mut [f32]) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

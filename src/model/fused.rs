@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use rayon::prelude::*;
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
-fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(super) fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let v = match s {
         CpuStorage::F32(v) => v,
         _ => candle_core::bail!("{op}: only f32 on the CPU path"),
@@ -23,13 +23,20 @@ fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-/// Runs `f` on the contiguous f32 data of `t` (a CPU tensor), copying only if `t` is strided.
-fn with_data<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (st, l) = t.storage_and_layout();
-    match &*st {
-        Storage::Cpu(s) => f(slice(op, s, l)?),
-        _ => candle_core::bail!("{op}: CPU tensors only"),
+/// Runs `f` on the contiguous f32 data of CPU tensors `ts` (each copied only if strided).
+fn with_data<R, const N: usize>(op: &str, ts: [&Tensor; N], f: impl FnOnce([&[f32]; N]) -> Result<R>) -> Result<R> {
+    let owned = ts.iter().map(|t| t.contiguous()).collect::<Result<Vec<Tensor>>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut data = Vec::with_capacity(N);
+    for (st, l) in &guards {
+        match &**st {
+            Storage::Cpu(s) => data.push(slice(op, s, l)?),
+            _ => candle_core::bail!("{op}: CPU tensors only"),
+        }
+    }
+    match data.try_into() {
+        Ok(data) => f(data),
+        Err(_) => unreachable!("one slice per tensor"),
     }
 }
 
@@ -58,12 +65,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// One thread: the parallelism of the per-head products.
+const ONE_THREAD: gemm::Parallelism = gemm::Parallelism::None;
 
-/// dst (m x n, row-major) = [dst +] c lhs rhs on one thread, with lhs (m x k) and rhs (k x n)
-/// addressed by (row, column) strides, so transposes cost nothing. For the per-head products of
-/// the attention core (64 x 64 x 64 on the bench), which run in parallel across heads.
+/// dst (m x n, row-major) = [dst +] c lhs rhs, with lhs (m x k) and rhs (k x n) addressed by
+/// (row, column) strides, so transposes cost nothing. The attention core runs its per-head
+/// products (64 x 64 x 64 on the bench) on one thread each (`Parallelism::None`), in parallel
+/// across heads; the frozen projections (`ops.rs`) split one product across the threads.
 #[allow(clippy::too_many_arguments)]
-fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, usize, usize), lhs: &[f32], (l_rs, l_cs): (usize, usize), rhs: &[f32], (r_rs, r_cs): (usize, usize)) {
+pub(super) fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, usize, usize), lhs: &[f32], (l_rs, l_cs): (usize, usize), rhs: &[f32], (r_rs, r_cs): (usize, usize), par: gemm::Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
@@ -82,7 +92,7 @@ fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, usize, usize
             dst.as_mut_ptr(), 1, n as isize, accumulate,
             lhs.as_ptr(), l_cs as isize, l_rs as isize,
             rhs.as_ptr(), r_cs as isize, r_rs as isize,
-            1.0, c, false, false, false, gemm::Parallelism::None,
+            1.0, c, false, false, false, par,
         );
     }
 }
@@ -136,25 +146,23 @@ impl CustomOp1 for RmsNorm {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let d = self.weight.len();
-        let dx = with_data(self.name(), arg, |x| {
-            with_data(self.name(), grad, |g| {
-                let mut dx = vec![0f32; x.len()];
-                let c = row_chunk(d) * d;
-                dx.par_chunks_mut(c).zip(x.par_chunks(c)).zip(g.par_chunks(c)).for_each(|((dc, xc), gc)| {
-                    let mut u = vec![0f32; d];
-                    for ((dr, xr), gr) in dc.chunks_exact_mut(d).zip(xc.chunks_exact(d)).zip(gc.chunks_exact(d)) {
-                        let r = self.inv_rms(xr);
-                        for ((ui, gi), wi) in u.iter_mut().zip(gr).zip(&self.weight) {
-                            *ui = gi * wi;
-                        }
-                        let k = r * r * r * dot(xr, &u) / d as f32;
-                        for ((di, ui), xi) in dr.iter_mut().zip(&u).zip(xr) {
-                            *di = r * ui - k * xi;
-                        }
+        let dx = with_data(self.name(), [arg, grad], |[x, g]| {
+            let mut dx = vec![0f32; x.len()];
+            let c = row_chunk(d) * d;
+            dx.par_chunks_mut(c).zip(x.par_chunks(c)).zip(g.par_chunks(c)).for_each(|((dc, xc), gc)| {
+                let mut u = vec![0f32; d];
+                for ((dr, xr), gr) in dc.chunks_exact_mut(d).zip(xc.chunks_exact(d)).zip(gc.chunks_exact(d)) {
+                    let r = self.inv_rms(xr);
+                    for ((ui, gi), wi) in u.iter_mut().zip(gr).zip(&self.weight) {
+                        *ui = gi * wi;
                     }
-                });
-                Ok(dx)
-            })
+                    let k = r * r * r * dot(xr, &u) / d as f32;
+                    for ((di, ui), xi) in dr.iter_mut().zip(&u).zip(xr) {
+                        *di = r * ui - k * xi;
+                    }
+                }
+            });
+            Ok(dx)
         })?;
         Ok(Some(tensor(dx, arg.shape())?))
     }
@@ -212,25 +220,21 @@ impl CustomOp2 for SiluMul {
     fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = g.elem_count();
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-        with_data(self.name(), g, |g| {
-            with_data(self.name(), u, |u| {
-                with_data(self.name(), dy, |dy| {
-                    const C: usize = 16384;
-                    dg.par_chunks_mut(C)
-                        .zip(du.par_chunks_mut(C))
-                        .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
-                        .for_each(|((dgc, duc), ((gc, uc), yc))| {
-                            // The logistic values first (into du, overwritten below).
-                            sigmoid_into(gc, duc);
-                            for i in 0..gc.len() {
-                                let (x, s) = (gc[i], duc[i]);
-                                duc[i] = yc[i] * x * s;
-                                dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
-                            }
-                        });
-                    Ok(())
-                })
-            })
+        with_data(self.name(), [g, u, dy], |[g, u, dy]| {
+            const C: usize = 16384;
+            dg.par_chunks_mut(C)
+                .zip(du.par_chunks_mut(C))
+                .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
+                .for_each(|((dgc, duc), ((gc, uc), yc))| {
+                    // The logistic values first (into du, overwritten below).
+                    sigmoid_into(gc, duc);
+                    for i in 0..gc.len() {
+                        let (x, s) = (gc[i], duc[i]);
+                        duc[i] = yc[i] * x * s;
+                        dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
+                    }
+                });
+            Ok(())
         })?;
         Ok((Some(tensor(dg, g.shape())?), Some(tensor(du, u.shape())?)))
     }
@@ -276,24 +280,30 @@ impl Attention {
         j <= i && i - j < self.dims.window
     }
 
-    /// Row t of sequence b for head `head` of a (B*T, n_heads*hd) buffer, rotated by `sign` times
-    /// the rotary angle of position t (sign = -1 applies R^T), into `out` (T, hd).
-    fn gather(&self, src: &[f32], n_heads: usize, b: usize, head: usize, rotate: Option<f32>, out: &mut [f32]) {
+    /// Rows t = 0..T of sequence b, head `head`, of a (B*T, n_heads*hd) buffer into `out` (T, hd),
+    /// rotated by each position's rotary angle if `rotate`.
+    fn gather(&self, src: &[f32], n_heads: usize, b: usize, head: usize, rotate: bool, out: &mut [f32]) {
         let AttnDims { t, hd, .. } = self.dims;
-        let half = hd / 2;
         for pos in 0..t {
-            let row = &src[((b * t + pos) * n_heads + head) * hd..][..hd];
-            let o = &mut out[pos * hd..][..hd];
-            match rotate {
-                None => o.copy_from_slice(row),
-                Some(sign) => {
-                    let (c, s) = (&self.cos[pos * half..][..half], &self.sin[pos * half..][..half]);
-                    for i in 0..half {
-                        let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
-                        o[i] = x1 * c[i] - x2 * si;
-                        o[i + half] = x2 * c[i] + x1 * si;
-                    }
-                }
+            out[pos * hd..][..hd].copy_from_slice(&src[((b * t + pos) * n_heads + head) * hd..][..hd]);
+        }
+        if rotate {
+            self.rotate(out, 1.0);
+        }
+    }
+
+    /// Rotates each row `pos` of a (T, hd) buffer in place by `sign` times the rotary angle of
+    /// `pos` ("rotate half" pairs (i, i + hd/2)); sign = -1 applies R^T.
+    fn rotate(&self, buf: &mut [f32], sign: f32) {
+        let hd = self.dims.hd;
+        let half = hd / 2;
+        for pos in 0..self.dims.t {
+            let row = &mut buf[pos * hd..][..hd];
+            let (c, s) = (&self.cos[pos * half..][..half], &self.sin[pos * half..][..half]);
+            for i in 0..half {
+                let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
+                row[i] = x1 * c[i] - x2 * si;
+                row[i + half] = x2 * c[i] + x1 * si;
             }
         }
     }
@@ -302,7 +312,7 @@ impl Attention {
     fn probabilities(&self, q: &[f32], k: &[f32], p: &mut [f32]) {
         let AttnDims { t, hd, .. } = self.dims;
         let c = 1.0 / (hd as f32).sqrt();
-        mm(p, false, c, (t, t, hd), q, (hd, 1), k, (1, hd));
+        mm(p, false, c, (t, t, hd), q, (hd, 1), k, (1, hd), ONE_THREAD);
         for i in 0..t {
             let row = &mut p[i * t..][..t];
             let mut max = f32::NEG_INFINITY;
@@ -350,13 +360,13 @@ impl CustomOp3 for Attention {
                 let (bi, h) = (task / heads, task % heads);
                 let g = h / rep;
                 let (mut qr, mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
-                self.gather(q, heads, bi, h, Some(1.0), &mut qr);
-                self.gather(k, kv_heads, bi, g, Some(1.0), &mut kr);
-                self.gather(v, kv_heads, bi, g, None, &mut vv);
+                self.gather(q, heads, bi, h, true, &mut qr);
+                self.gather(k, kv_heads, bi, g, true, &mut kr);
+                self.gather(v, kv_heads, bi, g, false, &mut vv);
                 let mut p = vec![0f32; t * t];
                 self.probabilities(&qr, &kr, &mut p);
                 let mut o = vec![0f32; t * hd];
-                mm(&mut o, false, 1.0, (t, hd, t), &p, (t, 1), &vv, (hd, 1));
+                mm(&mut o, false, 1.0, (t, hd, t), &p, (t, 1), &vv, (hd, 1), ONE_THREAD);
                 o
             })
             .collect();
@@ -377,53 +387,43 @@ impl CustomOp3 for Attention {
         let name = self.name();
         // One task per (sequence, kv head): it owns dk and dv of that head, and dq of its `rep`
         // query heads.
-        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = with_data(name, q, |q| {
-            with_data(name, k, |k| {
-                with_data(name, v, |v| {
-                    with_data(name, d_out, |dout| {
-                        self.check(q.len(), k.len(), v.len())?;
-                        Ok((0..b * kv_heads)
-                            .into_par_iter()
-                            .map(|task| {
-                                let (bi, g) = (task / kv_heads, task % kv_heads);
-                                let (mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                                self.gather(k, kv_heads, bi, g, Some(1.0), &mut kr);
-                                self.gather(v, kv_heads, bi, g, None, &mut vv);
-                                let (mut dkr, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                                let mut dq = vec![0f32; rep * t * hd];
-                                let (mut qr, mut go) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                                let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
-                                for r in 0..rep {
-                                    let h = g * rep + r;
-                                    self.gather(q, heads, bi, h, Some(1.0), &mut qr);
-                                    self.gather(dout, heads, bi, h, None, &mut go);
-                                    self.probabilities(&qr, &kr, &mut p);
-                                    let dqr = &mut dq[r * t * hd..][..t * hd];
-                                    // dP = dO V^T, then dS = c P (dP - D) in place.
-                                    mm(&mut ds, false, 1.0, (t, t, hd), &go, (hd, 1), &vv, (1, hd));
-                                    for i in 0..t {
-                                        let (pr, dr) = (&p[i * t..][..t], &mut ds[i * t..][..t]);
-                                        let d_i = dot(pr, dr);
-                                        for (dij, pij) in dr.iter_mut().zip(pr) {
-                                            *dij = c * pij * (*dij - d_i);
-                                        }
-                                    }
-                                    mm(dqr, false, 1.0, (t, hd, t), &ds, (t, 1), &kr, (hd, 1)); // dq~ = dS k~
-                                    mm(&mut dkr, true, 1.0, (t, hd, t), &ds, (1, t), &qr, (hd, 1)); // dk~ += dS^T q~
-                                    mm(&mut dv, true, 1.0, (t, hd, t), &p, (1, t), &go, (hd, 1)); // dV += P^T dO
-                                    // dq = R^T dq~, in place through a copy of the row.
-                                    let mut tmp = vec![0f32; t * hd];
-                                    rotate_rows(self, dqr, -1.0, &mut tmp);
-                                    dqr.copy_from_slice(&tmp);
-                                }
-                                let mut dk = vec![0f32; t * hd];
-                                rotate_rows(self, &dkr, -1.0, &mut dk);
-                                (dq, dk, dv)
-                            })
-                            .collect())
-                    })
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = with_data(name, [q, k, v, d_out], |[q, k, v, dout]| {
+            self.check(q.len(), k.len(), v.len())?;
+            Ok((0..b * kv_heads)
+                .into_par_iter()
+                .map(|task| {
+                    let (bi, g) = (task / kv_heads, task % kv_heads);
+                    let (mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                    self.gather(k, kv_heads, bi, g, true, &mut kr);
+                    self.gather(v, kv_heads, bi, g, false, &mut vv);
+                    let (mut dkr, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                    let mut dq = vec![0f32; rep * t * hd];
+                    let (mut qr, mut go) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                    let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
+                    for r in 0..rep {
+                        let h = g * rep + r;
+                        self.gather(q, heads, bi, h, true, &mut qr);
+                        self.gather(dout, heads, bi, h, false, &mut go);
+                        self.probabilities(&qr, &kr, &mut p);
+                        let dqr = &mut dq[r * t * hd..][..t * hd];
+                        // dP = dO V^T, then dS = c P (dP - D) in place.
+                        mm(&mut ds, false, 1.0, (t, t, hd), &go, (hd, 1), &vv, (1, hd), ONE_THREAD);
+                        for i in 0..t {
+                            let (pr, dr) = (&p[i * t..][..t], &mut ds[i * t..][..t]);
+                            let d_i = dot(pr, dr);
+                            for (dij, pij) in dr.iter_mut().zip(pr) {
+                                *dij = c * pij * (*dij - d_i);
+                            }
+                        }
+                        mm(dqr, false, 1.0, (t, hd, t), &ds, (t, 1), &kr, (hd, 1), ONE_THREAD); // dq~ = dS k~
+                        mm(&mut dkr, true, 1.0, (t, hd, t), &ds, (1, t), &qr, (hd, 1), ONE_THREAD); // dk~ += dS^T q~
+                        mm(&mut dv, true, 1.0, (t, hd, t), &p, (1, t), &go, (hd, 1), ONE_THREAD); // dV += P^T dO
+                        self.rotate(dqr, -1.0); // dq = R^T dq~
+                    }
+                    self.rotate(&mut dkr, -1.0); // dk = R^T dk~
+                    (dq, dkr, dv)
                 })
-            })
+                .collect())
         })?;
         let mut dq = vec![0f32; b * t * heads * hd];
         let mut dk = vec![0f32; b * t * kv_heads * hd];
@@ -441,21 +441,6 @@ impl CustomOp3 for Attention {
             }
         }
         Ok((Some(tensor(dq, q.shape())?), Some(tensor(dk, k.shape())?), Some(tensor(dv, v.shape())?)))
-    }
-}
-
-/// Rotates each row `pos` of a (T, hd) buffer by `sign` times the rotary angle of `pos`.
-fn rotate_rows(a: &Attention, src: &[f32], sign: f32, out: &mut [f32]) {
-    let hd = a.dims.hd;
-    let half = hd / 2;
-    for pos in 0..a.dims.t {
-        let (row, o) = (&src[pos * hd..][..hd], &mut out[pos * hd..][..hd]);
-        let (c, s) = (&a.cos[pos * half..][..half], &a.sin[pos * half..][..half]);
-        for i in 0..half {
-            let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
-            o[i] = x1 * c[i] - x2 * si;
-            o[i + half] = x2 * c[i] + x1 * si;
-        }
     }
 }
 

@@ -23,13 +23,7 @@ impl CustomOp1 for FrozenMatmul {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         // gemm straight on the input's and the weight's storage into the output buffer: no copy
         // of x or y (they were two extra passes over every activation).
-        let x = match storage {
-            CpuStorage::F32(v) => match layout.contiguous_offsets() {
-                Some((a, b)) => &v[a..b],
-                None => candle_core::bail!("frozen-matmul: input not contiguous"),
-            },
-            _ => candle_core::bail!("frozen-matmul: only f32 on the CPU path"),
-        };
+        let x = super::fused::slice(self.name(), storage, layout)?;
         let (d_out, d_in) = self.weight.dims2()?;
         let mut out_dims = layout.shape().dims().to_vec();
         if out_dims.last() != Some(&d_in) {
@@ -39,30 +33,14 @@ impl CustomOp1 for FrozenMatmul {
         *out_dims.last_mut().expect("rank >= 1") = d_out;
         let (st, wl) = self.weight.storage_and_layout();
         let w = match &*st {
-            candle_core::Storage::Cpu(CpuStorage::F32(v)) => match wl.contiguous_offsets() {
-                Some((a, b)) => &v[a..b],
-                None => candle_core::bail!("frozen-matmul: weight not contiguous"),
-            },
-            _ => candle_core::bail!("frozen-matmul: weight not f32 on the CPU"),
+            candle_core::Storage::Cpu(s) => super::fused::slice(self.name(), s, wl)?,
+            _ => candle_core::bail!("frozen-matmul: weight not on the CPU"),
         };
+        let threads = candle_core::utils::get_num_threads();
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // y (n, d_out) = x (n, d_in) W^T, W^T read from W (d_out, d_in) with strides (1, d_in).
         let mut y = vec![0f32; n * d_out];
-        if n > 0 && d_out > 0 {
-            let threads = candle_core::utils::get_num_threads();
-            let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-            // SAFETY: y is (n, d_out) row-major, x is (n, d_in) row-major, W^T is read from W
-            // (d_out, d_in) row-major with row stride 1 and column stride d_in; all three slices
-            // have exactly these sizes (checked above).
-            assert!(x.len() == n * d_in && w.len() == d_out * d_in);
-            unsafe {
-                gemm::gemm(
-                    n, d_out, d_in,
-                    y.as_mut_ptr(), 1, d_out as isize, false,
-                    x.as_ptr(), 1, d_in as isize,
-                    w.as_ptr(), d_in as isize, 1,
-                    0.0, 1.0, false, false, false, par,
-                );
-            }
-        }
+        super::fused::mm(&mut y, false, 1.0, (n, d_out, d_in), x, (d_in, 1), w, (1, d_in), par);
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 
