@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use laplace_lora::calibration::Metrics;
 use laplace_lora::experiment::{self, Event, ExperimentConfig, Outcome, Stage};
 use laplace_lora::model::{self, FetchProgress};
-use laplace_lora::worker::Worker;
+use laplace_lora::worker::{on_compute_pool, Worker};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -215,15 +215,6 @@ fn pin_thread_count() {
     }
 }
 
-/// Runs a command's work on a thread of rayon's global pool. The parallel kernels it calls (gemm,
-/// the fused ops) then split their work with the sibling pool thread, instead of parking the
-/// calling thread and waking pool threads on every call: in `perf` of the LoRA step the kernel's
-/// scheduling went from ~10% to ~6.6% of the samples, the step from 0.54 to 0.50 s (medians of
-/// six interleaved runs each; noisy). The GUI's worker does the same on a pool of its own (worker.rs).
-fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
-}
-
 /// glibc returns freed blocks above its mmap threshold (128 KiB at first, raised as such blocks
 /// are freed) to the kernel, so each step's activations came back as fresh zeroed pages: page
 /// faults were 3-5% of a LoRA step in `perf`, more when the allocation history kept the threshold
@@ -247,9 +238,9 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),
-        Some(Command::Run { config, out, force }) => on_compute_pool(|| cmd_run(config, out, force)),
+        Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
-        Some(Command::Laplace { run, config, set }) => on_compute_pool(|| cmd_laplace(run, config, set)),
+        Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic }) => {
             let source = if synthetic { None } else { Some(model.as_str()) };
             on_compute_pool(|| cmd_bench(source, &device, repeats, laplace_repeats, kfac_examples, test_examples, json))
