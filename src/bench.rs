@@ -71,15 +71,7 @@ pub const SMOLLM2_135M_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"],
 /// (the GPU machine, which sees no network and takes 64 MiB of files) can still be measured.
 pub fn synthetic_model(device: &candle_core::Device) -> Result<LoadedModel> {
     let cfg = crate::model::Config::from_hf_str(SMOLLM2_135M_CONFIG)?;
-    let mut w = crate::testing::random_weights(&cfg, 7)?;
-    // The test weights (1.7 / sqrt(d_in)) make attention nearly one-hot after 30 layers, and its
-    // backward pass then fills gemm with subnormal floats, which took the step 35% longer than
-    // the real model's. Halved, the synthetic timings match the real model's (README).
-    for (name, t) in w.iter_mut() {
-        if name.ends_with("_proj.weight") {
-            *t = (&*t * 0.5)?;
-        }
-    }
+    let w = crate::testing::random_weights(&cfg, 7)?;
     let model = crate::model::Llama::from_tensors(cfg, w, device)?;
     let tokenizer = crate::testing::tiny_tokenizer()?; // the phases feed token ids, never text
     Ok(LoadedModel { model, tokenizer, path: std::path::PathBuf::from("synthetic (SmolLM2-135M-Instruct shapes, random weights)") })
@@ -455,6 +447,8 @@ pub fn laplace_phases(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A model small enough for a test with a vocabulary that holds the bench's answer ids.
     fn small_model() -> Result<LoadedModel> {
         let cfg = crate::model::Config::from_hf_str(&crate::testing::tiny_config_json(400, 32, 2, 4, 2, false))?;
@@ -483,7 +477,6 @@ mod tests {
         Ok(())
     }
 
-    use super::*;
 
     #[test]
     fn synthetic_ids_match_the_reference_formula() {
