@@ -186,3 +186,32 @@ pub fn default_model_if_present() -> Option<crate::model::ModelFiles> {
     }
     found
 }
+
+/// An experiment configuration (TOML) for a tiny model on the compare4 sample data: LoRA rank 2,
+/// batches of 4, 8 validation and 12 test items. Shared by the tests that run the pipeline.
+pub fn tiny_experiment_toml(model: &Path, max_train: usize, epochs: usize, seed: u64) -> String {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data").join("compare4");
+    format!(
+        r#"[model]
+source = "{}"
+[data]
+train = "{}"
+validation = "{}"
+test = "{}"
+max_train = {max_train}
+max_validation = 8
+max_test = 12
+[lora]
+rank = 2
+alpha = 4
+[train]
+epochs = {epochs}
+batch_size = 4
+seed = {seed}
+"#,
+        model.display(),
+        d.join("train.jsonl").display(),
+        d.join("validation.jsonl").display(),
+        d.join("test.jsonl").display()
+    )
+}

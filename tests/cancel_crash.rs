@@ -21,30 +21,7 @@ fn repo() -> PathBuf {
 }
 
 fn config_text(model: &Path, max_train: usize, epochs: usize) -> String {
-    let d = repo().join("sample_data").join("compare4");
-    format!(
-        r#"[model]
-source = "{}"
-[data]
-train = "{}"
-validation = "{}"
-test = "{}"
-max_train = {max_train}
-max_validation = 8
-max_test = 12
-[lora]
-rank = 2
-alpha = 4
-[train]
-epochs = {epochs}
-batch_size = 4
-seed = 3
-"#,
-        model.display(),
-        d.join("train.jsonl").display(),
-        d.join("validation.jsonl").display(),
-        d.join("test.jsonl").display()
-    )
+    laplace_lora::testing::tiny_experiment_toml(model, max_train, epochs, 3)
 }
 
 fn is_temporary(name: &str) -> bool {

@@ -77,32 +77,7 @@ fn pick_dataset_start_see_progress_cancel_and_reopen() {
 }
 
 fn tiny_config(model: &Path) -> ExperimentConfig {
-    let d = repo().join("sample_data").join("compare4");
-    ExperimentConfig::from_toml_str(&format!(
-        r#"
-[model]
-source = "{}"
-[data]
-train = "{}"
-validation = "{}"
-test = "{}"
-max_train = 8
-max_validation = 8
-max_test = 12
-[lora]
-rank = 2
-alpha = 4
-[train]
-epochs = 2
-batch_size = 4
-seed = 1
-"#,
-        model.display(),
-        d.join("train.jsonl").display(),
-        d.join("validation.jsonl").display(),
-        d.join("test.jsonl").display()
-    ))
-    .unwrap()
+    ExperimentConfig::from_toml_str(&laplace_lora::testing::tiny_experiment_toml(model, 8, 2, 1)).unwrap()
 }
 
 #[test]
