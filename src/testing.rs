@@ -215,3 +215,19 @@ seed = {seed}
         d.join("test.jsonl").display()
     )
 }
+
+/// A tiny byte-level BPE tokenizer (GPT-2 style, like SmolLM2's), as `tokenizer.json` text: " A",
+/// " B", " True" are single tokens; " C" becomes two ("Ġ", "C"); "Ġ" marks a leading space. The
+/// letters of "Answer:" are in the vocabulary too.
+pub const TINY_BPE_TOKENIZER_JSON: &str = r#"{
+  "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+  "normalizer": null,
+  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+  "post_processor": null, "decoder": null,
+  "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": {"Ġ": 0, "A": 1, "B": 2, "C": 3, "T": 4, "r": 5, "u": 6, "e": 7,
+                      "ĠA": 8, "ĠB": 9, "Tr": 10, "ue": 11, "True": 12, "ĠTrue": 13,
+                      "n": 14, "s": 15, "w": 16, ":": 17},
+            "merges": ["Ġ A", "Ġ B", "T r", "u e", "Tr ue", "Ġ True"]}
+}"#;

@@ -215,17 +215,6 @@ fn write_gguf(path: &Path, arch: &str) {
     candle_core::quantized::gguf_file::write(&mut f, &md, &[("token_embd.weight", &q)]).unwrap();
 }
 
-/// A byte-level BPE tokenizer where " A" and " B" are single tokens and " C" is not.
-const BPE_NO_C: &str = r#"{
-  "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-  "normalizer": null,
-  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-  "post_processor": null, "decoder": null,
-  "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-            "vocab": {"Ġ": 0, "A": 1, "B": 2, "C": 3, "ĠA": 4, "ĠB": 5, "n": 6, "s": 7, "w": 8, "e": 9, "r": 10, ":": 11},
-            "merges": ["Ġ A", "Ġ B"]}
-}"#;
 
 fn corpus(fx: &Fx) -> Vec<Case> {
     let mut c = Vec::new();
@@ -580,7 +569,8 @@ fn corpus(fx: &Fx) -> Vec<Case> {
         &["config_json_wrong_sizes"],
     ));
     let tok = fx.model_copy("answer_not_one_token");
-    std::fs::write(tok.join("tokenizer.json"), BPE_NO_C).unwrap();
+    // " A" and " B" are single tokens there, " C" is not.
+    std::fs::write(tok.join("tokenizer.json"), laplace_lora::testing::TINY_BPE_TOKENIZER_JSON).unwrap();
     let three = fx.write("cases/answer_not_one_token/three.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 2}\n{\"question\": \"r\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 0}\n");
     c.push(case(
         "answer_not_one_token",

@@ -151,21 +151,8 @@ mod tests {
     use std::path::Path;
     use std::str::FromStr;
 
-    /// A tiny byte-level BPE tokenizer (GPT-2 style, like SmolLM2's): " A", " B", " True" are single
-    /// tokens; " C" becomes two ("Ġ", "C"); "Ġ" marks a leading space.
     fn tiny_tokenizer() -> tokenizers::Tokenizer {
-        let json = r#"{
-          "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-          "normalizer": null,
-          "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-          "post_processor": null, "decoder": null,
-          "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                    "vocab": {"Ġ": 0, "A": 1, "B": 2, "C": 3, "T": 4, "r": 5, "u": 6, "e": 7,
-                              "ĠA": 8, "ĠB": 9, "Tr": 10, "ue": 11, "True": 12, "ĠTrue": 13},
-                    "merges": ["Ġ A", "Ġ B", "T r", "u e", "Tr ue", "Ġ True"]}
-        }"#;
-        tokenizers::Tokenizer::from_str(json).expect("tiny tokenizer parses")
+        tokenizers::Tokenizer::from_str(crate::testing::TINY_BPE_TOKENIZER_JSON).expect("tiny tokenizer parses")
     }
 
     fn labels(ls: &[&str]) -> Vec<String> {
