@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, with dev/ from scripts/build-cuda.sh (the device
 # tool: command "bash scripts/device-bench.sh", carry ["dev"], timeout ~500 s): our bench on the
-# GPU, the PyTorch reference on the same GPU (the ratio the issue asks for), and our bench on the
-# machine's CPU. The model is the synthetic one
-# (the default model's shapes, random weights: the GPU machine has no network and takes 64 MiB of
-# files, less than the model). Results go to $OUT (the device tool brings that folder back) or ./dev-out.
-set -euo pipefail
+# GPU with the frozen weights in f32 and in bf16, the PyTorch reference on the same GPU (the ratio
+# the issue asks for), and our bench on the machine's CPU. The model is the synthetic one (the
+# default model's shapes, random weights: the GPU machine has no network and takes 64 MiB of
+# files, less than the model). Each part has its own time limit, and a failing part does not stop
+# the others. Results go to $OUT (the device tool brings that folder back) or ./dev-out: log.txt
+# and one JSON report per part.
+set -uo pipefail
 out="${OUT:-dev-out}"
 mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+main() {
 # The CUDA 13 libraries the binary needs (cuBLAS, cuRAND, the runtime) come with the machine's
 # PyTorch as nvidia-* wheels; the driver's libcuda is on the loader's path already.
 libs="$(python3 - <<'PY'
@@ -21,14 +25,32 @@ print(":".join(sorted(dirs)))
 PY
 )"
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+echo "== $(date -u +%FT%TZ) $(nproc) CPUs"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 bin=/tmp/laplace-lora-cuda
-xz -dc dev/laplace-lora.xz >"$bin"
-chmod +x "$bin"
-ldd "$bin" | grep -E "cuda|cublas|curand" | tee "$out/ldd.txt"
-"$bin" bench --synthetic --device cuda --json "$out/cuda.json" 2>&1 | tee "$out/cuda.log" || true
+xz -dc dev/laplace-lora.xz >"$bin" && chmod +x "$bin"
+if ldd "$bin" | grep -q "not found"; then
+    # Fall back to any CUDA 13 library folder on the machine.
+    for d in $(find / -xdev \( -name 'libcublas.so.13*' -o -name 'libcurand.so.10*' -o -name 'libcudart.so.13*' \) 2>/dev/null | xargs -r -n1 dirname | sort -u); do
+        LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+    done
+fi
+ldd "$bin" | grep -E "cuda|cublas|curand|not found"
+
+part() { # name seconds command...
+    local name="$1" secs="$2"; shift 2
+    echo "== $name (limit ${secs} s)"
+    local t0=$SECONDS
+    timeout "$secs" "$@"
+    echo "== $name: exit $? after $((SECONDS - t0)) s"
+}
+part "ours, GPU, f32 weights" 130 "$bin" bench --synthetic --device cuda --dtype f32 --json "$out/cuda-f32.json"
+part "ours, GPU, bf16 weights" 100 "$bin" bench --synthetic --device cuda --dtype bf16 --json "$out/cuda-bf16.json"
 # The reference: the machine's PyTorch, peft and transformers; laplace-torch and friends from dev/wheels.
 python3 -m pip install --quiet --no-deps --no-index --target /tmp/refpkgs dev/wheels/*.whl
-PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py --synthetic --device cuda \
-    --json "$out/pytorch-cuda.json" 2>&1 | tail -40 >"$out/pytorch-cuda.log" || true
-"$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 --json "$out/cpu.json" 2>/dev/null || true
+part "PyTorch, GPU, f32" 160 env PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py \
+    --synthetic --device cuda --json "$out/pytorch-cuda.json"
+part "ours, CPU ($(nproc) cores), f32" 50 "$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 \
+    --json "$out/cpu.json"
+}
+main 2>&1 | tee "$out/log.txt"

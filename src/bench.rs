@@ -97,6 +97,8 @@ pub struct BenchReport {
     pub threads: usize,
     /// The device the model ran on ("cpu", "cuda", ...).
     pub device: String,
+    /// The frozen matrices' storage ("f32", "bf16", "f16").
+    pub frozen_dtype: String,
     /// Off the CPU: `device_check`'s relative differences to the CPU (logits, LoRA gradients).
     pub check_logits_rel: Option<f64>,
     pub check_grads_rel: Option<f64>,
@@ -146,6 +148,7 @@ impl BenchReport {
         );
         row("threads", format!("{}", self.threads));
         row("device", self.device.clone());
+        row("frozen_dtype", self.frozen_dtype.clone());
         if let (Some(l), Some(g)) = (self.check_logits_rel, self.check_grads_rel) {
             row("check_logits_rel", format!("{l:.1e}"));
             row("check_grads_rel", format!("{g:.1e}"));

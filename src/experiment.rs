@@ -40,11 +40,14 @@ pub struct ModelSection {
     pub source: String,
     /// "cpu", "cuda", "cuda:N", "metal".
     pub device: String,
+    /// The frozen matrices' storage: "auto" (bf16 on a GPU, f32 on the CPU), "f32", "bf16",
+    /// "f16". Activations, LoRA matrices and curvature are f32 whatever this says.
+    pub dtype: String,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into() }
+        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "auto".into() }
     }
 }
 
@@ -283,6 +286,7 @@ impl ExperimentConfig {
         if !(matches!(dev.as_str(), "cpu" | "cuda" | "metal") || cuda_ok) {
             bail!("model.device = {:?} is not one of \"cpu\", \"cuda\", \"cuda:N\", \"metal\"", self.model.device);
         }
+        model::parse_frozen_dtype(&self.model.dtype, &candle_core::Device::Cpu).context("model.dtype")?;
         Ok(())
     }
 
@@ -911,7 +915,9 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
     if cancel.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    let m = LoadedModel::load(&files, &device)?;
+    let dtype = model::parse_frozen_dtype(&cfg.model.dtype, &device).context("model.dtype")?;
+    let mut m = LoadedModel::load(&files, &device)?;
+    m.model.cast_frozen(dtype)?;
     send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;
     Ok(Some(m))
 }

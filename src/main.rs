@@ -103,6 +103,9 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// timings depend on the shapes only).
         #[arg(long, conflicts_with = "model")]
         synthetic: bool,
+        /// The frozen matrices' storage: "auto" (bf16 on a GPU, f32 on the CPU), "f32", "bf16", "f16".
+        #[arg(long, default_value = "auto")]
+        dtype: String,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
     #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
@@ -241,9 +244,9 @@ fn main() {
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic }) => {
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, dtype }) => {
             let source = if synthetic { None } else { Some(model.as_str()) };
-            on_compute_pool(|| cmd_bench(source, &device, repeats, laplace_repeats, kfac_examples, test_examples, json))
+            on_compute_pool(|| cmd_bench(source, &device, &dtype, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
     };
@@ -287,12 +290,13 @@ fn cmd_fetch(name: &str) -> Result<i32> {
 }
 
 /// `source` None: the synthetic model (`bench::synthetic_model`).
-fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+fn cmd_bench(source: Option<&str>, device: &str, dtype: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
     use laplace_lora::bench;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
     let dev = model::parse_device(device)?;
+    let frozen_dtype = model::parse_frozen_dtype(dtype, &dev).context("--dtype")?;
     let files = match source {
         Some(source) => {
             let (bar, mut f) = fetch_bar();
@@ -306,16 +310,17 @@ fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats
         Some(files) => model::LoadedModel::load(files, d),
         None => bench::synthetic_model(d),
     };
-    let m = load(&dev)?;
-    // Off the CPU, first check the device's numbers against the CPU's on one LoRA step.
-    let check = if dev.is_cpu() {
+    let mut m = load(&dev)?;
+    m.model.cast_frozen(frozen_dtype)?;
+    // Off the CPU or off f32, first check the numbers against the CPU's f32 on one LoRA step.
+    let check = if dev.is_cpu() && frozen_dtype == candle_core::DType::F32 {
         None
     } else {
         let (l, g) = bench::device_check(&m, &load(&candle_core::Device::Cpu)?)?;
-        eprintln!("device check against the CPU: answer logits differ by {l:.1e}, LoRA gradients by {g:.1e} (relative to their largest magnitudes)");
+        eprintln!("check against the CPU in f32: answer logits differ by {l:.1e}, LoRA gradients by {g:.1e} (relative to their largest magnitudes)");
         Some((l, g))
     };
-    eprintln!("model {} on {device}", m.path.display());
+    eprintln!("model {} on {device}, frozen weights in {frozen_dtype:?}", m.path.display());
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
     }
@@ -352,6 +357,7 @@ fn cmd_bench(source: Option<&str>, device: &str, repeats: usize, laplace_repeats
         peak_rss_laplace_mib: peak_laplace,
         threads: candle_core::utils::get_num_threads(),
         device: device.to_string(),
+        frozen_dtype: format!("{frozen_dtype:?}").to_lowercase(),
         check_logits_rel: check.map(|c| c.0),
         check_grads_rel: check.map(|c| c.1),
         repeats,

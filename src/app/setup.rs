@@ -140,7 +140,7 @@ impl SetupState {
         }
         let abs = |s: &str| std::path::absolute(s.trim()).unwrap_or_else(|_| PathBuf::from(s.trim()));
         let cfg = ExperimentConfig {
-            model: ModelSection { source: self.model_source.trim().to_string(), device: self.device.trim().to_string() },
+            model: ModelSection { source: self.model_source.trim().to_string(), device: self.device.trim().to_string(), ..ModelSection::default() },
             data: DataSection {
                 train: abs(&self.train),
                 validation: if self.validation.trim().is_empty() { None } else { Some(abs(&self.validation)) },

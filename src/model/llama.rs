@@ -176,6 +176,24 @@ impl Llama {
         Ok(Self { cfg, embed, blocks, final_norm, lm_head, device: device.clone() })
     }
 
+    /// Stores the frozen projection matrices and the LM head in `dtype` (bf16 / f16 on a GPU):
+    /// half the memory and cuBLAS's half-precision tensor cores, with f32 accumulation and f32
+    /// activations (`ops::frozen_linear`). The embedding, norms, biases and LoRA matrices stay f32.
+    pub fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+        for b in &mut self.blocks {
+            for p in [&mut b.q, &mut b.k, &mut b.v, &mut b.o, &mut b.gate, &mut b.up, &mut b.down] {
+                p.weight = p.weight.to_dtype(dtype)?;
+            }
+        }
+        self.lm_head = self.lm_head.to_dtype(dtype)?;
+        Ok(())
+    }
+
+    /// The dtype the frozen matrices are stored in (`cast_frozen`).
+    pub fn frozen_dtype(&self) -> DType {
+        self.lm_head.dtype()
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -304,7 +322,7 @@ impl Llama {
     pub fn next_token_logits(&self, input_ids: &Tensor, lengths: &[usize], lora: Option<&LoraSet>) -> Result<Tensor> {
         let mut opts = ForwardOpts::new(lora);
         let h = self.last_hidden(input_ids, lengths, &mut opts)?;
-        Ok(h.matmul(&self.lm_head.t()?)?)
+        Ok(frozen_linear(&h, &self.lm_head)?)
     }
 
     /// Greedy argmax of the next token for one prompt.

@@ -5,14 +5,57 @@
 //! backprop compute dL/dW for that weight, which nobody needs. The functions here are either
 //! composed of candle ops that carry a backward, or custom ops whose `bwd` returns only dL/dx.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 
 /// y = x W^T for a frozen W (d_out x d_in): forward as a matmul, backward returns only
 /// dL/dx = dL/dy W. The weight never receives a gradient (it is not a variable and
 /// the op does not expose it to the graph).
+///
+/// W may be stored in bf16 / f16 (`Llama::cast_frozen`, for a GPU): x is then rounded to W's
+/// dtype for the product, which cuBLAS accumulates in f32, and y comes back in x's dtype (f32),
+/// so everything downstream (the LoRA path, the curvature) stays f32.
 struct FrozenMatmul {
     /// (d_out, d_in), contiguous.
     weight: Tensor,
+    /// Through the back end's own matmul even on the CPU: the code path a GPU runs
+    /// (`with_composed_ops`), instead of the gemm call on the storages.
+    via_backend: bool,
+}
+
+impl FrozenMatmul {
+    /// (rows n, d_in, d_out, output shape) for an input of shape (..., d_in).
+    fn dims(&self, layout: &Layout) -> Result<(usize, usize, usize, Shape)> {
+        let (d_out, d_in) = self.weight.dims2()?;
+        let mut out_dims = layout.shape().dims().to_vec();
+        if out_dims.last() != Some(&d_in) {
+            candle_core::bail!("frozen-matmul: input {:?} does not end in the weight's {d_in}", out_dims);
+        }
+        let n = layout.shape().elem_count() / d_in.max(1);
+        *out_dims.last_mut().expect("rank >= 1") = d_out;
+        Ok((n, d_in, d_out, Shape::from(out_dims)))
+    }
+
+    /// y = x W^T through the back end's matmul (cuBLAS on a GPU) in W's dtype. x is contiguous
+    /// (`frozen_linear` makes it so) from its layout's offset on; W^T is W's layout transposed,
+    /// which cuBLAS reads as a transposed operand without a copy.
+    fn fwd_backend<S: BackendStorage>(&self, x: &S, xl: &Layout, w: &S, wl: &Layout) -> Result<(S, Shape)> {
+        let (n, d_in, d_out, shape) = self.dims(xl)?;
+        if !xl.is_contiguous() {
+            candle_core::bail!("frozen-matmul: input is not contiguous");
+        }
+        let x2 = Layout::contiguous_with_offset((n, d_in), xl.start_offset());
+        let wt = wl.transpose(0, 1)?; // (d_in, d_out), strides (1, d_in)
+        let (wdt, xdt) = (w.dtype(), x.dtype());
+        let y = if wdt == xdt {
+            x.matmul(w, (1, n, d_out, d_in), &x2, &wt)?
+        } else {
+            let xc = x.to_dtype(&x2, wdt)?;
+            let y = xc.matmul(w, (1, n, d_out, d_in), &Layout::contiguous((n, d_in)), &wt)?;
+            y.to_dtype(&Layout::contiguous((n, d_out)), xdt)?
+        };
+        Ok((y, shape))
+    }
 }
 
 impl CustomOp1 for FrozenMatmul {
@@ -21,52 +64,59 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (st, wl) = self.weight.storage_and_layout();
+        let candle_core::Storage::Cpu(ws) = &*st else {
+            candle_core::bail!("frozen-matmul: weight not on the CPU");
+        };
+        if self.via_backend || ws.dtype() != DType::F32 || storage.dtype() != DType::F32 {
+            return self.fwd_backend(storage, layout, ws, wl);
+        }
         // gemm straight on the input's and the weight's storage into the output buffer: no copy
         // of x or y (they were two extra passes over every activation).
         let x = super::fused::slice(self.name(), storage, layout)?;
-        let (d_out, d_in) = self.weight.dims2()?;
-        let mut out_dims = layout.shape().dims().to_vec();
-        if out_dims.last() != Some(&d_in) {
-            candle_core::bail!("frozen-matmul: input {:?} does not end in the weight's {d_in}", out_dims);
-        }
-        let n = x.len() / d_in.max(1);
-        *out_dims.last_mut().expect("rank >= 1") = d_out;
-        let (st, wl) = self.weight.storage_and_layout();
-        let w = match &*st {
-            candle_core::Storage::Cpu(s) => super::fused::slice(self.name(), s, wl)?,
-            _ => candle_core::bail!("frozen-matmul: weight not on the CPU"),
-        };
+        let w = super::fused::slice(self.name(), ws, wl)?;
+        let (n, d_in, d_out, shape) = self.dims(layout)?;
         let threads = candle_core::utils::get_num_threads();
         let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         // y (n, d_out) = x (n, d_in) W^T, W^T read from W (d_out, d_in) with strides (1, d_in).
         let mut y = vec![0f32; n * d_out];
         super::fused::mm(&mut y, false, 1.0, (n, d_out, d_in), x, (d_in, 1), w, (1, d_in), par);
-        Ok((CpuStorage::F32(y), Shape::from(out_dims)))
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    /// The GPU path: one cuBLAS call, and no dL/dW in backward (a plain matmul's backward would
+    /// compute it and throw it away: a third of the frozen layers' work).
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (st, wl) = self.weight.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cuda(ws) => self.fwd_backend(storage, layout, ws, wl),
+            _ => candle_core::bail!("frozen-matmul: weight not on the GPU"),
+        }
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        // dL/dx = dL/dy W, shape (..., d_in). Through `frozen_linear` again would be pointless
-        // (no graph is built in backward), so a plain matmul.
+        // dL/dx = dL/dy W, shape (..., d_in), in W's dtype and back (as in forward). Through
+        // `frozen_linear` again would be pointless (no graph is built in backward), so a plain matmul.
         let dims = grad_res.dims().to_vec();
         let d_out = *dims.last().unwrap_or(&0);
         let n = grad_res.elem_count() / d_out.max(1);
-        let dx = grad_res.reshape((n, d_out))?.matmul(&self.weight)?;
+        let g = grad_res.reshape((n, d_out))?;
+        let dx = g.to_dtype(self.weight.dtype())?.matmul(&self.weight)?.to_dtype(grad_res.dtype())?;
         let mut in_dims = dims;
         *in_dims.last_mut().expect("rank >= 1") = self.weight.dim(1)?;
         Ok(Some(dx.reshape(in_dims)?))
     }
 }
 
-/// x (..., d_in) times a frozen weight (d_out, d_in) transposed: (..., d_out).
-/// On the CPU the weight gets no gradient (custom op). On other devices this falls back to a
-/// broadcast matmul: correct gradients for x, but dL/dW is computed and thrown away.
+/// x (..., d_in) times a frozen weight (d_out, d_in) transposed: (..., d_out), in x's dtype
+/// whatever W's. On the CPU and on CUDA the weight gets no gradient (custom op). On Metal this
+/// falls back to a broadcast matmul: correct gradients for x, but dL/dW is computed and thrown away.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if fusable(x) {
-        x.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
-            weight: weight.clone(),
-        })))
+    if x.device().is_cpu() || x.device().is_cuda() {
+        let via_backend = !x.device().is_cpu() || COMPOSED.with(|c| c.get());
+        x.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { weight: weight.clone(), via_backend })))
     } else {
-        x.broadcast_matmul(&weight.t()?)
+        x.to_dtype(weight.dtype())?.broadcast_matmul(&weight.t()?)?.to_dtype(x.dtype())
     }
 }
 
@@ -177,6 +227,44 @@ mod tests {
         let diff = (gx - expect)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "input gradient differs by {diff}");
         assert!(g.get(&w).is_none(), "the frozen weight must not receive a gradient");
+        Ok(())
+    }
+
+    /// The path a GPU runs (the back end's matmul, `with_composed_ops`), with the weight stored in
+    /// f32, bf16 and f16, on an input that starts inside its storage (a row slice): forward and
+    /// input gradient against the plain matmul of the same rounded operands, computed in f32.
+    /// The reference rounds x and W as the op does and multiplies in f32; the op's product comes
+    /// out in W's dtype (as cuBLAS's does) before it returns to f32, so the tolerance relative to
+    /// the largest entry is that rounding: f32 1e-5 (summation order), bf16 4e-3 (2^-8), f16 1e-3 (2^-10).
+    #[test]
+    fn frozen_linear_backend_path_in_each_dtype() -> Result<()> {
+        let dev = Device::Cpu;
+        let w32 = Tensor::randn(0f32, 1., (7, 6), &dev)?;
+        let big = Tensor::randn(0f32, 1., (5, 6), &dev)?;
+        let c = Tensor::randn(0f32, 1., (3, 7), &dev)?;
+        for (dt, tol) in [(DType::F32, 1e-5), (DType::BF16, 4e-3), (DType::F16, 1e-3)] {
+            let w = w32.to_dtype(dt)?;
+            let x = Var::from_tensor(&big)?;
+            let xs = x.as_tensor().narrow(0, 2, 3)?; // contiguous, start offset 12
+            let y = with_composed_ops(|| frozen_linear(&xs, &w))?;
+            assert_eq!(y.dtype(), DType::F32);
+            let round = |t: &Tensor| t.to_dtype(dt)?.to_dtype(DType::F32);
+            let wr = round(&w32)?;
+            let y_ref = round(&big.narrow(0, 2, 3)?)?.matmul(&wr.t()?)?;
+            let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                Ok(d / b.abs()?.max_all()?.to_scalar::<f32>()?)
+            };
+            let e = rel(&y, &y_ref)?;
+            assert!(e < tol, "{dt:?}: forward differs by {e}");
+            let g = (y * &c)?.sum_all()?.backward()?;
+            let gx = g.get(x.as_tensor()).expect("x has a gradient");
+            // Rows 2..5 get round(c) W_r; rows 0..2 nothing.
+            let expect = Tensor::cat(&[Tensor::zeros((2, 6), DType::F32, &dev)?, round(&c)?.matmul(&wr)?], 0)?;
+            let e = rel(gx, &expect)?;
+            assert!(e < tol, "{dt:?}: input gradient differs by {e}");
+            assert!(g.get(&w).is_none(), "{dt:?}: the frozen weight must not receive a gradient");
+        }
         Ok(())
     }
 }
