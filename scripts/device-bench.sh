@@ -44,13 +44,19 @@ part() { # name seconds command...
     timeout "$secs" "$@"
     echo "== $name: exit $? after $((SECONDS - t0)) s"
 }
-part "ours, GPU, f32 weights" 130 "$bin" bench --synthetic --device cuda --dtype f32 --json "$out/cuda-f32.json"
-part "ours, GPU, bf16 weights" 100 "$bin" bench --synthetic --device cuda --dtype bf16 --json "$out/cuda-bf16.json"
+# LAPLACE_LORA_PROFILE=1: the Laplace phases print where their time goes (forward, backward, rest).
+part "ours, GPU, f32 weights" 110 env LAPLACE_LORA_PROFILE=1 "$bin" bench --synthetic --device cuda --dtype f32 \
+    --json "$out/cuda-f32.json"
+part "ours, GPU, f32, backward columns one pass each" 80 env LAPLACE_LORA_STACK_COLUMNS=0 LAPLACE_LORA_PROFILE=1 \
+    "$bin" bench --synthetic --device cuda --dtype f32 --repeats 2 --laplace-repeats 2 --json "$out/cuda-f32-percolumn.json"
+part "ours, GPU, bf16 weights" 80 "$bin" bench --synthetic --device cuda --dtype bf16 --json "$out/cuda-bf16.json"
 # The reference: the machine's PyTorch, peft and transformers; laplace-torch and friends from dev/wheels.
 python3 -m pip install --quiet --no-deps --no-index --target /tmp/refpkgs dev/wheels/*.whl
-part "PyTorch, GPU, f32" 160 env PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py \
+part "PyTorch, GPU, f32" 110 env PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py \
     --synthetic --device cuda --json "$out/pytorch-cuda.json"
-part "ours, CPU ($(nproc) cores), f32" 50 "$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 \
-    --json "$out/cpu.json"
+if [ "${DEVICE_BENCH_CPU:-1}" = 1 ]; then
+    part "ours, CPU ($(nproc) cores), f32" 40 "$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 \
+        --json "$out/cpu.json"
+fi
 }
 main 2>&1 | tee "$out/log.txt"

@@ -44,7 +44,7 @@ use crate::model::{Batch, LoadedModel};
 use crate::train::{loss_and_grads, Encoded};
 use anyhow::Result;
 use candle_core::Tensor;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use crate::optim::{FlatAdamW, ParamsAdamW};
 use serde::Serialize;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -315,7 +315,7 @@ pub fn lora_step(
     let answer = answer_ids();
     let lora = LoraSet::new(lora_config(), &m.model.lora_dims(), answer.clone(), 0, &dev)?;
     let (batch, labels) = step_batch(m)?;
-    let mut opt = AdamW::new(
+    let mut opt = FlatAdamW::new(
         lora.vars(),
         ParamsAdamW {
             lr: 1e-4,
@@ -324,11 +324,21 @@ pub fn lora_step(
         },
     )?;
     let mut times = Vec::new();
+    // LAPLACE_LORA_PROFILE=1: forward + backward and the optimizer timed apart (one more sync).
+    let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
     for rep in 0..=repeats {
         let t0 = Instant::now();
         let (_, _, grads) = loss_and_grads(&m.model, &lora, &batch, &labels, &answer, None)?;
+        if profile {
+            dev.synchronize()?;
+            eprintln!("  step: forward + backward {:.4} s", t0.elapsed().as_secs_f64());
+        }
+        let t1 = Instant::now();
         opt.step(&grads)?;
         dev.synchronize()?; // a GPU queues the step's kernels: wait for them before reading the clock
+        if profile {
+            eprintln!("  step: optimizer {:.4} s", t1.elapsed().as_secs_f64());
+        }
         let dt = t0.elapsed().as_secs_f64();
         if rep > 0 {
             times.push(dt); // rep 0 is the warm-up
@@ -461,18 +471,18 @@ mod tests {
     }
 
     /// The check `bench --device` runs: zero against itself, and small but finite between the
-    /// fused CPU kernels and the composed ops a GPU runs (the same f32 arithmetic in another
+    /// fused CPU kernels and the ops a GPU runs (`with_gpu_path`) (the same f32 arithmetic in another
     /// order: 1e-5 relative on logits, 1e-4 on gradients, as in tests/model_tiny.rs).
     #[test]
     fn device_check_compares_logits_and_gradients() -> Result<()> {
         let m = small_model()?;
         assert_eq!(device_check(&m, &m)?, (0.0, 0.0));
         let (f1, g1) = step_outputs(&m)?;
-        let (f2, g2) = crate::model::ops::with_composed_ops(|| step_outputs(&m))?;
+        let (f2, g2) = crate::model::ops::with_gpu_path(|| step_outputs(&m))?;
         assert_eq!((f1.len(), g1.len()), (BATCH * K, 2 * 2 * 2)); // 2 layers x (q, v) x (A, B)
         assert!(g1.iter().flatten().any(|&x| x != 0.0), "the adapters get gradients");
         let (l, g) = (rel_diff(&f1, &f2), rel_diff(g1.iter().flatten(), g2.iter().flatten()));
-        assert!(l < 1e-5 && g < 1e-4, "fused vs composed: logits {l}, gradients {g}");
+        assert!(l < 1e-5 && g < 1e-4, "fused vs GPU path: logits {l}, gradients {g}");
         // A planted difference shows.
         let mut f3 = f2.clone();
         f3[0] += 0.1 * f2.iter().fold(0f32, |m, x| m.max(x.abs()));

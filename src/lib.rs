@@ -8,6 +8,7 @@ pub mod data;
 pub mod experiment;
 pub mod lora;
 pub mod model;
+pub mod optim;
 pub mod testing;
 pub mod train;
 pub mod bench;

@@ -5,7 +5,7 @@ use crate::lora::{LoraDropout, LoraSet};
 use crate::model::{Batch, ForwardOpts, Llama};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use crate::optim::{FlatAdamW, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -133,17 +133,6 @@ pub fn loss_and_grads(
     Ok((value, acc, grads))
 }
 
-/// Global L2 norm of the LoRA gradient.
-fn grad_norm(lora: &LoraSet, grads: &candle_core::backprop::GradStore) -> Result<f64> {
-    let mut s = 0.0;
-    for v in lora.vars() {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        }
-    }
-    Ok(s.sqrt())
-}
-
 pub enum TrainOutcome {
     Finished,
     Cancelled { at_step: usize },
@@ -171,7 +160,7 @@ pub fn train(
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warmup = ((total as f64) * cfg.warmup_ratio).ceil() as usize;
-    let mut opt = AdamW::new(
+    let mut opt = FlatAdamW::new(
         lora.vars(),
         ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() },
     )?;
@@ -186,25 +175,21 @@ pub fn train(
             let t0 = std::time::Instant::now();
             let (batch, labels) = make_batch(model, data, &idx, k, pad)?;
             let d = if lora.config.dropout > 0.0 { Some(&mut dropout) } else { None };
-            let (loss, acc, mut grads) = loss_and_grads(model, lora, &batch, &labels, answer_ids, d)?;
+            let (loss, acc, grads) = loss_and_grads(model, lora, &batch, &labels, answer_ids, d)?;
             if !loss.is_finite() {
                 bail!("training loss became {loss} at step {step} (epoch {epoch}); stopped before applying it, the adapter keeps its last good values. Try a smaller learning_rate");
             }
-            let norm = grad_norm(lora, &grads)?;
+            let mut g = opt.flat_grad(&grads)?;
+            let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
             if !norm.is_finite() {
                 bail!("gradient norm became {norm} at step {step}; stopped before applying it. Try a smaller learning_rate");
             }
             if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
-                let c = cfg.max_grad_norm / norm;
-                for v in lora.vars() {
-                    if let Some(g) = grads.remove(v.as_tensor()) {
-                        grads.insert(v.as_tensor(), (g * c)?);
-                    }
-                }
+                g = (g * (cfg.max_grad_norm / norm))?;
             }
             let lr = lr_at(cfg.learning_rate, step, total, warmup);
             opt.set_learning_rate(lr);
-            opt.step(&grads)?;
+            opt.step_flat(&g)?;
             step += 1;
             on_step(&StepReport {
                 step,

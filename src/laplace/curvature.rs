@@ -43,6 +43,11 @@ impl RowLayout {
         self.lengths.len()
     }
 
+    /// The layout of the first `b` examples (the first replica of a replicated batch).
+    pub fn first(&self, b: usize) -> Self {
+        Self { t: self.t, lengths: self.lengths[..b].to_vec() }
+    }
+
     /// (B, N) matrix with `w(len)` at the real rows of each example, 0 elsewhere.
     fn selector(&self, w: impl Fn(usize) -> f32, dev: &candle_core::Device) -> Result<Tensor> {
         let (b, t) = (self.b(), self.t);
@@ -103,12 +108,81 @@ impl RowLayout {
     }
 }
 
-/// The answer logits (B, K) of a batch with every adapted projection tapped.
-pub fn tapped_forward(model: &Llama, lora: &LoraSet, batch: &crate::model::Batch, answer_ids: &[u32]) -> Result<(Tensor, Tap)> {
-    let mut tap = Tap::default();
-    let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
-    let f = model.answer_logits(batch, answer_ids, &mut opts)?;
-    Ok((f, tap))
+/// One batch's forward pass with every adapted projection tapped, ready for C backward passes
+/// ("columns": (B, K) weights w_c whose product with the logits is backpropagated).
+///
+/// Two ways to run the columns, same numbers: one forward and C backward passes over the B
+/// examples (`reps` = 1), or one forward and one backward over the batch replicated C times
+/// (`reps` = C; replica c's rows carry w_c). The second does C times the forward arithmetic but
+/// launches each kernel once instead of C + 1 times: it pays where launches dominate, a GPU at
+/// these sizes, and loses on a CPU (`stack_columns`).
+pub struct TappedBatch {
+    /// The batch as run: replica-major, `reps` copies of the B examples.
+    pub batch: crate::model::Batch,
+    /// The B examples' labels.
+    pub labels: Tensor,
+    /// Answer logits (reps * B, K).
+    f: Tensor,
+    pub tap: Tap,
+    /// Examples.
+    pub b: usize,
+    pub reps: usize,
+}
+
+/// Whether `TappedBatch` should replicate the batch for its columns: on a GPU (launch-bound at
+/// these sizes; H200: 4 backward passes of the default model cost 4x one, a 4x batch about 1x),
+/// not on the CPU (arithmetic-bound: replicating adds C - 1 forward passes), unless the thread
+/// runs as a GPU would (`ops::with_gpu_path`). LAPLACE_LORA_STACK_COLUMNS=0/1 overrides (to measure).
+pub fn stack_columns(model: &Llama) -> bool {
+    match std::env::var("LAPLACE_LORA_STACK_COLUMNS").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => !model.device().is_cpu() || crate::model::ops::gpu_path_forced(),
+    }
+}
+
+impl TappedBatch {
+    /// Examples `idx` of `data`, replicated `reps` times.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(model: &Llama, lora: &LoraSet, data: &[Encoded], idx: &[usize], answer_ids: &[u32], pad: u32, reps: usize) -> Result<Self> {
+        let reps = reps.max(1);
+        let rep_idx: Vec<usize> = (0..reps).flat_map(|_| idx.iter().copied()).collect();
+        let (batch, labels) = make_batch(model, data, &rep_idx, answer_ids.len(), pad)?;
+        let labels = labels.narrow(0, 0, idx.len())?;
+        let mut tap = Tap::default();
+        let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
+        let f = model.answer_logits(&batch, answer_ids, &mut opts)?;
+        Ok(Self { batch, labels, f, tap, b: idx.len(), reps })
+    }
+
+    /// The B examples' answer logits (B, K).
+    pub fn logits(&self) -> Result<Tensor> {
+        Ok(self.f.narrow(0, 0, self.b)?)
+    }
+
+    /// The backward passes of `cols` ((B, K) each; with reps > 1 exactly `reps` of them): one
+    /// gradient store per column (reps = 1), or one whose replica c rows hold column c. Either
+    /// way the stores' rows, read with `layout`, in order, are the columns in order.
+    pub fn backward(&self, cols: &[Tensor]) -> Result<Vec<candle_core::backprop::GradStore>> {
+        if self.reps == 1 {
+            return cols.iter().map(|w| Ok((&self.f * w)?.sum_all()?.backward()?)).collect();
+        }
+        if cols.len() != self.reps {
+            bail!("{} backward columns for a batch replicated {} times", cols.len(), self.reps);
+        }
+        let w = Tensor::cat(cols, 0)?; // (reps * B, K)
+        Ok(vec![(&self.f * &w)?.sum_all()?.backward()?])
+    }
+
+    /// How the rows of a tapped entry map to the examples of the batch as run.
+    pub fn layout(&self, entry: &TapEntry) -> Result<RowLayout> {
+        RowLayout::for_entry(entry, &self.batch.lengths)
+    }
+
+    /// The first replica's rows of a tensor over the batch's rows (the B examples once).
+    pub fn first_replica(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.narrow(0, 0, t.dim(0)? / self.reps)?)
+    }
 }
 
 /// Input side x (N, n_x) of a LoRA matrix, from what its projection saw.
@@ -187,8 +261,7 @@ pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs:
             // p_c - p_c sum(p) = 0), so its K - 1 leading eigenpairs reproduce it exactly, and
             // one backward pass of K is saved (half of them for yes/no).
             let roots: Vec<Vec<Vec<f32>>> = p.iter().map(|pb| softmax_hessian_root(pb)).collect();
-            let cols = k.saturating_sub(1).max(1);
-            (0..cols).map(|j| roots.iter().map(|r| r[j].clone()).collect()).collect()
+            (0..column_count(k, kind)).map(|j| roots.iter().map(|r| r[j].clone()).collect()).collect()
         }
         CurvatureKind::Fisher => {
             let col = p
@@ -209,6 +282,14 @@ pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs:
                 .collect();
             vec![col]
         }
+    }
+}
+
+/// How many columns `pseudo_columns` gives for K classes.
+pub fn column_count(k: usize, kind: CurvatureKind) -> usize {
+    match kind {
+        CurvatureKind::Ggn => k.saturating_sub(1).max(1),
+        CurvatureKind::Fisher => 1,
     }
 }
 
@@ -274,40 +355,43 @@ pub fn collect(
     let mut done = 0;
     // LAPLACE_LORA_PROFILE=1: seconds spent in the forward, the backward passes and the factors.
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
+    let stack = stack_columns(model);
     let (mut t_fwd, mut t_bwd, mut t_fac) = (0.0, 0.0, 0.0);
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let t = std::time::Instant::now();
-        let (batch, labels) = make_batch(model, data, idx, k, pad)?;
-        let (f, tap) = tapped_forward(model, lora, &batch, answer_ids)?;
+        let ncols = column_count(k, cfg.curvature);
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, if stack { ncols } else { 1 })?;
+        let f = tb.logits()?;
         t_fwd += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
         let logp = candle_nn::ops::log_softmax(&f.detach(), D::Minus1)?;
         let p: Vec<Vec<f32>> = logp.exp()?.to_vec2()?;
-        let lab = labels.to_vec1::<u32>()?;
+        let lab = tb.labels.to_vec1::<u32>()?;
         let lp = logp.to_vec2::<f32>()?;
         log_lik += lab.iter().enumerate().map(|(b, &y)| lp[b][y as usize] as f64).sum::<f64>();
         let entry_of = |bid: BlockId| -> Result<&TapEntry> {
-            tap.entries.iter().find(|e| e.layer == bid.layer).context("a LoRA layer was not tapped in the forward pass")
+            tb.tap.entries.iter().find(|e| e.layer == bid.layer).context("a LoRA layer was not tapped in the forward pass")
         };
-        // Input sides do not depend on the backward column.
+        // Input sides do not depend on the backward column; X takes each example once.
         let mut xs = Vec::with_capacity(blocks.len());
         for &bid in blocks {
             let e = entry_of(bid)?;
-            let layout = RowLayout::for_entry(e, &batch.lengths)?;
-            xs.push((layout.clone(), input_side(lora, e, bid.mat)?));
-            if let BlockCurvature::Kron { x, .. } = &mut per_block[xs.len() - 1] {
-                accumulate(x, &layout.x_rows(&xs.last().unwrap().1, cfg.positions)?)?;
+            let layout = tb.layout(e)?;
+            let x = input_side(lora, e, bid.mat)?;
+            if let BlockCurvature::Kron { x: xf, .. } = &mut per_block[xs.len()] {
+                accumulate(xf, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?;
             }
+            xs.push((layout, x));
         }
         t_fac += t.elapsed().as_secs_f64();
-        for col in pseudo_columns(&p, cfg.curvature, &mut rng) {
-            let w = Tensor::new(col, f.device())?;
-            let t = std::time::Instant::now();
-            let grads = (&f * &w)?.sum_all()?.backward()?;
-            t_bwd += t.elapsed().as_secs_f64();
+        let cols = pseudo_columns(&p, cfg.curvature, &mut rng).into_iter().map(|c| Tensor::new(c, f.device())).collect::<candle_core::Result<Vec<_>>>()?;
+        let t = std::time::Instant::now();
+        let passes = tb.backward(&cols)?;
+        t_bwd += t.elapsed().as_secs_f64();
+        for grads in passes {
             let t = std::time::Instant::now();
             let mut full_rows: Vec<Tensor> = Vec::new();
             for (bi, &bid) in blocks.iter().enumerate() {

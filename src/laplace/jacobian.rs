@@ -8,12 +8,12 @@
 //! plus, for a low-rank factor, the Jacobian mass outside the kept eigenvectors divided by delta
 //! (those precision eigenvalues are exactly delta).
 
-use super::curvature::{input_side, output_side, tapped_forward, RowLayout};
+use super::curvature::{input_side, output_side, stack_columns, TappedBatch};
 use super::posterior::{BlockBasis, Posterior};
 use super::spectral::{pairs_from_nested, BlockBins, SpectralEntry, SpectralGrid};
 use crate::lora::LoraSet;
 use crate::model::Llama;
-use crate::train::{make_batch, Encoded};
+use crate::train::Encoded;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,91 +136,81 @@ pub fn functional(
     order.sort_by_key(|&i| data[i].ids.len());
     let mut out: Vec<Option<Functional>> = vec![None; data.len()];
     let mut done = 0;
+    let stack = stack_columns(model);
+    // LAPLACE_LORA_PROFILE=1: seconds in the forward, the backward passes and the projections.
+    let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
+    let (mut t_fwd, mut t_bwd, mut t_proj) = (0.0, 0.0, 0.0);
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let (batch, _) = make_batch(model, data, idx, k, pad)?;
-        let (f, tap) = tapped_forward(model, lora, &batch, answer_ids)?;
+        let t = std::time::Instant::now();
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, if stack { k } else { 1 })?;
+        let f = tb.logits()?;
         let fv = f.to_vec2::<f32>()?;
         let nb = idx.len();
-        // M_c per block: (B, n_o, n_x) for each class.
-        let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(k); post.blocks.len()];
+        t_fwd += t.elapsed().as_secs_f64();
+        // Per block, M_c for every class and example: (K * B, n_o, n_x), class-major.
         let mut xs = Vec::new();
         for &b in &post.blocks {
-            let e = tap.entries.iter().find(|e| e.layer == b.layer).context("a LoRA layer was not tapped")?;
-            xs.push((RowLayout::for_entry(e, &batch.lengths)?, input_side(lora, e, b.mat)?));
+            let e = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("a LoRA layer was not tapped")?;
+            xs.push((tb.layout(e)?, input_side(lora, e, b.mat)?));
         }
-        for c in 0..k {
-            let grads = f.narrow(1, c, 1)?.sum_all()?.backward()?;
+        let t = std::time::Instant::now();
+        let onehot = |c: usize| -> Result<Tensor> {
+            let w: Vec<f32> = (0..nb * k).map(|i| if i % k == c { 1.0 } else { 0.0 }).collect();
+            Ok(Tensor::from_vec(w, (nb, k), &dev)?)
+        };
+        let passes = tb.backward(&(0..k).map(onehot).collect::<Result<Vec<_>>>()?)?;
+        t_bwd += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
+        for grads in &passes {
             for (bi, &b) in post.blocks.iter().enumerate() {
-                let entry = tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
+                let entry = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
                 let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
                 let o = output_side(lora, entry, b.mat, e)?;
                 ms[bi].push(xs[bi].0.per_example_outer(&xs[bi].1, &o)?);
             }
         }
-        // Project into the eigenbases; per example, per block.
+        let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
+        // Project into the eigenbases: one batched product per block for every class and
+        // example, read back once. Row c * B + n of v is M~_c of example n.
         let mut per_example: Vec<Vec<Projected>> = (0..nb).map(|_| Vec::new()).collect();
-        if let (Some(q), Some(full)) = (&bs.full, &post.full) {
-            let mut mfull = Vec::new();
-            for c in 0..k {
-                let cat = Tensor::cat(&ms.iter().map(|m| m[c].flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (B, P)
-                mfull.push(cat.matmul(q)?.to_vec2::<f32>()?);
-            }
-            let _ = full;
+        if let (Some(q), Some(_)) = (&bs.full, &post.full) {
+            let cat = Tensor::cat(&ms.iter().map(|m| m.flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (K*B, P)
+            let v = cat.matmul(q)?.to_vec2::<f32>()?;
             for (n, pe) in per_example.iter_mut().enumerate() {
-                pe.push(Projected {
-                    m: (0..k).map(|c| mfull[c][n].clone()).collect(),
-                    resid: vec![vec![0.0; k]; k],
-                });
+                pe.push(Projected { m: (0..k).map(|c| v[c * nb + n].clone()).collect(), resid: vec![vec![0.0; k]; k] });
             }
         } else {
             for (bi, basis) in post.basis.iter().enumerate() {
-                let mut proj: Vec<Vec<Vec<f32>>> = vec![Vec::new(); nb]; // [n][c]
-                let mut full_gram: Option<Vec<Vec<Vec<f32>>>> = None;
-                match (basis, &bs.kron[bi]) {
+                let m = &ms[bi];
+                let (v, raw) = match (basis, &bs.kron[bi]) {
                     (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
-                        if *low {
-                            full_gram = Some(vec![Vec::new(); nb]);
-                        }
-                        for c in 0..k {
-                            let m = &ms[bi][c];
-                            let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (B, k_o, k_x)
-                            let v = mt.flatten_from(1)?.to_vec2::<f32>()?;
-                            let raw = if *low { Some(m.flatten_from(1)?.to_vec2::<f32>()?) } else { None };
-                            for n in 0..nb {
-                                proj[n].push(v[n].clone());
-                                if let (Some(fg), Some(r)) = (full_gram.as_mut(), &raw) {
-                                    fg[n].push(r[n].clone());
-                                }
-                            }
-                        }
+                        let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (K*B, k_o, k_x)
+                        let raw = if *low { Some(m.flatten_from(1)?.to_vec2::<f32>()?) } else { None };
+                        (mt.flatten_from(1)?.to_vec2::<f32>()?, raw)
                     }
-                    (BlockBasis::Diag { .. }, _) => {
-                        for c in 0..k {
-                            let v = ms[bi][c].flatten_from(1)?.to_vec2::<f32>()?;
-                            for n in 0..nb {
-                                proj[n].push(v[n].clone());
-                            }
-                        }
-                    }
+                    (BlockBasis::Diag { .. }, _) => (m.flatten_from(1)?.to_vec2::<f32>()?, None),
                     _ => unreachable!("bases match the posterior"),
-                }
-                for n in 0..nb {
-                    let m = std::mem::take(&mut proj[n]);
-                    let resid = match &full_gram {
-                        Some(fg) => {
-                            let total = gram(&fg[n], k);
-                            let kept = gram(&m, k);
+                };
+                for (n, pe) in per_example.iter_mut().enumerate() {
+                    let m: Vec<Vec<f32>> = (0..k).map(|c| v[c * nb + n].clone()).collect();
+                    let resid = match &raw {
+                        // The Jacobian mass outside a low-rank basis: total minus kept (MATH.md section 7).
+                        Some(r) => {
+                            let full: Vec<Vec<f32>> = (0..k).map(|c| r[c * nb + n].clone()).collect();
+                            let (total, kept) = (gram(&full, k), gram(&m, k));
                             (0..k).map(|c| (0..k).map(|d| total[c][d] - kept[c][d]).collect()).collect()
                         }
                         None => vec![vec![0.0; k]; k],
                     };
-                    per_example[n].push(Projected { m, resid });
+                    pe.push(Projected { m, resid });
                 }
             }
         }
+        t_proj += t.elapsed().as_secs_f64();
         for (n, &i) in idx.iter().enumerate() {
             let nc = data[i].num_choices;
             let mu: Vec<f64> = (0..k).map(|c| if c < nc { fv[n][c] as f64 } else { f64::NEG_INFINITY }).collect();
@@ -267,6 +257,9 @@ pub fn functional(
         }
         done += nb;
         progress(done, data.len());
+    }
+    if profile {
+        eprintln!("jacobians: forward {t_fwd:.2} s, backward {t_bwd:.2} s, projections {t_proj:.2} s over {} examples", data.len());
     }
     Ok(Some(out.into_iter().map(|f| f.expect("every example was processed")).collect()))
 }

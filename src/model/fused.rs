@@ -5,8 +5,7 @@
 //! node of the backward graph. `perf` on the LoRA step put those passes, their allocations and page
 //! faults, and candle's per-op thread barrier at about half of the step once the matmuls ran on
 //! AVX-512. Here each block is one op: one pass forward, one pass backward, parallel over rows or
-//! heads. `ops.rs` dispatches here on the CPU for f32 and keeps the composed forms for other
-//! devices; the tests at the bottom check values and gradients against those composed forms.
+//! heads. `ops.rs` dispatches here on the CPU for f32 (and to `fast.rs` on a GPU); the tests at the bottom check values and gradients against those composed forms.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -460,34 +459,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor,
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{causal_mask, compare, rotary};
     use super::*;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-    }
-
-    /// Values and input gradients of `fused` and `composed` (the candle-op forms whose autograd
-    /// is independent of the hand-written backward passes), through a random linear read-out.
-    fn compare(inputs: &[Tensor], fused: impl Fn(&[Tensor]) -> Result<Tensor>, composed: impl Fn(&[Tensor]) -> Result<Tensor>, tol: f32) -> Result<()> {
-        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let yf = fused(&ts)?;
-        let yc = composed(&ts)?;
-        assert_eq!(yf.dims(), yc.dims());
-        let d = max_diff(&yf, &yc);
-        assert!(d < tol, "forward differs by {d}");
-        let r = Tensor::randn(0f32, 1., yf.shape(), &Device::Cpu)?;
-        let gf = (yf * &r)?.sum_all()?.backward()?;
-        let gc = (yc * &r)?.sum_all()?.backward()?;
-        for (i, t) in ts.iter().enumerate() {
-            let (a, b) = (gf.get(t).expect("fused gradient"), gc.get(t).expect("composed gradient"));
-            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
-            let d = max_diff(a, b) / scale;
-            assert!(d < tol, "gradient of input {i} differs by {d} (relative to {scale})");
-        }
-        Ok(())
-    }
 
     #[test]
     fn rms_norm_matches_composed_ops() -> Result<()> {
@@ -505,20 +479,12 @@ mod tests {
         compare(&[g, u], |t| silu_mul(&t[0], &t[1]), |t| t[0].silu()? * &t[1], 1e-5)
     }
 
-    /// The composed form (`ops::attention_composed`, what a GPU runs) with the additive mask it takes.
+    /// The composed form (`ops::attention_composed`) with the additive mask it takes.
     #[allow(clippy::too_many_arguments)]
     fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, h: usize, hkv: usize, win: usize) -> Result<Tensor> {
-        let m: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY })).collect();
-        let mask = Tensor::from_vec(m, (t, t), q.device())?;
+        let mask = causal_mask(t, win, q.device())?;
         let shape = super::super::ops::AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: win };
         super::super::ops::attention_composed(q, k, v, &(cos.clone(), sin.clone()), &mask, shape)
-    }
-
-    fn rotary(t: usize, hd: usize) -> Result<(Tensor, Tensor)> {
-        let half = hd / 2;
-        let a: Vec<f32> = (0..t).flat_map(|p| (0..half).map(move |i| p as f32 * 10000f32.powf(-((2 * i) as f32) / hd as f32))).collect();
-        let a = Tensor::from_vec(a, (t, half), &Device::Cpu)?;
-        Ok((a.cos()?, a.sin()?))
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The base model: a LoRA-capable llama-family decoder, its loaders, tokenizer and sources.
 
 pub mod config;
+mod fast;
 mod fastmath;
 mod fused;
 pub mod gguf;
@@ -8,6 +9,8 @@ pub mod hf;
 pub mod llama;
 pub mod ops;
 pub mod source;
+#[cfg(test)]
+mod test_support;
 pub mod tokenizer;
 
 pub use config::Config;

@@ -19,7 +19,7 @@ struct FrozenMatmul {
     /// (d_out, d_in), contiguous.
     weight: Tensor,
     /// Through the back end's own matmul even on the CPU: the code path a GPU runs
-    /// (`with_composed_ops`), instead of the gemm call on the storages.
+    /// (`with_gpu_path`), instead of the gemm call on the storages.
     via_backend: bool,
 }
 
@@ -113,7 +113,7 @@ impl CustomOp1 for FrozenMatmul {
 /// falls back to a broadcast matmul: correct gradients for x, but dL/dW is computed and thrown away.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() || x.device().is_cuda() {
-        let via_backend = !x.device().is_cpu() || COMPOSED.with(|c| c.get());
+        let via_backend = !x.device().is_cpu() || GPU_PATH.with(|c| c.get());
         x.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { weight: weight.clone(), via_backend })))
     } else {
         x.to_dtype(weight.dtype())?.broadcast_matmul(&weight.t()?)?.to_dtype(x.dtype())
@@ -121,33 +121,49 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 }
 
 /// RMSNorm with a backward pass: x / sqrt(mean(x^2) + eps) * w  (w a frozen scale).
-/// One fused pass on the CPU (`fused.rs`), composed candle ops elsewhere.
+/// One fused pass on the CPU (`fused.rs`), candle's kernel with a hand-written backward on a GPU
+/// (`fast.rs`), composed candle ops elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if fusable(x) {
         return super::fused::rms_norm(x, weight, eps);
     }
+    if fast(x) {
+        return super::fast::rms_norm(x, weight, eps);
+    }
     rms_norm_composed(x, weight, eps)
 }
 
-/// The fused kernels serve f32 tensors on the CPU (unless `with_composed_ops` says otherwise).
+/// The fused kernels serve f32 tensors on the CPU (unless `with_gpu_path` says otherwise).
 fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !COMPOSED.with(|c| c.get())
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !GPU_PATH.with(|c| c.get())
+}
+
+/// `fast.rs` serves CUDA, and the CPU under `with_gpu_path` (its tests); Metal keeps the
+/// composed forms (`with_grad` has no Metal forward, and nobody has run it there).
+fn fast(x: &Tensor) -> bool {
+    x.device().is_cuda() || x.device().is_cpu()
 }
 
 thread_local! {
-    static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static GPU_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with the composed candle ops instead of the fused CPU kernels on this thread: the
-/// path a GPU takes, so that tests on the CPU can check it against the fused one.
-pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+/// Whether this thread runs as a GPU would (`with_gpu_path`).
+pub fn gpu_path_forced() -> bool {
+    GPU_PATH.with(|c| c.get())
+}
+
+/// Runs `f` on this thread as a GPU would: its ops (`fast.rs`, the frozen matmul through the back
+/// end's matmul) instead of the fused CPU kernels, and the Laplace passes' backward columns
+/// stacked (`laplace::curvature::stack_columns`), so that tests on the CPU can check that path.
+pub fn with_gpu_path<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            COMPOSED.with(|c| c.set(self.0));
+            GPU_PATH.with(|c| c.set(self.0));
         }
     }
-    let _restore = Restore(COMPOSED.with(|c| c.replace(true)));
+    let _restore = Restore(GPU_PATH.with(|c| c.replace(true)));
     f()
 }
 
@@ -184,6 +200,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mas
     let AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window } = s;
     if fusable(q) {
         return super::fused::attention(q, k, v, &rot.0, &rot.1, b, t, h, hkv, window);
+    }
+    if fast(q) {
+        return super::fast::attention(q, k, v, rot, mask, s);
     }
     attention_composed(q, k, v, rot, mask, s)
 }
@@ -230,7 +249,7 @@ mod tests {
         Ok(())
     }
 
-    /// The path a GPU runs (the back end's matmul, `with_composed_ops`), with the weight stored in
+    /// The path a GPU runs (the back end's matmul, `with_gpu_path`), with the weight stored in
     /// f32, bf16 and f16, on an input that starts inside its storage (a row slice): forward and
     /// input gradient against the plain matmul of the same rounded operands, computed in f32.
     /// The reference rounds x and W as the op does and multiplies in f32; the op's product comes
@@ -246,7 +265,7 @@ mod tests {
             let w = w32.to_dtype(dt)?;
             let x = Var::from_tensor(&big)?;
             let xs = x.as_tensor().narrow(0, 2, 3)?; // contiguous, start offset 12
-            let y = with_composed_ops(|| frozen_linear(&xs, &w))?;
+            let y = with_gpu_path(|| frozen_linear(&xs, &w))?;
             assert_eq!(y.dtype(), DType::F32);
             let round = |t: &Tensor| t.to_dtype(dt)?.to_dtype(DType::F32);
             let wr = round(&w32)?;
