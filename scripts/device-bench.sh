@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, with dev/ from scripts/build-cuda.sh (the device
-# tool: command "bash scripts/device-bench.sh", carry ["dev"], timeout ~500 s): our bench on the
+# tool: command "bash scripts/device-bench.sh", carry ["dev"] (and [".gguf-carry"] for the end-to-end
+# run below), timeout ~500 s): our bench on the
 # GPU with the frozen weights in f32 and in bf16, the PyTorch reference on the same GPU (the ratio
 # the issue asks for), and our bench on the machine's CPU. The model is the synthetic one (the
 # default model's shapes, random weights: the GPU machine has no network and takes 64 MiB of
@@ -44,16 +45,40 @@ part() { # name seconds command...
     timeout "$secs" "$@"
     echo "== $name: exit $? after $((SECONDS - t0)) s"
 }
-# LAPLACE_LORA_PROFILE=1: the Laplace phases print where their time goes (forward, backward, rest).
-part "ours, GPU, f32 weights" 110 env LAPLACE_LORA_PROFILE=1 "$bin" bench --synthetic --device cuda --dtype f32 \
-    --json "$out/cuda-f32.json"
-part "ours, GPU, f32, backward columns one pass each" 80 env LAPLACE_LORA_STACK_COLUMNS=0 LAPLACE_LORA_PROFILE=1 \
-    "$bin" bench --synthetic --device cuda --dtype f32 --repeats 2 --laplace-repeats 2 --json "$out/cuda-f32-percolumn.json"
-part "ours, GPU, bf16 weights" 80 "$bin" bench --synthetic --device cuda --dtype bf16 --json "$out/cuda-bf16.json"
+# The model: the default model's shapes, or DEVICE_BENCH_CONFIG=benches/reference/configs/X.json
+# (e.g. tinyllama-1.1b.json) with one Laplace repeat; the same shapes for ours and PyTorch.
+if [ -n "${DEVICE_BENCH_CONFIG:-}" ]; then
+    synth=(--synthetic-config "$DEVICE_BENCH_CONFIG" --laplace-repeats 1)
+    tag="-$(basename "$DEVICE_BENCH_CONFIG" .json)"
+else
+    synth=(--synthetic)
+    tag=""
+fi
+# LAPLACE_LORA_PROFILE=1: the phases print where their time goes (forward, backward, the rest).
+part "ours, GPU, f32 weights" 110 env LAPLACE_LORA_PROFILE=1 "$bin" bench "${synth[@]}" --device cuda --dtype f32 \
+    --json "$out/cuda-f32$tag.json"
+if [ "${DEVICE_BENCH_PER_COLUMN:-0}" = 1 ]; then
+    part "ours, GPU, f32, backward columns one pass each" 80 env LAPLACE_LORA_STACK_COLUMNS=0 LAPLACE_LORA_PROFILE=1 \
+        "$bin" bench "${synth[@]}" --device cuda --dtype f32 --repeats 2 --json "$out/cuda-f32-percolumn$tag.json"
+fi
+part "ours, GPU, bf16 weights" 80 "$bin" bench "${synth[@]}" --device cuda --dtype bf16 --json "$out/cuda-bf16$tag.json"
 # The reference: the machine's PyTorch, peft and transformers; laplace-torch and friends from dev/wheels.
 python3 -m pip install --quiet --no-deps --no-index --target /tmp/refpkgs dev/wheels/*.whl
-part "PyTorch, GPU, f32" 110 env PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py \
-    --synthetic --device cuda --json "$out/pytorch-cuda.json"
+part "PyTorch, GPU, f32" 130 env PYTHONPATH=/tmp/refpkgs python3 benches/reference/reference.py \
+    "${synth[@]}" --device cuda --json "$out/pytorch-cuda$tag.json"
+# End to end on a real model: the yesno sample experiment (fine-tuning, Laplace, evaluation) with
+# the first blocks of the default model (scripts/truncate-gguf.py; carry its folder too), on the
+# GPU and on the CPU; their metrics should agree to float rounding.
+for g in ${DEVICE_BENCH_E2E:-.gguf-carry/*.gguf}; do
+    [ -f "$g" ] || continue
+    for run in cuda-f32 cuda-bf16 cpu-f32; do
+        sed -e "s#^source = .*#source = \"$g\"#" -e "s#^device = .*#device = \"${run%-*}\"\ndtype = \"${run#*-}\"#" \
+            assets/configs/yesno.toml >"/tmp/e2e-$run.toml"
+        part "yesno run on $(basename "$g"), $run" 120 "$bin" run "/tmp/e2e-$run.toml" --out "/tmp/e2e-$run" --force
+        cp "/tmp/e2e-$run/metrics.json" "$out/e2e-$run-metrics.json" 2>/dev/null || true
+    done
+    break
+done
 if [ "${DEVICE_BENCH_CPU:-1}" = 1 ]; then
     part "ours, CPU ($(nproc) cores), f32" 40 "$bin" bench --synthetic --device cpu --repeats 3 --laplace-repeats 1 \
         --json "$out/cpu.json"

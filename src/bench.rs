@@ -70,11 +70,21 @@ pub const SMOLLM2_135M_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"],
 /// timings depend on the shapes only, so a machine that cannot fetch or receive the 98 MB model
 /// (the GPU machine, which sees no network and takes 64 MiB of files) can still be measured.
 pub fn synthetic_model(device: &candle_core::Device) -> Result<LoadedModel> {
-    let cfg = crate::model::Config::from_hf_str(SMOLLM2_135M_CONFIG)?;
+    synthetic_model_of(SMOLLM2_135M_CONFIG, "SmolLM2-135M-Instruct", device)
+}
+
+/// A model of the shapes of a Hugging Face `config.json` (`config_json`, named `name`) with
+/// seeded random weights (`bench --synthetic-config`: a 1B model's timings without its files).
+pub fn synthetic_model_of(config_json: &str, name: &str, device: &candle_core::Device) -> Result<LoadedModel> {
+    let cfg = crate::model::Config::from_hf_str(config_json)?;
+    let answer = answer_ids();
+    if answer.iter().any(|&a| a as usize >= cfg.vocab_size) {
+        anyhow::bail!("the synthetic model's vocabulary ({}) must hold the bench's answer ids {answer:?}", cfg.vocab_size);
+    }
     let w = crate::testing::random_weights(&cfg, 7)?;
     let model = crate::model::Llama::from_tensors(cfg, w, device)?;
     let tokenizer = crate::testing::tiny_tokenizer()?; // the phases feed token ids, never text
-    Ok(LoadedModel { model, tokenizer, path: std::path::PathBuf::from("synthetic (SmolLM2-135M-Instruct shapes, random weights)") })
+    Ok(LoadedModel { model, tokenizer, path: std::path::PathBuf::from(format!("synthetic ({name} shapes, random weights)")) })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -103,6 +103,10 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// timings depend on the shapes only).
         #[arg(long, conflicts_with = "model")]
         synthetic: bool,
+        /// Random weights of the shapes of this Hugging Face config.json (e.g.
+        /// benches/reference/configs/tinyllama-1.1b.json) instead of --model.
+        #[arg(long, conflicts_with_all = ["model", "synthetic"])]
+        synthetic_config: Option<PathBuf>,
         /// The frozen matrices' storage: "auto" (bf16 on a GPU, f32 on the CPU), "f32", "bf16", "f16".
         #[arg(long, default_value = "auto")]
         dtype: String,
@@ -244,8 +248,12 @@ fn main() {
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, dtype }) => {
-            let source = if synthetic { None } else { Some(model.as_str()) };
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype }) => {
+            let source = match (&synthetic_config, synthetic) {
+                (Some(p), _) => BenchModel::SyntheticConfig(p.clone()),
+                (None, true) => BenchModel::Synthetic,
+                (None, false) => BenchModel::Source(model),
+            };
             on_compute_pool(|| cmd_bench(source, &device, &dtype, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
@@ -289,26 +297,44 @@ fn cmd_fetch(name: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// `source` None: the synthetic model (`bench::synthetic_model`).
-fn cmd_bench(source: Option<&str>, device: &str, dtype: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+/// What `bench` measures: a model source, or random weights of known shapes.
+enum BenchModel {
+    Source(String),
+    /// The default model's shapes (`bench::synthetic_model`).
+    Synthetic,
+    /// The shapes of a config.json.
+    SyntheticConfig(PathBuf),
+}
+
+fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
     use laplace_lora::bench;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
     let dev = model::parse_device(device)?;
     let frozen_dtype = model::parse_frozen_dtype(dtype, &dev).context("--dtype")?;
-    let files = match source {
-        Some(source) => {
+    enum Loaded {
+        Files(model::ModelFiles),
+        Synthetic,
+        Config(String, String),
+    }
+    let what = match source {
+        BenchModel::Source(source) => {
             let (bar, mut f) = fetch_bar();
-            let files = model::resolve_model(source, &mut f)?;
+            let files = model::resolve_model(&source, &mut f)?;
             bar.finish_and_clear();
-            Some(files)
+            Loaded::Files(files)
         }
-        None => None,
+        BenchModel::Synthetic => Loaded::Synthetic,
+        BenchModel::SyntheticConfig(p) => {
+            let json = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            Loaded::Config(json, p.display().to_string())
+        }
     };
-    let load = |d: &candle_core::Device| match &files {
-        Some(files) => model::LoadedModel::load(files, d),
-        None => bench::synthetic_model(d),
+    let load = |d: &candle_core::Device| match &what {
+        Loaded::Files(files) => model::LoadedModel::load(files, d),
+        Loaded::Synthetic => bench::synthetic_model(d),
+        Loaded::Config(json, name) => bench::synthetic_model_of(json, name, d).with_context(|| format!("--synthetic-config {name}")),
     };
     let mut m = load(&dev)?;
     m.model.cast_frozen(frozen_dtype)?;

@@ -112,6 +112,11 @@ def main() -> int:
         action="store_true",
         help="random weights with the default model's shapes instead of --model (as `laplace-lora bench --synthetic`)",
     )
+    ap.add_argument(
+        "--synthetic-config",
+        default=None,
+        help="random weights with the shapes of this Hugging Face config.json (as `laplace-lora bench --synthetic-config`)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -123,7 +128,14 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    if args.synthetic:
+    if args.synthetic_config:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig.from_json_file(args.synthetic_config)
+        cfg._attn_implementation = args.attn
+        src = f"synthetic ({args.synthetic_config} shapes, random weights)"
+        base = LlamaForCausalLM(cfg).to(torch.float32)
+    elif args.synthetic:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         # SmolLM2-135M-Instruct's config.json (as SMOLLM2_135M_CONFIG in src/bench.rs).
