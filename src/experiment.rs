@@ -40,14 +40,14 @@ pub struct ModelSection {
     pub source: String,
     /// "cpu", "cuda", "cuda:N", "metal".
     pub device: String,
-    /// The frozen matrices' storage: "auto" (bf16 on a GPU, f32 on the CPU), "f32", "bf16",
-    /// "f16". Activations, LoRA matrices and curvature are f32 whatever this says.
+    /// The frozen matrices' storage: "f32", "bf16", "f16" (`model::parse_frozen_dtype`).
+    /// Activations, LoRA matrices and curvature are f32 whatever this says.
     pub dtype: String,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "auto".into() }
+        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into() }
     }
 }
 
@@ -286,7 +286,7 @@ impl ExperimentConfig {
         if !(matches!(dev.as_str(), "cpu" | "cuda" | "metal") || cuda_ok) {
             bail!("model.device = {:?} is not one of \"cpu\", \"cuda\", \"cuda:N\", \"metal\"", self.model.device);
         }
-        model::parse_frozen_dtype(&self.model.dtype, &candle_core::Device::Cpu).context("model.dtype")?;
+        model::parse_frozen_dtype(&self.model.dtype).context("model.dtype")?;
         Ok(())
     }
 
@@ -915,7 +915,7 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
     if cancel.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    let dtype = model::parse_frozen_dtype(&cfg.model.dtype, &device).context("model.dtype")?;
+    let dtype = model::parse_frozen_dtype(&cfg.model.dtype).context("model.dtype")?;
     let mut m = LoadedModel::load(&files, &device)?;
     m.model.cast_frozen(dtype)?;
     send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;

@@ -107,8 +107,8 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// benches/reference/configs/tinyllama-1.1b.json) instead of --model.
         #[arg(long, conflicts_with_all = ["model", "synthetic"])]
         synthetic_config: Option<PathBuf>,
-        /// The frozen matrices' storage: "auto" (bf16 on a GPU, f32 on the CPU), "f32", "bf16", "f16".
-        #[arg(long, default_value = "auto")]
+        /// The frozen matrices' storage: "f32", "bf16", "f16".
+        #[arg(long, default_value = "f32")]
         dtype: String,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
@@ -312,7 +312,7 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, lapl
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
     let dev = model::parse_device(device)?;
-    let frozen_dtype = model::parse_frozen_dtype(dtype, &dev).context("--dtype")?;
+    let frozen_dtype = model::parse_frozen_dtype(dtype).context("--dtype")?;
     enum Loaded {
         Files(model::ModelFiles),
         Synthetic,

@@ -702,6 +702,15 @@ fn corpus(fx: &Fx) -> Vec<Case> {
         &["config.toml", "model.device", "\"tpu\""],
     ));
     c.push(case(
+        "config_bad_dtype",
+        fx.run_args(
+            "config_bad_dtype",
+            &fx.config(None, None, None, None, "", "")
+                .replace("[data]", "dtype = \"f8\"\n[data]"),
+        ),
+        &["config.toml", "model.dtype", "\"f8\"", "bf16"],
+    ));
+    c.push(case(
         "config_missing_data_section",
         fx.run_args("config_missing_data_section", "[model]\nsource = \"x\"\n"),
         &["config.toml", "missing field `data`"],
@@ -770,6 +779,12 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     c.push(case("run_dir_exists", args, &["already exists", "--force"]));
     // `bench --device`: refused before any model is looked for.
     c.push(case("bench_bad_device", vec!["bench".into(), "--device".into(), "tpu".into()], &["unknown device", "\"tpu\"", "cuda"]));
+    c.push(case("bench_bad_dtype", vec!["bench".into(), "--dtype".into(), "f8".into()], &["--dtype", "\"f8\"", "bf16"]));
+    c.push(case(
+        "bench_missing_synthetic_config",
+        vec!["bench".into(), "--synthetic-config".into(), "/nonexistent/config.json".into()],
+        &["/nonexistent/config.json", "No such file"],
+    ));
     c.push(case(
         "bench_synthetic_and_model",
         vec!["bench".into(), "--synthetic".into(), "--model".into(), "smollm2-135m-instruct".into()],

@@ -238,14 +238,81 @@ fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
-/// Adds rows V (m, n) to a factor: F += V^T V.
-fn accumulate(f: &mut Factor, rows: &Tensor) -> Result<()> {
-    if f.is_low_rank() {
-        let m = rows.dim(0)?;
-        f.add_outer(&to_f64(&rows.t()?.contiguous()?)?, m, 1.0);
-        Ok(())
-    } else {
-        f.add_dense(&to_f64(&rows.t()?.matmul(rows)?)?)
+/// What rows V (m, n) add to a factor (F += V^T V), read back from the device: V^T itself for a
+/// low-rank factor, the product V^T V (on the device) for a dense one.
+enum Pending {
+    Outer { cols: Vec<f64>, m: usize },
+    Dense(Vec<f64>),
+}
+
+impl Pending {
+    fn of(f: &Factor, rows: &Tensor) -> Result<Self> {
+        Ok(if f.is_low_rank() {
+            Pending::Outer { cols: to_f64(&rows.t()?.contiguous()?)?, m: rows.dim(0)? }
+        } else {
+            Pending::Dense(to_f64(&rows.t()?.matmul(rows)?)?)
+        })
+    }
+
+    fn apply(self, f: &mut Factor) -> Result<()> {
+        match self {
+            Pending::Outer { cols, m } => {
+                f.add_outer(&cols, m, 1.0);
+                Ok(())
+            }
+            Pending::Dense(mat) => f.add_dense(&mat),
+        }
+    }
+}
+
+/// Low-rank factor updates waiting to run, applied in parallel over blocks: each is a QR and an
+/// eigendecomposition on the host, which would otherwise run one block after another. Dense
+/// updates (an addition) are applied at once. The waiting rows are flushed at ~256 MB.
+#[derive(Default)]
+struct Deferred {
+    /// (block, X side?, rows)
+    items: Vec<(usize, bool, Pending)>,
+    bytes: usize,
+}
+
+impl Deferred {
+    const MAX_BYTES: usize = 256 << 20;
+
+    fn add(&mut self, per_block: &mut [BlockCurvature], block: usize, x_side: bool, rows: &Tensor) -> Result<()> {
+        let BlockCurvature::Kron { x, o } = &mut per_block[block] else { return Ok(()) };
+        let f = if x_side { x } else { o };
+        match Pending::of(f, rows)? {
+            Pending::Outer { cols, m } => {
+                self.bytes += cols.len() * 8;
+                self.items.push((block, x_side, Pending::Outer { cols, m }));
+                if self.bytes > Self::MAX_BYTES {
+                    self.flush(per_block)?;
+                }
+                Ok(())
+            }
+            dense => dense.apply(f),
+        }
+    }
+
+    fn flush(&mut self, per_block: &mut [BlockCurvature]) -> Result<()> {
+        use rayon::prelude::*;
+        // Queue 2b is block b's X factor, 2b + 1 its O factor; each queue in arrival order.
+        let mut queues: Vec<Vec<Pending>> = (0..2 * per_block.len()).map(|_| Vec::new()).collect();
+        for (b, x_side, p) in std::mem::take(&mut self.items) {
+            queues[2 * b + usize::from(!x_side)].push(p);
+        }
+        self.bytes = 0;
+        let factors: Vec<Option<&mut Factor>> = per_block
+            .iter_mut()
+            .flat_map(|c| match c {
+                BlockCurvature::Kron { x, o } => [Some(x), Some(o)],
+                _ => [None, None],
+            })
+            .collect();
+        factors.into_par_iter().zip(queues).try_for_each(|(f, q)| match f {
+            Some(f) => q.into_iter().try_for_each(|p| p.apply(f)),
+            None => Ok(()),
+        })
     }
 }
 
@@ -356,6 +423,7 @@ pub fn collect(
     // LAPLACE_LORA_PROFILE=1: seconds spent in the forward, the backward passes and the factors.
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
     let stack = stack_columns(model);
+    let mut deferred = Deferred::default();
     let (mut t_fwd, mut t_bwd, mut t_fac) = (0.0, 0.0, 0.0);
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
@@ -377,12 +445,12 @@ pub fn collect(
         };
         // Input sides do not depend on the backward column; X takes each example once.
         let mut xs = Vec::with_capacity(blocks.len());
-        for &bid in blocks {
+        for (bi, &bid) in blocks.iter().enumerate() {
             let e = entry_of(bid)?;
             let layout = tb.layout(e)?;
             let x = input_side(lora, e, bid.mat)?;
-            if let BlockCurvature::Kron { x: xf, .. } = &mut per_block[xs.len()] {
-                accumulate(xf, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?;
+            if cfg.structure == Structure::Kron {
+                deferred.add(&mut per_block, bi, true, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?;
             }
             xs.push((layout, x));
         }
@@ -400,7 +468,7 @@ pub fn collect(
                 let o = output_side(lora, entry, bid.mat, e)?;
                 let (layout, x) = &xs[bi];
                 match &mut per_block[bi] {
-                    BlockCurvature::Kron { o: of, .. } => accumulate(of, &layout.o_rows(&o, cfg.positions)?)?,
+                    BlockCurvature::Kron { .. } => deferred.add(&mut per_block, bi, false, &layout.o_rows(&o, cfg.positions)?)?,
                     BlockCurvature::Diag { d } => {
                         let g = layout.per_example_outer(x, &o)?; // (B, n_o, n_x)
                         let sq = to_f64(&g.sqr()?.sum(0)?)?;
@@ -422,6 +490,9 @@ pub fn collect(
         done += idx.len();
         progress(done, data.len());
     }
+    let t = std::time::Instant::now();
+    deferred.flush(&mut per_block)?;
+    t_fac += t.elapsed().as_secs_f64();
     if profile {
         eprintln!("curvature: forward {t_fwd:.2} s, backward {t_bwd:.2} s, factors {t_fac:.2} s over {} examples", data.len());
     }

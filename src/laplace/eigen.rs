@@ -169,6 +169,21 @@ impl Factor {
                 let dst = faer::MatMut::from_row_major_slice_mut(f, n, n);
                 matmul(dst, Accum::Add, v, v.transpose(), weight, Par::Seq);
             }
+            Repr::LowRank { .. } if m > self.k.max(32) => {
+                // In chunks of about k columns: an update costs ~n (r + m)^2 for the QR and
+                // (r + m)^3 for the eigendecomposition, so per column it is cheapest near m = k
+                // (a 4 x 64-token batch brings 256 columns; with stacked backward columns 768).
+                // The trace was counted above; each chunk adds its own share again, so undo it.
+                self.trace -= weight * cols.iter().map(|x| x * x).sum::<f64>();
+                let step = self.k.max(32);
+                let mut start = 0;
+                while start < m {
+                    let w = step.min(m - start);
+                    let chunk: Vec<f64> = (0..n).flat_map(|i| cols[i * m + start..i * m + start + w].iter().copied()).collect();
+                    self.add_outer(&chunk, w, weight);
+                    start += w;
+                }
+            }
             Repr::LowRank { q, l } => {
                 let r = l.len();
                 let p_cols = r + m;
@@ -180,17 +195,9 @@ impl Factor {
                 let p = rr.nrows();
                 // S = R D R^T, D = diag(l, weight...)
                 let d: Vec<f64> = l.iter().copied().chain(std::iter::repeat_n(weight, m)).collect();
+                let rd = Mat::from_fn(p, p_cols, |a, c| rr[(a, c)] * d[c]);
                 let mut s = Mat::<f64>::zeros(p, p);
-                for a in 0..p {
-                    for b2 in 0..=a {
-                        let mut acc = 0.0;
-                        for c in 0..p_cols {
-                            acc += rr[(a, c)] * d[c] * rr[(b2, c)];
-                        }
-                        s[(a, b2)] = acc;
-                        s[(b2, a)] = acc;
-                    }
-                }
+                matmul(s.as_mut(), Accum::Replace, rd.as_ref(), rr.transpose(), 1.0, Par::Seq);
                 let (vals, w) = eigh_desc(s.as_ref());
                 let keep = self.k.min(p);
                 let mut new_l = Vec::with_capacity(keep);
