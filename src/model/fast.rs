@@ -109,17 +109,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mas
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::{attention_composed, rms_norm_composed, AttnShape};
-    use super::super::test_support::{causal_mask, compare, rotary};
+    use super::super::test_support::{causal_mask, check_attention, check_rms_norm, compare, rotary};
     use super::*;
     use candle_core::Device;
 
     #[test]
     fn rms_norm_matches_composed_ops() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = (Tensor::randn(0f32, 1., (37, 40), &dev)? * 3.0)?;
-        let w = Tensor::randn(1f32, 0.3, 40, &dev)?;
-        compare(&[x], |t| rms_norm(&t[0], &w, 1e-5), |t| rms_norm_composed(&t[0], &w, 1e-5), 1e-5)
+        check_rms_norm(rms_norm)
     }
 
     #[test]
@@ -142,25 +138,8 @@ mod tests {
         compare(&[x], |t| rope(&t[0], &cos, &sin), |t| composed(&t[0]), 1e-5)
     }
 
-    /// Grouped heads (including rep = 3 as in the default model), multi-head, a sliding window,
-    /// one head; values and the three input gradients against the composed form.
     #[test]
     fn attention_matches_composed_ops_with_grouped_heads_and_window() -> Result<()> {
-        let dev = Device::Cpu;
-        for &(b, t, h, hkv, hd, win) in &[(2, 11, 6, 2, 8, usize::MAX), (3, 9, 4, 4, 6, 3), (1, 5, 1, 1, 4, usize::MAX), (2, 17, 9, 3, 16, 7)] {
-            let q = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
-            let k = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
-            let v = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
-            let rot = rotary(t, hd)?;
-            let mask = causal_mask(t, win, &dev)?;
-            let shape = AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: win };
-            compare(
-                &[q, k, v],
-                |x| attention(&x[0], &x[1], &x[2], &rot, &mask, shape),
-                |x| attention_composed(&x[0], &x[1], &x[2], &rot, &mask, shape),
-                2e-5,
-            )?;
-        }
-        Ok(())
+        check_attention(attention)
     }
 }

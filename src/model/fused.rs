@@ -459,16 +459,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor,
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{causal_mask, compare, rotary};
+    use super::super::test_support::{check_attention, check_rms_norm, compare, rotary};
     use super::*;
     use candle_core::{Device, Var};
 
     #[test]
     fn rms_norm_matches_composed_ops() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = (Tensor::randn(0f32, 1., (37, 40), &dev)? * 3.0)?;
-        let w = Tensor::randn(1f32, 0.3, 40, &dev)?;
-        compare(&[x], |t| rms_norm(&t[0], &w, 1e-5), |t| super::super::ops::rms_norm_composed(&t[0], &w, 1e-5), 1e-5)
+        check_rms_norm(rms_norm)
     }
 
     #[test]
@@ -479,31 +476,9 @@ mod tests {
         compare(&[g, u], |t| silu_mul(&t[0], &t[1]), |t| t[0].silu()? * &t[1], 1e-5)
     }
 
-    /// The composed form (`ops::attention_composed`) with the additive mask it takes.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, h: usize, hkv: usize, win: usize) -> Result<Tensor> {
-        let mask = causal_mask(t, win, q.device())?;
-        let shape = super::super::ops::AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: win };
-        super::super::ops::attention_composed(q, k, v, &(cos.clone(), sin.clone()), &mask, shape)
-    }
-
     #[test]
     fn attention_matches_composed_ops_with_grouped_heads_and_window() -> Result<()> {
-        let dev = Device::Cpu;
-        // (b, t, heads, kv_heads, hd, window): grouped, multi-head, a sliding window, one head.
-        for &(b, t, h, hkv, hd, win) in &[(2, 11, 6, 2, 8, usize::MAX), (3, 9, 4, 4, 6, 3), (1, 5, 1, 1, 4, usize::MAX), (2, 17, 9, 3, 16, 7)] {
-            let q = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
-            let k = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
-            let v = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
-            let (cos, sin) = rotary(t, hd)?;
-            compare(
-                &[q, k, v],
-                |x| attention(&x[0], &x[1], &x[2], &cos, &sin, b, t, h, hkv, win),
-                |x| attention_composed(&x[0], &x[1], &x[2], &cos, &sin, b, t, h, hkv, win),
-                2e-5,
-            )?;
-        }
-        Ok(())
+        check_attention(|q, k, v, rot, _mask, s| attention(q, k, v, &rot.0, &rot.1, s.batch, s.seq, s.heads, s.kv_heads, s.window))
     }
 
     /// Central differences of a scalar read-out against the hand-written backward pass, in f32 on
