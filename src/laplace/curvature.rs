@@ -316,6 +316,18 @@ impl Deferred {
     }
 }
 
+/// An earlier A block whose projection reads the very same tensor as block `bi`'s (the same
+/// storage, offset and shape: q_proj, k_proj and v_proj of one layer read one normed input).
+fn same_input(blocks: &[BlockId], tap: &Tap, bi: usize) -> Option<usize> {
+    let key = |b: BlockId| -> Option<(usize, usize, Vec<usize>)> {
+        let e = tap.entries.iter().find(|e| e.layer == b.layer)?;
+        let (st, layout) = e.input.storage_and_layout();
+        Some((&*st as *const candle_core::Storage as usize, layout.start_offset(), e.input.dims().to_vec()))
+    };
+    let mine = key(blocks[bi])?;
+    (0..bi).find(|&j| blocks[j].mat == Mat::A && (key(blocks[j]).as_ref() == Some(&mine)))
+}
+
 /// The backward columns of one batch: (B, K) weights whose product with the logits is
 /// backpropagated. GGN: the columns of a square root R of diag(p) - pp^T (R R^T equal to it), so
 /// that the K-way Hessian of the log-likelihood is the sum of the columns' outer products.
@@ -424,6 +436,7 @@ pub fn collect(
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
     let stack = stack_columns(model);
     let mut deferred = Deferred::default();
+    let mut x_alias: Vec<Option<usize>> = vec![None; blocks.len()];
     let (mut t_fwd, mut t_bwd, mut t_fac) = (0.0, 0.0, 0.0);
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
@@ -450,7 +463,13 @@ pub fn collect(
             let layout = tb.layout(e)?;
             let x = input_side(lora, e, bid.mat)?;
             if cfg.structure == Structure::Kron {
-                deferred.add(&mut per_block, bi, true, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?;
+                // The A blocks of projections that read the same input (q, k and v of one layer)
+                // have identical X factors: accumulate the first, copy it to the others at the end.
+                let shared = (bid.mat == Mat::A).then(|| same_input(blocks, &tb.tap, bi)).flatten();
+                match shared {
+                    Some(first) => x_alias[bi] = Some(first),
+                    None => deferred.add(&mut per_block, bi, true, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?,
+                }
             }
             xs.push((layout, x));
         }
@@ -492,6 +511,14 @@ pub fn collect(
     }
     let t = std::time::Instant::now();
     deferred.flush(&mut per_block)?;
+    for (bi, first) in x_alias.iter().enumerate() {
+        let Some(first) = *first else { continue };
+        let BlockCurvature::Kron { x: src, .. } = &per_block[first] else { bail!("block {bi} shares the X factor of block {first}, which has none") };
+        let copy = src.clone();
+        if let BlockCurvature::Kron { x, .. } = &mut per_block[bi] {
+            *x = copy;
+        }
+    }
     t_fac += t.elapsed().as_secs_f64();
     if profile {
         eprintln!("curvature: forward {t_fwd:.2} s, backward {t_bwd:.2} s, factors {t_fac:.2} s over {} examples", data.len());
