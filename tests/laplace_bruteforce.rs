@@ -344,3 +344,38 @@ fn gpu_path_gives_the_same_curvature_and_functional_variance() {
         }
     }
 }
+
+/// A replicated batch run in passes of `reps` columns (the last pass part-filled and padded with
+/// zeros) gives each column the probe gradients that one backward pass per column gives.
+#[test]
+fn replicated_passes_give_each_column_its_own_gradients() {
+    use laplace_lora::laplace::curvature::TappedBatch;
+    let s = setup();
+    let data = examples();
+    let idx = [0usize, 2];
+    let cols: Vec<Tensor> = (0..3).map(|c| Tensor::new(&[[1.0f32 + c as f32, -0.5, 0.25 * c as f32], [0.3, 2.0 - c as f32, -1.0]], &Device::Cpu).unwrap()).collect();
+    // Per entry: the column-ordered rows of every pass, concatenated.
+    let rows = |reps: usize| -> Vec<Tensor> {
+        let tb = TappedBatch::forward_with(&s.model, &s.lora, &data, &idx, &ANSWER, 0, reps).unwrap();
+        let passes = tb.backward(&cols).unwrap();
+        assert_eq!(passes.len(), 3usize.div_ceil(reps));
+        tb.tap
+            .entries
+            .iter()
+            .map(|e| {
+                let parts: Vec<Tensor> = passes.iter().map(|(g, used)| tb.replicas(g.get(e.probe.as_tensor()).unwrap(), *used).unwrap()).collect();
+                Tensor::cat(&parts, 0).unwrap()
+            })
+            .collect()
+    };
+    let (one, two) = (rows(1), rows(2));
+    assert_eq!(one.len(), two.len());
+    for (a, b) in one.iter().zip(&two) {
+        assert_eq!(a.dims(), b.dims());
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        // The same f32 arithmetic on more rows: 1e-5 relative.
+        assert!(d <= 1e-5 * scale, "probe gradients differ by {d} (scale {scale})");
+        assert!(scale > 1e-6, "the gradients are not all zero");
+    }
+}

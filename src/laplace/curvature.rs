@@ -112,10 +112,10 @@ impl RowLayout {
 /// ("columns": (B, K) weights w_c whose product with the logits is backpropagated).
 ///
 /// Two ways to run the columns, same numbers: one forward and C backward passes over the B
-/// examples (`reps` = 1), or one forward and one backward over the batch replicated C times
-/// (`reps` = C; replica c's rows carry w_c). The second does C times the forward arithmetic but
-/// launches each kernel once instead of C + 1 times: it pays where launches dominate, a GPU at
-/// these sizes, and loses on a CPU (`stack_columns`).
+/// examples (`reps` = 1), or one forward over the batch replicated `reps` times and C / reps
+/// backward passes, replica r's rows carrying one column. Replicating does `reps` times the
+/// forward arithmetic but launches each kernel once per `reps` columns: it pays where launches
+/// dominate, a GPU at these sizes, and loses on a CPU (`column_reps`).
 pub struct TappedBatch {
     /// The batch as run: replica-major, `reps` copies of the B examples.
     pub batch: crate::model::Batch,
@@ -129,22 +129,40 @@ pub struct TappedBatch {
     pub reps: usize,
 }
 
-/// Whether `TappedBatch` should replicate the batch for its columns: on a GPU (launch-bound at
-/// these sizes; H200: 4 backward passes of the default model cost 4x one, a 4x batch about 1x),
-/// not on the CPU (arithmetic-bound: replicating adds C - 1 forward passes), unless the thread
-/// runs as a GPU would (`ops::with_gpu_path`). LAPLACE_LORA_STACK_COLUMNS=0/1 overrides (to measure).
-pub fn stack_columns(model: &Llama) -> bool {
-    match std::env::var("LAPLACE_LORA_STACK_COLUMNS").as_deref() {
+/// At most this many tokens in a replicated batch: replicas multiply the activations kept for
+/// the backward pass (the default model's 4 x 64 batch with K = 4 replicas is 1,024).
+const STACK_TOKENS: usize = 4096;
+
+/// How many copies of a batch of `tokens` (padded) tokens `TappedBatch` runs for `columns`
+/// backward columns: on a GPU as many as the columns (launch-bound at these sizes; H200: KFAC
+/// 0.106 -> 0.053 s an example, Jacobians 0.110 -> 0.036 s), within `STACK_TOKENS`; on the CPU
+/// one (arithmetic-bound: replicas add forward passes), unless the thread runs as a GPU would
+/// (`ops::with_gpu_path`). LAPLACE_LORA_STACK_COLUMNS=0 or 1 forces one or the most (to measure).
+pub fn column_reps(model: &Llama, columns: usize, tokens: usize) -> usize {
+    let stack = match std::env::var("LAPLACE_LORA_STACK_COLUMNS").as_deref() {
         Ok("0") => false,
         Ok("1") => true,
         _ => !model.device().is_cpu() || crate::model::ops::gpu_path_forced(),
+    };
+    if stack {
+        (STACK_TOKENS / tokens.max(1)).clamp(1, columns.max(1))
+    } else {
+        1
     }
 }
 
 impl TappedBatch {
+    /// Examples `idx` of `data`, replicated as `column_reps` says for `columns` backward columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(model: &Llama, lora: &LoraSet, data: &[Encoded], idx: &[usize], answer_ids: &[u32], pad: u32, columns: usize) -> Result<Self> {
+        let t = idx.iter().map(|&i| data[i].ids.len()).max().unwrap_or(0);
+        let reps = column_reps(model, columns, idx.len() * t);
+        Self::forward_with(model, lora, data, idx, answer_ids, pad, reps)
+    }
+
     /// Examples `idx` of `data`, replicated `reps` times.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(model: &Llama, lora: &LoraSet, data: &[Encoded], idx: &[usize], answer_ids: &[u32], pad: u32, reps: usize) -> Result<Self> {
+    pub fn forward_with(model: &Llama, lora: &LoraSet, data: &[Encoded], idx: &[usize], answer_ids: &[u32], pad: u32, reps: usize) -> Result<Self> {
         let reps = reps.max(1);
         let rep_idx: Vec<usize> = (0..reps).flat_map(|_| idx.iter().copied()).collect();
         let (batch, labels) = make_batch(model, data, &rep_idx, answer_ids.len(), pad)?;
@@ -160,18 +178,21 @@ impl TappedBatch {
         Ok(self.f.narrow(0, 0, self.b)?)
     }
 
-    /// The backward passes of `cols` ((B, K) each; with reps > 1 exactly `reps` of them): one
-    /// gradient store per column (reps = 1), or one whose replica c rows hold column c. Either
-    /// way the stores' rows, read with `layout`, in order, are the columns in order.
-    pub fn backward(&self, cols: &[Tensor]) -> Result<Vec<candle_core::backprop::GradStore>> {
-        if self.reps == 1 {
-            return cols.iter().map(|w| Ok((&self.f * w)?.sum_all()?.backward()?)).collect();
-        }
-        if cols.len() != self.reps {
-            bail!("{} backward columns for a batch replicated {} times", cols.len(), self.reps);
-        }
-        let w = Tensor::cat(cols, 0)?; // (reps * B, K)
-        Ok(vec![(&self.f * &w)?.sum_all()?.backward()?])
+    /// The backward passes of `cols` ((B, K) each), `reps` columns a pass: per pass its gradient
+    /// store and how many columns it holds (the last may hold fewer; its other replicas carry
+    /// zeros). Pass p's replica r rows hold column p * reps + r; read them with `replicas` and
+    /// `layout(..).first(used * b)`.
+    pub fn backward(&self, cols: &[Tensor]) -> Result<Vec<(candle_core::backprop::GradStore, usize)>> {
+        cols.chunks(self.reps)
+            .map(|chunk| {
+                let mut w: Vec<Tensor> = chunk.to_vec();
+                for _ in chunk.len()..self.reps {
+                    w.push(chunk[0].zeros_like()?);
+                }
+                let w = if self.reps == 1 { w.remove(0) } else { Tensor::cat(&w, 0)? }; // (reps * B, K)
+                Ok(((&self.f * &w)?.sum_all()?.backward()?, chunk.len()))
+            })
+            .collect()
     }
 
     /// How the rows of a tapped entry map to the examples of the batch as run.
@@ -179,9 +200,14 @@ impl TappedBatch {
         RowLayout::for_entry(entry, &self.batch.lengths)
     }
 
-    /// The first replica's rows of a tensor over the batch's rows (the B examples once).
+    /// The rows of the first `used` replicas of a tensor over the batch's rows.
+    pub fn replicas(&self, t: &Tensor, used: usize) -> Result<Tensor> {
+        Ok(t.narrow(0, 0, t.dim(0)? / self.reps * used)?)
+    }
+
+    /// The first replica's rows (the B examples once).
     pub fn first_replica(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.narrow(0, 0, t.dim(0)? / self.reps)?)
+        self.replicas(t, 1)
     }
 }
 
@@ -325,7 +351,7 @@ fn same_input(blocks: &[BlockId], tap: &Tap, bi: usize) -> Option<usize> {
         Some((&*st as *const candle_core::Storage as usize, layout.start_offset(), e.input.dims().to_vec()))
     };
     let mine = key(blocks[bi])?;
-    (0..bi).find(|&j| blocks[j].mat == Mat::A && (key(blocks[j]).as_ref() == Some(&mine)))
+    (0..bi).find(|&j| blocks[j].mat == Mat::A && key(blocks[j]).as_ref() == Some(&mine))
 }
 
 /// The backward columns of one batch: (B, K) weights whose product with the logits is
@@ -434,7 +460,6 @@ pub fn collect(
     let mut done = 0;
     // LAPLACE_LORA_PROFILE=1: seconds spent in the forward, the backward passes and the factors.
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
-    let stack = stack_columns(model);
     let mut deferred = Deferred::default();
     let mut x_alias: Vec<Option<usize>> = vec![None; blocks.len()];
     let (mut t_fwd, mut t_bwd, mut t_fac) = (0.0, 0.0, 0.0);
@@ -444,7 +469,7 @@ pub fn collect(
         }
         let t = std::time::Instant::now();
         let ncols = column_count(k, cfg.curvature);
-        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, if stack { ncols } else { 1 })?;
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, ncols)?;
         let f = tb.logits()?;
         t_fwd += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
@@ -478,14 +503,14 @@ pub fn collect(
         let t = std::time::Instant::now();
         let passes = tb.backward(&cols)?;
         t_bwd += t.elapsed().as_secs_f64();
-        for grads in passes {
+        for (grads, used) in passes {
             let t = std::time::Instant::now();
             let mut full_rows: Vec<Tensor> = Vec::new();
             for (bi, &bid) in blocks.iter().enumerate() {
                 let entry = entry_of(bid)?;
                 let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
-                let o = output_side(lora, entry, bid.mat, e)?;
-                let (layout, x) = &xs[bi];
+                let o = output_side(lora, entry, bid.mat, &tb.replicas(e, used)?)?;
+                let (layout, x) = (&xs[bi].0.first(used * tb.b), &tb.replicas(&xs[bi].1, used)?);
                 match &mut per_block[bi] {
                     BlockCurvature::Kron { .. } => deferred.add(&mut per_block, bi, false, &layout.o_rows(&o, cfg.positions)?)?,
                     BlockCurvature::Diag { d } => {

@@ -8,7 +8,7 @@
 //! plus, for a low-rank factor, the Jacobian mass outside the kept eigenvectors divided by delta
 //! (those precision eigenvalues are exactly delta).
 
-use super::curvature::{input_side, output_side, stack_columns, TappedBatch};
+use super::curvature::{input_side, output_side, TappedBatch};
 use super::posterior::{BlockBasis, Posterior};
 use super::spectral::{pairs_from_nested, BlockBins, SpectralEntry, SpectralGrid};
 use crate::lora::LoraSet;
@@ -136,7 +136,6 @@ pub fn functional(
     order.sort_by_key(|&i| data[i].ids.len());
     let mut out: Vec<Option<Functional>> = vec![None; data.len()];
     let mut done = 0;
-    let stack = stack_columns(model);
     // LAPLACE_LORA_PROFILE=1: seconds in the forward, the backward passes and the projections.
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
     let (mut t_fwd, mut t_bwd, mut t_proj) = (0.0, 0.0, 0.0);
@@ -145,7 +144,7 @@ pub fn functional(
             return Ok(None);
         }
         let t = std::time::Instant::now();
-        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, if stack { k } else { 1 })?;
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, k)?;
         let f = tb.logits()?;
         let fv = f.to_vec2::<f32>()?;
         let nb = idx.len();
@@ -165,12 +164,12 @@ pub fn functional(
         t_bwd += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
         let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
-        for grads in &passes {
+        for (grads, used) in &passes {
             for (bi, &b) in post.blocks.iter().enumerate() {
                 let entry = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
                 let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
-                let o = output_side(lora, entry, b.mat, e)?;
-                ms[bi].push(xs[bi].0.per_example_outer(&xs[bi].1, &o)?);
+                let o = output_side(lora, entry, b.mat, &tb.replicas(e, *used)?)?;
+                ms[bi].push(xs[bi].0.first(used * nb).per_example_outer(&tb.replicas(&xs[bi].1, *used)?, &o)?);
             }
         }
         let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
