@@ -66,15 +66,11 @@ pub const SMOLLM2_135M_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"],
   "num_attention_heads": 9, "num_key_value_heads": 3, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
   "max_position_embeddings": 8192, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2}"#;
 
-/// A model of the default model's shapes with seeded random weights, built in memory: the phases'
-/// timings depend on the shapes only, so a machine that cannot fetch or receive the 98 MB model
-/// (the GPU machine, which sees no network and takes 64 MiB of files) can still be measured.
-pub fn synthetic_model(device: &candle_core::Device) -> Result<LoadedModel> {
-    synthetic_model_of(SMOLLM2_135M_CONFIG, "SmolLM2-135M-Instruct", device)
-}
-
 /// A model of the shapes of a Hugging Face `config.json` (`config_json`, named `name`) with
-/// seeded random weights (`bench --synthetic-config`: a 1B model's timings without its files).
+/// seeded random weights, built in memory (`bench --synthetic` with `SMOLLM2_135M_CONFIG`,
+/// `--synthetic-config`): the phases' timings depend on the shapes only, so a machine that
+/// cannot fetch or receive a model (the GPU machine sees no network and takes 64 MiB of files)
+/// can still be measured.
 pub fn synthetic_model_of(config_json: &str, name: &str, device: &candle_core::Device) -> Result<LoadedModel> {
     let cfg = crate::model::Config::from_hf_str(config_json)?;
     let answer = answer_ids();

@@ -300,7 +300,7 @@ fn cmd_fetch(name: &str) -> Result<i32> {
 /// What `bench` measures: a model source, or random weights of known shapes.
 enum BenchModel {
     Source(String),
-    /// The default model's shapes (`bench::synthetic_model`).
+    /// The default model's shapes (`bench::SMOLLM2_135M_CONFIG`).
     Synthetic,
     /// The shapes of a config.json.
     SyntheticConfig(PathBuf),
@@ -315,8 +315,8 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, lapl
     let frozen_dtype = model::parse_frozen_dtype(dtype).context("--dtype")?;
     enum Loaded {
         Files(model::ModelFiles),
-        Synthetic,
-        Config(String, String),
+        /// A config.json's text and its name.
+        Shapes(String, String),
     }
     let what = match source {
         BenchModel::Source(source) => {
@@ -325,16 +325,15 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, lapl
             bar.finish_and_clear();
             Loaded::Files(files)
         }
-        BenchModel::Synthetic => Loaded::Synthetic,
+        BenchModel::Synthetic => Loaded::Shapes(bench::SMOLLM2_135M_CONFIG.into(), "SmolLM2-135M-Instruct".into()),
         BenchModel::SyntheticConfig(p) => {
             let json = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            Loaded::Config(json, p.display().to_string())
+            Loaded::Shapes(json, p.display().to_string())
         }
     };
     let load = |d: &candle_core::Device| match &what {
         Loaded::Files(files) => model::LoadedModel::load(files, d),
-        Loaded::Synthetic => bench::synthetic_model(d),
-        Loaded::Config(json, name) => bench::synthetic_model_of(json, name, d).with_context(|| format!("--synthetic-config {name}")),
+        Loaded::Shapes(json, name) => bench::synthetic_model_of(json, name, d).with_context(|| format!("synthetic model of {name}")),
     };
     let mut m = load(&dev)?;
     m.model.cast_frozen(frozen_dtype)?;

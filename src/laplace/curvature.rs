@@ -342,16 +342,27 @@ impl Deferred {
     }
 }
 
-/// An earlier A block whose projection reads the very same tensor as block `bi`'s (the same
-/// storage, offset and shape: q_proj, k_proj and v_proj of one layer read one normed input).
-fn same_input(blocks: &[BlockId], tap: &Tap, bi: usize) -> Option<usize> {
-    let key = |b: BlockId| -> Option<(usize, usize, Vec<usize>)> {
-        let e = tap.entries.iter().find(|e| e.layer == b.layer)?;
-        let (st, layout) = e.input.storage_and_layout();
-        Some((&*st as *const candle_core::Storage as usize, layout.start_offset(), e.input.dims().to_vec()))
-    };
-    let mine = key(blocks[bi])?;
-    (0..bi).find(|&j| blocks[j].mat == Mat::A && key(blocks[j]).as_ref() == Some(&mine))
+/// For each A block, the first earlier A block whose projection reads the very same tensor (the
+/// same storage, offset and shape: q_proj, k_proj and v_proj of one layer read one normed input);
+/// their X factors are identical.
+fn shared_inputs(blocks: &[BlockId], tap: &Tap) -> Vec<Option<usize>> {
+    let mut first: std::collections::HashMap<(usize, usize, Vec<usize>), usize> = std::collections::HashMap::new();
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(bi, b)| {
+            let e = tap.entries.iter().find(|e| e.layer == b.layer).filter(|_| b.mat == Mat::A)?;
+            let (st, layout) = e.input.storage_and_layout();
+            let key = (&*st as *const candle_core::Storage as usize, layout.start_offset(), e.input.dims().to_vec());
+            match first.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(bi);
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// The backward columns of one batch: (B, K) weights whose product with the logits is
@@ -468,8 +479,7 @@ pub fn collect(
             return Ok(None);
         }
         let t = std::time::Instant::now();
-        let ncols = column_count(k, cfg.curvature);
-        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, ncols)?;
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, column_count(k, cfg.curvature))?;
         let f = tb.logits()?;
         t_fwd += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
@@ -482,19 +492,18 @@ pub fn collect(
             tb.tap.entries.iter().find(|e| e.layer == bid.layer).context("a LoRA layer was not tapped in the forward pass")
         };
         // Input sides do not depend on the backward column; X takes each example once.
+        // The A blocks of projections that read the same input (q, k and v of one layer) have
+        // identical X factors: accumulate the first, copy it to the others at the end.
+        if cfg.structure == Structure::Kron {
+            x_alias = shared_inputs(blocks, &tb.tap);
+        }
         let mut xs = Vec::with_capacity(blocks.len());
         for (bi, &bid) in blocks.iter().enumerate() {
             let e = entry_of(bid)?;
             let layout = tb.layout(e)?;
             let x = input_side(lora, e, bid.mat)?;
-            if cfg.structure == Structure::Kron {
-                // The A blocks of projections that read the same input (q, k and v of one layer)
-                // have identical X factors: accumulate the first, copy it to the others at the end.
-                let shared = (bid.mat == Mat::A).then(|| same_input(blocks, &tb.tap, bi)).flatten();
-                match shared {
-                    Some(first) => x_alias[bi] = Some(first),
-                    None => deferred.add(&mut per_block, bi, true, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?,
-                }
+            if cfg.structure == Structure::Kron && x_alias[bi].is_none() {
+                deferred.add(&mut per_block, bi, true, &layout.first(tb.b).x_rows(&tb.first_replica(&x)?, cfg.positions)?)?;
             }
             xs.push((layout, x));
         }

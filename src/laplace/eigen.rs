@@ -161,6 +161,18 @@ impl Factor {
         if m == 0 || weight == 0.0 {
             return;
         }
+        let step = self.k.max(32);
+        if self.is_low_rank() && m > step {
+            // In chunks of about k columns: an update costs ~n (r + m)^2 for the QR and
+            // (r + m)^3 for the eigendecomposition, so per column it is cheapest near m = k
+            // (a 4 x 64-token batch brings 256 columns; with stacked backward columns 768).
+            for start in (0..m).step_by(step) {
+                let w = step.min(m - start);
+                let chunk: Vec<f64> = (0..n).flat_map(|i| cols[i * m + start..i * m + start + w].iter().copied()).collect();
+                self.add_outer(&chunk, w, weight);
+            }
+            return;
+        }
         self.trace += weight * cols.iter().map(|x| x * x).sum::<f64>();
         let v = MatRef::from_row_major_slice(cols, n, m);
         match &mut self.repr {
@@ -168,21 +180,6 @@ impl Factor {
                 // F += weight V V^T in place (any round-off asymmetry is removed by sym_eig).
                 let dst = faer::MatMut::from_row_major_slice_mut(f, n, n);
                 matmul(dst, Accum::Add, v, v.transpose(), weight, Par::Seq);
-            }
-            Repr::LowRank { .. } if m > self.k.max(32) => {
-                // In chunks of about k columns: an update costs ~n (r + m)^2 for the QR and
-                // (r + m)^3 for the eigendecomposition, so per column it is cheapest near m = k
-                // (a 4 x 64-token batch brings 256 columns; with stacked backward columns 768).
-                // The trace was counted above; each chunk adds its own share again, so undo it.
-                self.trace -= weight * cols.iter().map(|x| x * x).sum::<f64>();
-                let step = self.k.max(32);
-                let mut start = 0;
-                while start < m {
-                    let w = step.min(m - start);
-                    let chunk: Vec<f64> = (0..n).flat_map(|i| cols[i * m + start..i * m + start + w].iter().copied()).collect();
-                    self.add_outer(&chunk, w, weight);
-                    start += w;
-                }
             }
             Repr::LowRank { q, l } => {
                 let r = l.len();

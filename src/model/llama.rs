@@ -189,11 +189,6 @@ impl Llama {
         Ok(())
     }
 
-    /// The dtype the frozen matrices are stored in (`cast_frozen`).
-    pub fn frozen_dtype(&self) -> DType {
-        self.lm_head.dtype()
-    }
-
     pub fn device(&self) -> &Device {
         &self.device
     }

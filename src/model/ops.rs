@@ -113,7 +113,7 @@ impl CustomOp1 for FrozenMatmul {
 /// falls back to a broadcast matmul: correct gradients for x, but dL/dW is computed and thrown away.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() || x.device().is_cuda() {
-        let via_backend = !x.device().is_cpu() || GPU_PATH.with(|c| c.get());
+        let via_backend = !x.device().is_cpu() || gpu_path_forced();
         x.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { weight: weight.clone(), via_backend })))
     } else {
         x.to_dtype(weight.dtype())?.broadcast_matmul(&weight.t()?)?.to_dtype(x.dtype())
@@ -135,7 +135,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// The fused kernels serve f32 tensors on the CPU (unless `with_gpu_path` says otherwise).
 fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !GPU_PATH.with(|c| c.get())
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !gpu_path_forced()
 }
 
 /// `fast.rs` serves CUDA, and the CPU under `with_gpu_path` (its tests); Metal keeps the
@@ -155,7 +155,7 @@ pub fn gpu_path_forced() -> bool {
 
 /// Runs `f` on this thread as a GPU would: its ops (`fast.rs`, the frozen matmul through the back
 /// end's matmul) instead of the fused CPU kernels, and the Laplace passes' backward columns
-/// stacked (`laplace::curvature::stack_columns`), so that tests on the CPU can check that path.
+/// stacked (`laplace::curvature::column_reps`), so that tests on the CPU can check that path.
 pub fn with_gpu_path<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
