@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     println!("{:<16} {:>10} {:>6} {:>6} {:>6} {:>6}", "which", "delta", "acc", "ece", "nll", "brier");
     println!("{:<16} {:>10} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", "map", "-", m.accuracy, m.ece, m.nll, m.brier);
     for (name, d) in deltas {
-        let p = fit::recompute(&c.entries, &c.mus, d, &c.grid);
+        let p = fit::recompute(&c.entries, &c.mus, d, &c.grid, &cache::run_predictor(&run));
         let m = calibration::metrics(&p, &labels);
         println!("{:<16} {:>10.4} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", name, d, m.accuracy, m.ece, m.nll, m.brier);
     }

@@ -32,7 +32,12 @@ fn main() -> anyhow::Result<()> {
         let t0 = block_values(&init, b)?;
         let moved: f64 = th.iter().zip(&t0).map(|(x, y)| (x - y) * (x - y)).sum();
         let sq: f64 = th.iter().map(|x| x * x).sum();
-        if matches!(b.mat, laplace_lora::laplace::Mat::A) { a_sq += sq; a_moved += moved } else { b_sq += sq }
+        if matches!(b.mat, laplace_lora::laplace::Mat::A) {
+            a_sq += sq;
+            a_moved += moved
+        } else {
+            b_sq += sq
+        }
         s0[j].theta_sq = sq;
         s1[j].theta_sq = moved;
     }
@@ -40,10 +45,13 @@ fn main() -> anyhow::Result<()> {
     for (name, s) in [("zero mean", &s0), ("init mean", &s1)] {
         let d = marglik::optimize_scalar_delta(post.log_lik, s, cfg.laplace.delta_min, cfg.laplace.delta_max);
         let dl = marglik::optimize_per_layer_delta(post.log_lik, s, cfg.laplace.delta_min, cfg.laplace.delta_max);
-        let p = fit::recompute(&c.entries, &c.mus, d, &c.grid);
+        let p = fit::recompute(&c.entries, &c.mus, d, &c.grid, &cache::run_predictor(&run));
         let mm = calibration::metrics(&p, &labels);
         let (lo, hi) = dl.iter().fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-        println!("{name}: scalar delta {d:.4}: acc {:.3} ece {:.3} nll {:.3} brier {:.3}; per-matrix deltas {lo:.3}..{hi:.3}", mm.accuracy, mm.ece, mm.nll, mm.brier);
+        println!(
+            "{name}: scalar delta {d:.4}: acc {:.3} ece {:.3} nll {:.3} brier {:.3}; per-matrix deltas {lo:.3}..{hi:.3}",
+            mm.accuracy, mm.ece, mm.nll, mm.brier
+        );
     }
     Ok(())
 }

@@ -102,11 +102,7 @@ fn bin_index(c: f64, bins: usize) -> usize {
 /// [`NLL_PROB_FLOOR`]) and a one-hot outside the row in Brier (adds 1).
 /// Panics if `probs` and `labels` differ in length (a programming error, not a data error).
 pub fn metrics(probs: &[Vec<f64>], labels: &[usize]) -> Metrics {
-    assert_eq!(
-        probs.len(),
-        labels.len(),
-        "metrics: probs and labels differ in length"
-    );
+    assert_eq!(probs.len(), labels.len(), "metrics: probs and labels differ in length");
     let n = probs.len();
     let mut count = [0usize; ECE_BINS];
     let mut conf_sum = [0.0f64; ECE_BINS];
@@ -125,11 +121,7 @@ pub fn metrics(probs: &[Vec<f64>], labels: &[usize]) -> Metrics {
         // -ln max(p[y], 1e-12): f64::max also maps a NaN p[y] to the floor.
         let py = p.get(y).copied().unwrap_or(0.0);
         nll -= py.max(NLL_PROB_FLOOR).ln();
-        let mut sq: f64 = p
-            .iter()
-            .enumerate()
-            .map(|(k, &pk)| if k == y { (pk - 1.0).powi(2) } else { pk * pk })
-            .sum();
+        let mut sq: f64 = p.iter().enumerate().map(|(k, &pk)| if k == y { (pk - 1.0).powi(2) } else { pk * pk }).sum();
         if y >= p.len() {
             sq += 1.0;
         }
@@ -151,26 +143,12 @@ pub fn metrics(probs: &[Vec<f64>], labels: &[usize]) -> Metrics {
                 ece += count[b] as f64 / nf * gap;
                 mce = mce.max(gap);
             }
-            ReliabilityBin {
-                lower: b as f64 / ECE_BINS as f64,
-                upper: (b + 1) as f64 / ECE_BINS as f64,
-                count: count[b],
-                mean_confidence,
-                accuracy,
-            }
+            ReliabilityBin { lower: b as f64 / ECE_BINS as f64, upper: (b + 1) as f64 / ECE_BINS as f64, count: count[b], mean_confidence, accuracy }
         })
         .collect();
 
     let mean = |s: f64| if n == 0 { 0.0 } else { s / nf };
-    Metrics {
-        n,
-        accuracy: mean(correct as f64),
-        ece,
-        mce,
-        nll: mean(nll),
-        brier: mean(brier),
-        bins,
-    }
+    Metrics { n, accuracy: mean(correct as f64), ece, mce, nll: mean(nll), brier: mean(brier), bins }
 }
 
 /// Counts of top-label confidences in `bins` equal-width bins on [0, 1] (same edges as
@@ -211,10 +189,7 @@ pub fn log_softmax(logits: &[f64]) -> Vec<f64> {
     if m == f64::NEG_INFINITY {
         // All -inf (or empty): the limit of equal logits is uniform.
         let l = -(logits.len() as f64).ln();
-        return logits
-            .iter()
-            .map(|&x| if x.is_nan() { f64::NAN } else { l })
-            .collect();
+        return logits.iter().map(|&x| if x.is_nan() { f64::NAN } else { l }).collect();
     }
     // exp(-inf) = 0, so masked entries drop out of the sum.
     let lse = logits.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
@@ -229,31 +204,19 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
 
 /// Probabilities softmax(f / t) of every row. Panics unless t is finite and > 0.
 pub fn apply_temperature(logits: &[Vec<f64>], t: f64) -> Vec<Vec<f64>> {
-    assert!(
-        t.is_finite() && t > 0.0,
-        "apply_temperature: t = {t} must be finite and > 0"
-    );
-    logits
-        .iter()
-        .map(|f| softmax(&f.iter().map(|&x| x / t).collect::<Vec<_>>()))
-        .collect()
+    assert!(t.is_finite() && t > 0.0, "apply_temperature: t = {t} must be finite and > 0");
+    logits.iter().map(|f| softmax(&f.iter().map(|&x| x / t).collect::<Vec<_>>())).collect()
 }
 
 /// Rows that carry information about T: label inside the row, finite true-class logit, no NaN
 /// and no +inf (-inf entries, masked choices, are allowed). Other rows have an NLL that does not
 /// depend on T (infinite or undefined) and are left out of the fit.
 fn usable_rows<'a>(logits: &'a [Vec<f64>], labels: &[usize]) -> Vec<(&'a [f64], usize)> {
-    assert_eq!(
-        logits.len(),
-        labels.len(),
-        "fit_temperature: logits and labels differ in length"
-    );
+    assert_eq!(logits.len(), labels.len(), "fit_temperature: logits and labels differ in length");
     logits
         .iter()
         .zip(labels)
-        .filter(|(f, &y)| {
-            y < f.len() && f[y].is_finite() && f.iter().all(|x| !x.is_nan() && *x != f64::INFINITY)
-        })
+        .filter(|(f, &y)| y < f.len() && f[y].is_finite() && f.iter().all(|x| !x.is_nan() && *x != f64::INFINITY))
         .map(|(f, &y)| (f.as_slice(), y))
         .collect()
 }
@@ -273,12 +236,7 @@ fn nll_derivs(rows: &[(&[f64], usize)], beta: f64) -> (f64, f64, f64) {
             e += w * x;
         }
         e /= s;
-        let var = f
-            .iter()
-            .filter(|x| x.is_finite())
-            .map(|&x| (beta * (x - m)).exp() * (x - e).powi(2))
-            .sum::<f64>()
-            / s;
+        let var = f.iter().filter(|x| x.is_finite()).map(|&x| (beta * (x - m)).exp() * (x - e).powi(2)).sum::<f64>() / s;
         l += beta * (m - f[y]) + s.ln();
         g += e - f[y];
         h += var;
@@ -308,11 +266,7 @@ pub fn fit_temperature(logits: &[Vec<f64>], labels: &[usize]) -> TemperatureFit 
         fin.all(|&x| Some(x) == first)
     });
     if flat {
-        return TemperatureFit {
-            temperature: 1.0,
-            nll_before,
-            nll_after: nll_before,
-        };
+        return TemperatureFit { temperature: 1.0, nll_before, nll_after: nll_before };
     }
 
     let (mut lo, mut hi) = (1.0 / T_MAX, 1.0 / T_MIN);
@@ -333,11 +287,7 @@ pub fn fit_temperature(logits: &[Vec<f64>], labels: &[usize]) -> TemperatureFit 
                 lo = b;
             }
             let newton = b - g / h;
-            let next = if h > 0.0 && newton > lo && newton < hi {
-                newton
-            } else {
-                0.5 * (lo + hi)
-            };
+            let next = if h > 0.0 && newton > lo && newton < hi { newton } else { 0.5 * (lo + hi) };
             let done = (next - b).abs() <= 1e-14 * b || hi - lo <= 1e-14 * hi;
             b = next;
             if done {
@@ -346,11 +296,7 @@ pub fn fit_temperature(logits: &[Vec<f64>], labels: &[usize]) -> TemperatureFit 
         }
         b
     };
-    TemperatureFit {
-        temperature: 1.0 / beta,
-        nll_before,
-        nll_after: nll_derivs(&rows, beta).0,
-    }
+    TemperatureFit { temperature: 1.0 / beta, nll_before, nll_after: nll_derivs(&rows, beta).0 }
 }
 
 #[cfg(test)]
@@ -377,12 +323,7 @@ mod tests {
     // Tolerance 1e-12: a handful of f64 operations on O(1) values, rounding ~1e-16 each.
     #[test]
     fn four_examples_by_hand() {
-        let probs = vec![
-            vec![0.7, 0.2, 0.1],
-            vec![0.4, 0.6],
-            vec![0.72, 0.28],
-            vec![0.5, 0.5],
-        ];
+        let probs = vec![vec![0.7, 0.2, 0.1], vec![0.4, 0.6], vec![0.72, 0.28], vec![0.5, 0.5]];
         let m = metrics(&probs, &[0, 0, 1, 1]);
         let tol = 1e-12;
         assert_eq!(m.n, 4);
@@ -396,16 +337,7 @@ mod tests {
         assert_eq!(counts, vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2, 0, 0, 0, 0]);
         assert!(close(m.bins[10].mean_confidence, 0.71, tol));
         assert!(close(m.bins[10].accuracy, 0.5, tol));
-        assert_eq!(
-            m.bins[0],
-            ReliabilityBin {
-                lower: 0.0,
-                upper: 1.0 / 15.0,
-                count: 0,
-                mean_confidence: 0.0,
-                accuracy: 0.0
-            }
-        );
+        assert_eq!(m.bins[0], ReliabilityBin { lower: 0.0, upper: 1.0 / 15.0, count: 0, mean_confidence: 0.0, accuracy: 0.0 });
         assert_eq!(m.bins[14].upper, 1.0);
         // Serialises (metrics.json) and reads back: serde_json's default float parser may be
         // off by one ulp (14/15 came back as ...333 instead of ...332), hence 1e-15.
@@ -413,10 +345,7 @@ mod tests {
         assert_eq!(back.bins.len(), ECE_BINS);
         for (a, b) in back.bins.iter().zip(&m.bins) {
             assert_eq!(a.count, b.count);
-            assert!(
-                close(a.upper, b.upper, 1e-15)
-                    && close(a.mean_confidence, b.mean_confidence, 1e-15)
-            );
+            assert!(close(a.upper, b.upper, 1e-15) && close(a.mean_confidence, b.mean_confidence, 1e-15));
         }
         assert!(close(back.ece, m.ece, 1e-15) && close(back.nll, m.nll, 1e-15));
     }
@@ -471,10 +400,7 @@ mod tests {
         assert_eq!(confidence_histogram(&probs, 3), vec![1, 1, 1]);
         assert!(confidence_histogram(&probs, 0).is_empty());
         let e = metrics(&[], &[]);
-        assert_eq!(
-            (e.n, e.accuracy, e.ece, e.nll, e.brier),
-            (0, 0.0, 0.0, 0.0, 0.0)
-        );
+        assert_eq!((e.n, e.accuracy, e.ece, e.nll, e.brier), (0, 0.0, 0.0, 0.0, 0.0));
         // Label outside the row: wrong, p[y] = 0 (clamped), one-hot outside the row adds 1.
         let o = metrics(&[vec![0.5, 0.5]], &[2]);
         assert!(close(o.nll, 27.631021115928547, 1e-12) && close(o.brier, 1.5, 1e-15));
@@ -498,10 +424,7 @@ mod tests {
         assert_eq!(lp[2], f64::NEG_INFINITY);
         // Degenerate rows are limits: all -inf -> uniform; +inf entries share the mass.
         assert_eq!(softmax(&[f64::NEG_INFINITY; 4]), vec![0.25; 4]);
-        assert_eq!(
-            softmax(&[f64::INFINITY, 0.0, f64::INFINITY]),
-            vec![0.5, 0.0, 0.5]
-        );
+        assert_eq!(softmax(&[f64::INFINITY, 0.0, f64::INFINITY]), vec![0.5, 0.0, 0.5]);
         assert!(softmax(&[]).is_empty());
         // apply_temperature: [0, 2 ln 3] / 2 = [0, ln 3] -> [1/4, 3/4].
         let p = apply_temperature(&[vec![0.0, 2.0 * l3]], 2.0);
@@ -512,10 +435,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn uniform(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
@@ -591,10 +511,7 @@ mod tests {
         // Empty and single-class (K = 1) input: the NLL does not depend on T -> T = 1.
         assert_eq!(fit_temperature(&[], &[]).temperature, 1.0);
         let one = fit_temperature(&[vec![3.0], vec![-1.0]], &[0, 0]);
-        assert_eq!(
-            (one.temperature, one.nll_before, one.nll_after),
-            (1.0, 0.0, 0.0)
-        );
+        assert_eq!((one.temperature, one.nll_before, one.nll_after), (1.0, 0.0, 0.0));
         // Always right with a margin: sharper is always better -> lower bound T = 0.05.
         let f = vec![vec![2.0, 0.0], vec![0.0, 1.0]];
         assert_eq!(fit_temperature(&f, &[0, 1]).temperature, T_MIN);
@@ -603,14 +520,8 @@ mod tests {
         // Masked (-inf) choices are invisible: same T as with those entries removed
         // (1e-12 relative: both solves stop at ~1e-14 relative, on sums in a different order).
         let (logits, labels) = synthetic(2.5);
-        let masked: Vec<Vec<f64>> = logits
-            .iter()
-            .map(|f| vec![f[0], f[1], f64::NEG_INFINITY, f[2], f[3]])
-            .collect();
-        let relabel: Vec<usize> = labels
-            .iter()
-            .map(|&y| if y >= 2 { y + 1 } else { y })
-            .collect();
+        let masked: Vec<Vec<f64>> = logits.iter().map(|f| vec![f[0], f[1], f64::NEG_INFINITY, f[2], f[3]]).collect();
+        let relabel: Vec<usize> = labels.iter().map(|&y| if y >= 2 { y + 1 } else { y }).collect();
         let a = fit_temperature(&logits, &labels).temperature;
         let b = fit_temperature(&masked, &relabel).temperature;
         assert!((a / b - 1.0).abs() < 1e-12, "{a} vs {b}");

@@ -160,7 +160,9 @@ impl Default for LaplaceSection {
             // scalar or per LoRA matrix, chose delta ~ 0.1-1 and an under-confident predictive
             // (README, "Choosing the prior precision").
             prior: PriorChoice::Method("grid".into()),
-            predictive: "probit".into(),
+            // The GLM predictive by quadrature: within TV 0.005 of E[softmax(f)] (README, "The
+            // predictive"); the probits are closed-form approximations kept to compare.
+            predictive: d.predictive.name().into(),
             samples: d.samples,
             low_rank_threshold: d.low_rank_threshold,
             low_rank_k: d.low_rank_k,
@@ -186,10 +188,14 @@ impl LaplaceSection {
         one_of("laplace.structure", &self.structure, &["kron", "diag", "full"])?;
         one_of("laplace.curvature", &self.curvature, &["ggn", "fisher"])?;
         one_of("laplace.positions", &self.positions, &["expand", "reduce", "last"])?;
-        one_of("laplace.predictive", &self.predictive, &["probit", "mc", "bridge"])?;
+        let names: Vec<&str> = crate::laplace::PredictiveKind::ALL.iter().map(|k| k.name()).collect();
+        one_of("laplace.predictive", &self.predictive, &names)?;
         match &self.prior {
-            PriorChoice::Fixed(d) if !(d.is_finite() && *d > 0.0) => bail!("laplace.prior = {d} must be a positive number, \"marglik\", \"marglik_layer\" or \"grid\""),
-            PriorChoice::Method(m) => one_of("laplace.prior", m, &["marglik", "marglik_layer", "grid"])?,
+            PriorChoice::Fixed(d) if !(d.is_finite() && *d > 0.0) => bail!("laplace.prior = {d} must be a positive number, \"grid\" or a \"marglik\" variant"),
+            PriorChoice::Method(m) => {
+                let names = crate::laplace::PriorMethod::names();
+                one_of("laplace.prior", m, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>())?
+            }
             _ => {}
         }
         self.to_config(0)?.validate()
@@ -212,15 +218,9 @@ impl LaplaceSection {
             },
             prior: match &self.prior {
                 PriorChoice::Fixed(d) => PriorMethod::Fixed(*d),
-                PriorChoice::Method(m) if m == "grid" => PriorMethod::Grid,
-                PriorChoice::Method(m) if m == "marglik_layer" => PriorMethod::MarglikPerLayer,
-                PriorChoice::Method(_) => PriorMethod::Marglik,
+                PriorChoice::Method(m) => PriorMethod::parse(m).unwrap_or(PriorMethod::Grid),
             },
-            predictive: match self.predictive.as_str() {
-                "probit" => PredictiveKind::Probit,
-                "mc" => PredictiveKind::Mc,
-                _ => PredictiveKind::Bridge,
-            },
+            predictive: PredictiveKind::parse(&self.predictive).unwrap_or(PredictiveKind::Quadrature),
             samples: self.samples,
             low_rank_threshold: self.low_rank_threshold,
             low_rank_k: self.low_rank_k,
@@ -450,20 +450,19 @@ pub fn load_splits(cfg: &DataSection, seed: u64) -> Result<data::Splits> {
         (Some(l), _) => Some(l.clone()),
         _ => {
             let f = if cfg.format == Format::Auto { data::detect_format(&cfg.train)? } else { cfg.format };
-            if f == Format::Classification { Some(data::classification_labels(&cfg.train)?) } else { None }
+            if f == Format::Classification {
+                Some(data::classification_labels(&cfg.train)?)
+            } else {
+                None
+            }
         }
     };
     let load = |p: &Path| data::load_items_with_labels(p, cfg.format, labels.as_deref());
     let train = load(&cfg.train)?;
     let validation = cfg.validation.as_deref().map(load).transpose()?;
     let test = load(&cfg.test)?;
-    let spec = SplitSpec {
-        validation_fraction: cfg.validation_fraction,
-        max_train: cfg.max_train,
-        max_validation: cfg.max_validation,
-        max_test: cfg.max_test,
-        seed,
-    };
+    let spec =
+        SplitSpec { validation_fraction: cfg.validation_fraction, max_train: cfg.max_train, max_validation: cfg.max_validation, max_test: cfg.max_test, seed };
     Ok(data::make_splits(train, validation, test, &spec)?)
 }
 
@@ -560,13 +559,7 @@ fn logged(
     result
 }
 
-fn pipeline(
-    cfg: &ExperimentConfig,
-    run_dir: &Path,
-    cancel: &AtomicBool,
-    stage: &mut Stage,
-    send: &mut dyn FnMut(Event) -> Result<()>,
-) -> Result<Outcome> {
+fn pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, stage: &mut Stage, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Outcome> {
     macro_rules! check_cancel {
         () => {
             if cancel.load(Ordering::Relaxed) {
@@ -639,24 +632,14 @@ fn pipeline(
                 send_err.borrow_mut().get_or_insert(err);
             }
         };
-        train::train(
-            &m.model,
-            &lora,
-            &d.train,
-            &d.answer_ids,
-            pad,
-            &cfg.train,
-            cancel,
-            &mut |r| forward(Event::from(r)),
-            &mut |epoch, step| {
-                let logits = train::predict_logits(&m.model, Some(&lora), &d.validation, &d.answer_ids, pad, eval_bs, cancel, &mut |_, _| {})?;
-                if let Some(l) = logits {
-                    let mm = calibration::metrics(&probs_of(&l), &val_labels);
-                    forward(Event::Validation { epoch, step, split: "validation".into(), summary: Summary::from(&mm) });
-                }
-                Ok(())
-            },
-        )
+        train::train(&m.model, &lora, &d.train, &d.answer_ids, pad, &cfg.train, cancel, &mut |r| forward(Event::from(r)), &mut |epoch, step| {
+            let logits = train::predict_logits(&m.model, Some(&lora), &d.validation, &d.answer_ids, pad, eval_bs, cancel, &mut |_, _| {})?;
+            if let Some(l) = logits {
+                let mm = calibration::metrics(&probs_of(&l), &val_labels);
+                forward(Event::Validation { epoch, step, split: "validation".into(), summary: Summary::from(&mm) });
+            }
+            Ok(())
+        })
     };
     if let Some(e) = send_err.into_inner() {
         return Err(e);
@@ -694,7 +677,10 @@ fn pipeline(
     let fit = calibration::fit_temperature(&val_logits, &val_labels);
     let t_probs = calibration::apply_temperature(&test_logits, fit.temperature);
     let temp = calibration::metrics(&t_probs, &test_labels);
-    send(Event::Stage { stage: *stage, message: format!("temperature {:.3} (validation NLL {:.4} -> {:.4})", fit.temperature, fit.nll_before, fit.nll_after) })?;
+    send(Event::Stage {
+        stage: *stage,
+        message: format!("temperature {:.3} (validation NLL {:.4} -> {:.4})", fit.temperature, fit.nll_before, fit.nll_after),
+    })?;
     send(Event::Metrics { name: "temperature".into(), metrics: temp.clone() })?;
 
     // 7. Files: MAP and temperature now, so that a failure or a cancel in the Laplace stage
@@ -773,27 +759,15 @@ fn laplace_stage(
     let d = x.data;
     let lc = cfg.laplace.to_config(cfg.train.seed)?;
     let mut fit_err = None;
-    let result = crate::laplace::fit::fit(
-        x.model,
-        x.lora,
-        &d.train,
-        &d.validation,
-        &d.test,
-        &d.answer_ids,
-        x.pad,
-        x.batch_size,
-        &lc,
-        cancel,
-        &mut |p| {
-            let e = match p {
-                crate::laplace::fit::FitProgress::Message(message) => Event::Stage { stage: Stage::Laplace, message },
-                crate::laplace::fit::FitProgress::Step { done, total, .. } => Event::Progress { stage: Stage::Laplace, done: done as u64, total: total as u64 },
-            };
-            if let Err(e) = send(e) {
-                fit_err = Some(e);
-            }
-        },
-    )?;
+    let result = crate::laplace::fit::fit(x.model, x.lora, &d.train, &d.validation, &d.test, &d.answer_ids, x.pad, x.batch_size, &lc, cancel, &mut |p| {
+        let e = match p {
+            crate::laplace::fit::FitProgress::Message(message) => Event::Stage { stage: Stage::Laplace, message },
+            crate::laplace::fit::FitProgress::Step { done, total, .. } => Event::Progress { stage: Stage::Laplace, done: done as u64, total: total as u64 },
+        };
+        if let Err(e) = send(e) {
+            fit_err = Some(e);
+        }
+    })?;
     if let Some(e) = fit_err {
         return Err(e);
     }
@@ -856,7 +830,13 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
     logged(run_dir, emit, "; the run keeps its previous Laplace results", |stage, send| refit_pipeline(&cfg, run_dir, cancel, stage, send))
 }
 
-fn refit_pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, stage: &mut Stage, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Outcome> {
+fn refit_pipeline(
+    cfg: &ExperimentConfig,
+    run_dir: &Path,
+    cancel: &AtomicBool,
+    stage: &mut Stage,
+    send: &mut dyn FnMut(Event) -> Result<()>,
+) -> Result<Outcome> {
     *stage = Stage::LoadModel;
     let Some(m) = load_model(cfg, cancel, send)? else { return Ok(Outcome::Cancelled) };
     *stage = Stage::LoadData;
@@ -885,7 +865,16 @@ fn refit_pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, s
     let metrics_path = run_dir.join("metrics.json");
     let mut metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?)
         .with_context(|| format!("parsing {}", metrics_path.display()))?;
-    send(Event::Stage { stage: Stage::LoadData, message: format!("{} train / {} validation / {} test items; adapter {}", d.train.len(), d.validation.len(), d.test.len(), run_dir.join("adapter").display()) })?;
+    send(Event::Stage {
+        stage: Stage::LoadData,
+        message: format!(
+            "{} train / {} validation / {} test items; adapter {}",
+            d.train.len(),
+            d.validation.len(),
+            d.test.len(),
+            run_dir.join("adapter").display()
+        ),
+    })?;
     let pad = tokenizer::pad_id(&m.tokenizer);
     let inputs = LaplaceInputs { model: &m.model, data: &d, lora: &lora, pad, batch_size: (cfg.train.batch_size * 2).max(1) };
     let outcome = laplace_stage(cfg, run_dir, &inputs, &mut preds, &mut metrics, cancel, stage, send)?;
@@ -918,7 +907,10 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
     let dtype = model::parse_frozen_dtype(&cfg.model.dtype).context("model.dtype")?;
     let mut m = LoadedModel::load(&files, &device)?;
     m.model.cast_frozen(dtype)?;
-    send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;
+    send(Event::Stage {
+        stage: Stage::LoadModel,
+        message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size),
+    })?;
     Ok(Some(m))
 }
 
@@ -948,10 +940,17 @@ fn write_laplace_files(run_dir: &Path, lc: &LaplaceConfig, r: &crate::laplace::f
             "prior_precision": scalar(d),
             "prior_precision_per_block": idx.iter().map(|&i| d[i]).collect::<Vec<_>>(),
             "log_marglik": lml,
+            "prior_report": crate::laplace::prior::report(&r.posterior, idx, d),
         })
     });
+    let all: Vec<usize> = (0..r.posterior.blocks.len()).collect();
     let json = serde_json::json!({
         "config": lc,
+        "prior_method": lc.prior.name(),
+        // Per block and in total: the effective number of parameters gamma at the chosen delta,
+        // |theta|^2 split into A and B, and A's distance from its initialisation (at the optimum
+        // of a marginal-likelihood prior, delta = gamma / |theta - theta_0|^2).
+        "prior_report": crate::laplace::prior::report(&r.posterior, &all, &r.deltas),
         "posterior": r.posterior.meta(),
         "n_params": r.posterior.n_params(),
         "prior_precision": scalar(&r.deltas),

@@ -3,16 +3,16 @@
 //! Flow (DESIGN.md section 3): `experiment::ExperimentConfig` -> `worker` thread (load model, load
 //! data, fine-tune, evaluate) -> `experiment::Event`s -> run directory and the faces (CLI, GUI).
 
+pub mod bench;
 pub mod calibration;
 pub mod data;
 pub mod experiment;
+pub mod laplace;
 pub mod lora;
 pub mod model;
 pub mod optim;
-pub mod testing;
-pub mod train;
-pub mod bench;
 pub mod peft;
 pub mod runio;
+pub mod testing;
+pub mod train;
 pub mod worker;
-pub mod laplace;

@@ -25,16 +25,8 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 8] = [
-        Target::QProj,
-        Target::KProj,
-        Target::VProj,
-        Target::OProj,
-        Target::GateProj,
-        Target::UpProj,
-        Target::DownProj,
-        Target::LmHead,
-    ];
+    pub const ALL: [Target; 8] =
+        [Target::QProj, Target::KProj, Target::VProj, Target::OProj, Target::GateProj, Target::UpProj, Target::DownProj, Target::LmHead];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,13 +42,10 @@ impl Target {
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        Target::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Target::ALL.iter().map(|t| t.name()).collect();
-                anyhow::anyhow!("unknown LoRA target {s:?}; expected one of {}", names.join(", "))
-            })
+        Target::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Target::ALL.iter().map(|t| t.name()).collect();
+            anyhow::anyhow!("unknown LoRA target {s:?}; expected one of {}", names.join(", "))
+        })
     }
 
     /// The Hugging Face module path of this projection in block `layer` (PEFT key stem).
@@ -263,9 +252,7 @@ impl LoraDropout {
             return Ok(x.clone());
         }
         let keep = 1.0 - self.p;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if self.rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
-            .collect();
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if self.rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
         Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
     }
 }

@@ -132,6 +132,17 @@ of the functional covariance of held-out examples. Writes RUN/positions_study.cs
         #[arg(long, value_delimiter = ',')]
         layers: Vec<usize>,
     },
+    /// Compare the ways of choosing the prior precision on a finished run.
+    #[command(long_about = "Fit the run's Laplace posterior once (its [laplace] settings) and choose \
+the prior precision every way there is: the validation grid search and each marginal-likelihood \
+variant (prior centred at zero or at the LoRA initialisation; one delta, one for the A and one for \
+the B matrices, or one per LoRA matrix). Prints each choice's deltas, log marginal likelihood, \
+effective number of parameters and test ACC / ECE / NLL / Brier under the run's predictive, and \
+writes RUN/prior_study.csv. Nothing else in the run changes.")]
+    StudyPrior {
+        /// A run directory written by `run`.
+        run: PathBuf,
+    },
 }
 
 /// Single [laplace] settings given on the command line.
@@ -149,10 +160,10 @@ struct LaplaceOverrides {
     /// "expand", "reduce" or "last".
     #[arg(long)]
     positions: Option<String>,
-    /// "marglik", "marglik_layer", "grid" or a number.
+    /// "grid", "marglik", a variant "marglik_{scalar,ab,layer}[_init]", or a number.
     #[arg(long)]
     prior: Option<String>,
-    /// "probit", "mc" or "bridge".
+    /// "quadrature" (default), "probit", "probit_torch", "mc" or "bridge".
     #[arg(long)]
     predictive: Option<String>,
     /// Samples of the Monte Carlo predictive.
@@ -257,6 +268,7 @@ fn main() {
             on_compute_pool(|| cmd_bench(source, &device, &dtype, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
+        Some(Command::StudyPrior { run }) => on_compute_pool(|| cmd_study_prior(&run)),
     };
     match r {
         Ok(code) => std::process::exit(code),
@@ -306,7 +318,16 @@ enum BenchModel {
     SyntheticConfig(PathBuf),
 }
 
-fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, laplace_repeats: usize, kfac_examples: usize, test_examples: usize, json: Option<PathBuf>) -> Result<i32> {
+fn cmd_bench(
+    source: BenchModel,
+    device: &str,
+    dtype: &str,
+    repeats: usize,
+    laplace_repeats: usize,
+    kfac_examples: usize,
+    test_examples: usize,
+    json: Option<PathBuf>,
+) -> Result<i32> {
     use laplace_lora::bench;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
@@ -349,9 +370,7 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, lapl
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
     }
-    let step = bench::lora_step(&m, repeats, &mut |rep, dt| {
-        eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" })
-    })?;
+    let step = bench::lora_step(&m, repeats, &mut |rep, dt| eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" }))?;
     let peak_step = bench::peak_rss_mib();
     let (mut kfac, mut dec, mut pred, mut params, mut peak_laplace) = (f64::NAN, f64::NAN, f64::NAN, 0, f64::NAN);
     if laplace_repeats > 0 {
@@ -371,7 +390,7 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, repeats: usize, lapl
         (kfac, dec, pred, params) = (t.kfac_per_example_s, t.kfac_decompose_s, t.predictive_per_example_s, t.lora_params);
         peak_laplace = bench::peak_rss_mib();
     }
-    let prior_ms = 1e3 * bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_sigma_f(1000, 4)).collect());
+    let prior_ms = 1e3 * bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_prior_recompute(1000, 4, &Default::default())).collect());
     let report = bench::BenchReport {
         lora_step_s: step,
         kfac_per_example_s: kfac,
@@ -437,9 +456,7 @@ fn cmd_laplace(run: PathBuf, config: Option<PathBuf>, set: LaplaceOverrides) -> 
     if !set.is_empty() {
         let base = match section.take() {
             Some(s) => s,
-            None => ExperimentConfig::from_file(&run.join("config.toml"))
-                .with_context(|| format!("{} is not a run directory", run.display()))?
-                .laplace,
+            None => ExperimentConfig::from_file(&run.join("config.toml")).with_context(|| format!("{} is not a run directory", run.display()))?.laplace,
         };
         section = Some(set.apply(base)?);
     }
@@ -458,11 +475,7 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
         }
     });
     let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
-            .unwrap()
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})").unwrap().progress_chars("=> "));
     // Without a terminal the bar is hidden and so would be its println: print plain lines then.
     let say = |b: &ProgressBar, line: String| if b.is_hidden() { eprintln!("{line}") } else { b.println(line) };
     let mut results: Vec<(String, Metrics)> = Vec::new();
@@ -484,13 +497,9 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
                 bar.set_position(*step as u64);
                 bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
             }
-            Event::Validation { epoch, summary, .. } => say(&bar, format!(
-                "[train] epoch {}: validation acc {:.3} ece {:.3} nll {:.3}",
-                epoch + 1,
-                summary.accuracy,
-                summary.ece,
-                summary.nll
-            )),
+            Event::Validation { epoch, summary, .. } => {
+                say(&bar, format!("[train] epoch {}: validation acc {:.3} ece {:.3} nll {:.3}", epoch + 1, summary.accuracy, summary.ece, summary.nll))
+            }
             Event::Metrics { name, metrics } => results.push((name.clone(), metrics.clone())),
             Event::Failed { error, .. } => failed = Some(error.clone()),
             Event::Cancelled { message, .. } => say(&bar, format!("cancelled: {message}")),
@@ -561,5 +570,54 @@ fn cmd_study(run: &std::path::Path, examples: usize, eval: usize, delta: f64, la
         csv.push_str(&format!("{},{},{},{},{}\n", r.block, r.n_params, r.positions, r.curvature_rel_error, r.sigma_f_rel_error));
     }
     laplace_lora::runio::write_atomic(&run.join("positions_study.csv"), csv.as_bytes())?;
+    Ok(0)
+}
+
+fn cmd_study_prior(run: &std::path::Path) -> Result<i32> {
+    let cfg = ExperimentConfig::from_file(&run.join("config.toml")).with_context(|| format!("{} is not a run directory", run.display()))?;
+    let (bar, mut f) = fetch_bar();
+    let files = model::resolve_model(&cfg.model.source, &mut f)?;
+    bar.finish_and_clear();
+    let device = model::parse_device(&cfg.model.device)?;
+    let m = model::LoadedModel::load(&files, &device)?;
+    let d = experiment::prepare_data(&cfg, &m.tokenizer)?;
+    let lora = laplace_lora::peft::load(&run.join("adapter"), m.model.cfg.num_hidden_layers, Some(d.answer_ids.clone()), &device)?;
+    let pad = model::tokenizer::pad_id(&m.tokenizer);
+    let lc = cfg.laplace.to_config(cfg.train.seed)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let rows = laplace_lora::laplace::study_prior::prior_study(
+        &m.model,
+        &lora,
+        &d.train,
+        &d.validation,
+        &d.test,
+        &d.answer_ids,
+        pad,
+        (cfg.train.batch_size * 2).max(1),
+        &lc,
+        &mut |phase, done, total| {
+            bar.set_message(phase.to_string());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!("{} (predictive {}), test split of {} items:", run.display(), lc.predictive.name(), d.test.len());
+    println!("{:<20} {:>17} {:>12} {:>8} {:>6} {:>6} {:>6} {:>6}", "prior", "delta", "log marglik", "gamma", "ACC", "ECE", "NLL", "Brier");
+    let mut csv = String::from("method,delta_min,delta_max,log_marglik,effective_params,accuracy,ece,nll,brier\n");
+    for r in &rows {
+        let delta =
+            if (r.delta_max / r.delta_min - 1.0).abs() < 1e-9 { format!("{:.4}", r.delta_min) } else { format!("{:.3}..{:.3}", r.delta_min, r.delta_max) };
+        println!(
+            "{:<20} {:>17} {:>12.2} {:>8.1} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            r.method, delta, r.log_marglik, r.effective_params, r.test.accuracy, r.test.ece, r.test.nll, r.test.brier
+        );
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.method, r.delta_min, r.delta_max, r.log_marglik, r.effective_params, r.test.accuracy, r.test.ece, r.test.nll, r.test.brier
+        ));
+    }
+    laplace_lora::runio::write_atomic(&run.join("prior_study.csv"), csv.as_bytes())?;
     Ok(0)
 }

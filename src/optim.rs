@@ -93,11 +93,7 @@ mod tests {
     fn vars(seed: u64) -> Result<Vec<Var>> {
         let dev = Device::Cpu;
         let vals = |n: usize, k: u64| -> Vec<f32> { (0..n as u64).map(|i| (((i + 1) * (seed + k) * 37 % 101) as f32) / 50.0 - 1.0).collect() };
-        Ok(vec![
-            Var::from_vec(vals(12, 1), (3, 4), &dev)?,
-            Var::from_vec(vals(5, 2), 5, &dev)?,
-            Var::from_vec(vals(8, 3), (2, 2, 2), &dev)?,
-        ])
+        Ok(vec![Var::from_vec(vals(12, 1), (3, 4), &dev)?, Var::from_vec(vals(5, 2), 5, &dev)?, Var::from_vec(vals(8, 3), (2, 2, 2), &dev)?])
     }
 
     /// A gradient store with g = 2 theta + c (a quadratic loss), and the loss's gradients.

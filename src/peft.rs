@@ -87,14 +87,10 @@ pub fn save(lora: &LoraSet, vocab_size: usize, base_model: &str, dir: &Path) -> 
         tensors.insert(key(&m, "lora_B"), b);
     }
     let ids = serde_json::to_string(&lora.answer_token_ids)?;
-    let metadata: HashMap<String, String> =
-        [("format".to_string(), "pt".to_string()), ("answer_token_ids".to_string(), ids)].into_iter().collect();
+    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string()), ("answer_token_ids".to_string(), ids)].into_iter().collect();
     let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    let bytes = safetensors::tensor::serialize(
-        views.iter().map(|(k, t)| (k.clone(), SafeView(t))).collect::<Vec<_>>(),
-        Some(metadata),
-    )
-    .map_err(|e| anyhow!("serializing adapter: {e}"))?;
+    let bytes = safetensors::tensor::serialize(views.iter().map(|(k, t)| (k.clone(), SafeView(t))).collect::<Vec<_>>(), Some(metadata))
+        .map_err(|e| anyhow!("serializing adapter: {e}"))?;
     write_atomic(&dir.join("adapter_model.safetensors"), &sorted_header(bytes))?;
     Ok(())
 }
@@ -170,12 +166,7 @@ pub fn load(dir: &Path, num_layers: usize, answer_token_ids: Option<Vec<u32>>, d
         Some(a) => a,
         None => {
             let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
-            meta.metadata()
-                .as_ref()
-                .and_then(|m| m.get("answer_token_ids"))
-                .map(|s| serde_json::from_str(s))
-                .transpose()?
-                .unwrap_or_default()
+            meta.metadata().as_ref().and_then(|m| m.get("answer_token_ids")).map(|s| serde_json::from_str(s)).transpose()?.unwrap_or_default()
         }
     };
     let get = |name: &str| -> Result<Option<Tensor>> {

@@ -9,10 +9,7 @@ use std::path::Path;
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
     tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
     tmp.as_file().sync_all().ok();
     // tempfile creates 0600 files; run directories are meant to be shared like any output.
@@ -38,11 +35,7 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file })
     }
 

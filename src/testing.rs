@@ -51,11 +51,7 @@ pub fn tiny_tokenizer() -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
     let vocab: HashMap<String, u32> = tiny_vocab().into_iter().enumerate().map(|(i, w)| (w, i as u32)).collect();
-    let model = WordLevel::builder()
-        .vocab(vocab.into_iter().collect())
-        .unk_token("[UNK]".into())
-        .build()
-        .map_err(|e| anyhow!("{e}"))?;
+    let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token("[UNK]".into()).build().map_err(|e| anyhow!("{e}"))?;
     let mut tok = tokenizers::Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(WhitespaceSplit));
     Ok(tok)

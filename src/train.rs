@@ -3,9 +3,9 @@
 
 use crate::lora::{LoraDropout, LoraSet};
 use crate::model::{Batch, ForwardOpts, Llama};
+use crate::optim::{FlatAdamW, ParamsAdamW};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use crate::optim::{FlatAdamW, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -160,10 +160,7 @@ pub fn train(
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warmup = ((total as f64) * cfg.warmup_ratio).ceil() as usize;
-    let mut opt = FlatAdamW::new(
-        lora.vars(),
-        ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
+    let mut opt = FlatAdamW::new(lora.vars(), ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() })?;
     let mut dropout = LoraDropout::new(lora.config.dropout, cfg.seed);
     let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
     let mut step = 0;
@@ -232,11 +229,7 @@ pub fn predict_logits(
         let mut opts = ForwardOpts::new(lora);
         let f = model.answer_logits(&batch, answer_ids, &mut opts)?.to_vec2::<f32>()?;
         for (row, &i) in f.into_iter().zip(idx) {
-            out[i] = row
-                .into_iter()
-                .enumerate()
-                .map(|(j, v)| if j < data[i].num_choices { v as f64 } else { f64::NEG_INFINITY })
-                .collect();
+            out[i] = row.into_iter().enumerate().map(|(j, v)| if j < data[i].num_choices { v as f64 } else { f64::NEG_INFINITY }).collect();
         }
         done += idx.len();
         on_batch(done, data.len());

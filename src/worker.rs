@@ -89,11 +89,7 @@ impl Worker {
 /// its own, not rayon's global one, so that two pipelines in one process (the tests) never run
 /// inside each other's waits.
 pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(candle_core::utils::get_num_threads())
-        .thread_name(|i| format!("laplace-lora-compute-{i}"))
-        .build()
-    {
+    match rayon::ThreadPoolBuilder::new().num_threads(candle_core::utils::get_num_threads()).thread_name(|i| format!("laplace-lora-compute-{i}")).build() {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
     }

@@ -20,30 +20,10 @@ struct Fx {
 
 /// Good multiple-choice items whose words are in the tiny vocabulary.
 fn good_mcq(n: usize) -> String {
-    let qs = [
-        "which is red",
-        "which is the sun",
-        "what number is largest",
-        "which word is first",
-        "which animal is the cat",
-    ];
-    let choices = [
-        ["cat", "dog"],
-        ["sun", "moon"],
-        ["one", "two"],
-        ["red", "blue"],
-        ["green", "red"],
-    ];
+    let qs = ["which is red", "which is the sun", "what number is largest", "which word is first", "which animal is the cat"];
+    let choices = [["cat", "dog"], ["sun", "moon"], ["one", "two"], ["red", "blue"], ["green", "red"]];
     (0..n)
-        .map(|i| {
-            format!(
-                "{{\"question\": \"{}\", \"choices\": [\"{}\", \"{}\"], \"answer\": {}}}\n",
-                qs[i % 5],
-                choices[i % 5][0],
-                choices[i % 5][1],
-                i % 2
-            )
-        })
+        .map(|i| format!("{{\"question\": \"{}\", \"choices\": [\"{}\", \"{}\"], \"answer\": {}}}\n", qs[i % 5], choices[i % 5][0], choices[i % 5][1], i % 2))
         .collect()
 }
 
@@ -51,10 +31,7 @@ impl Fx {
     fn new(root: &Path) -> Self {
         let model = root.join("tiny");
         laplace_lora::testing::write_tiny_hf_model(&model, 7, false).unwrap();
-        let fx = Fx {
-            root: root.to_path_buf(),
-            model,
-        };
+        let fx = Fx { root: root.to_path_buf(), model };
         fx.write("train.jsonl", good_mcq(12).as_bytes());
         fx.write("validation.jsonl", good_mcq(6).as_bytes());
         fx.write("test.jsonl", good_mcq(6).as_bytes());
@@ -91,17 +68,10 @@ impl Fx {
         tail: &str,
     ) -> String {
         let model = model.unwrap_or(&self.model);
-        let train = train
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.good("train"));
-        let test = test
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.good("test"));
+        let train = train.map(Path::to_path_buf).unwrap_or_else(|| self.good("train"));
+        let test = test.map(Path::to_path_buf).unwrap_or_else(|| self.good("test"));
         let validation = match validation {
-            None => format!(
-                "validation = {:?}\n",
-                self.good("validation").display().to_string()
-            ),
+            None => format!("validation = {:?}\n", self.good("validation").display().to_string()),
             Some(None) => String::new(),
             Some(Some(p)) => format!("validation = {:?}\n", p.display().to_string()),
         };
@@ -118,12 +88,7 @@ impl Fx {
         let d = self.case_dir(case);
         let cfg = d.join("config.toml");
         std::fs::write(&cfg, text).unwrap();
-        vec![
-            "run".into(),
-            cfg.display().to_string(),
-            "--out".into(),
-            d.join("run").display().to_string(),
-        ]
+        vec!["run".into(), cfg.display().to_string(), "--out".into(), d.join("run").display().to_string()]
     }
 
     /// A bad data file as the training set (name chosen by the case), the rest good.
@@ -159,11 +124,7 @@ struct Case {
 }
 
 fn case(name: &'static str, args: Vec<String>, needles: &[&str]) -> Case {
-    Case {
-        name,
-        args,
-        needles: needles.iter().map(|s| s.to_string()).collect(),
-    }
+    Case { name, args, needles: needles.iter().map(|s| s.to_string()).collect() }
 }
 
 fn run_cli(args: &[String]) -> (i32, String, String) {
@@ -171,17 +132,10 @@ fn run_cli(args: &[String]) -> (i32, String, String) {
         .args(args)
         .env("LAPLACE_LORA_OFFLINE_HUB", "1")
         .env("LAPLACE_LORA_NO_PIP", "1")
-        .env(
-            "LAPLACE_LORA_CACHE",
-            std::env::temp_dir().join("laplace-lora-bad-inputs-empty-cache"),
-        )
+        .env("LAPLACE_LORA_CACHE", std::env::temp_dir().join("laplace-lora-bad-inputs-empty-cache"))
         .output()
         .expect("running laplace-lora");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A tiny GGUF of the given architecture (llama metadata, f32 tensors).
@@ -189,32 +143,19 @@ fn write_gguf(path: &Path, arch: &str) {
     use candle_core::quantized::gguf_file::Value;
     use candle_core::quantized::{GgmlDType, QTensor};
     if arch == "llama" {
-        let json = laplace_lora::testing::tiny_config_json(
-            laplace_lora::testing::tiny_vocab().len(),
-            32,
-            2,
-            4,
-            2,
-            false,
-        );
+        let json = laplace_lora::testing::tiny_config_json(laplace_lora::testing::tiny_vocab().len(), 32, 2, 4, 2, false);
         let cfg = laplace_lora::model::Config::from_hf_str(&json).unwrap();
         let w = laplace_lora::testing::random_weights(&cfg, 3).unwrap();
         laplace_lora::testing::write_tiny_gguf(path, &cfg, &w).unwrap();
         return;
     }
-    let t =
-        candle_core::Tensor::zeros((64, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
-            .unwrap();
+    let t = candle_core::Tensor::zeros((64, 32), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
-    let md = [
-        ("general.architecture", Value::String(arch.into())),
-        (&*format!("{arch}.block_count"), Value::U32(2)),
-    ];
+    let md = [("general.architecture", Value::String(arch.into())), (&*format!("{arch}.block_count"), Value::U32(2))];
     let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
     let mut f = std::fs::File::create(path).unwrap();
     candle_core::quantized::gguf_file::write(&mut f, &md, &[("token_embd.weight", &q)]).unwrap();
 }
-
 
 fn corpus(fx: &Fx) -> Vec<Case> {
     let mut c = Vec::new();
@@ -223,57 +164,32 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     // --- Datasets: generic multiple-choice JSONL.
     c.push(case(
         "malformed_json_line",
-        fx.bad_train(
-            "malformed_json_line",
-            "broken.jsonl",
-            format!("{ok_line}\n{{\"question\": \"q\", \"choices\": [\"a\", \n{ok_line}\n")
-                .as_bytes(),
-        ),
+        fx.bad_train("malformed_json_line", "broken.jsonl", format!("{ok_line}\n{{\"question\": \"q\", \"choices\": [\"a\", \n{ok_line}\n").as_bytes()),
         &["broken.jsonl:2:", "malformed JSON", "one JSON object"],
     ));
     c.push(case(
         "json_line_not_an_object",
-        fx.bad_train(
-            "json_line_not_an_object",
-            "array.jsonl",
-            format!("{ok_line}\n[1, 2, 3]\n").as_bytes(),
-        ),
+        fx.bad_train("json_line_not_an_object", "array.jsonl", format!("{ok_line}\n[1, 2, 3]\n").as_bytes()),
         &["array.jsonl:2:"],
     ));
     c.push(case(
         "missing_field_choices",
-        fx.bad_train(
-            "missing_field_choices",
-            "nochoices.jsonl",
-            format!("{ok_line}\n{ok_line}\n{{\"question\": \"q\", \"answer\": 0}}\n").as_bytes(),
-        ),
+        fx.bad_train("missing_field_choices", "nochoices.jsonl", format!("{ok_line}\n{ok_line}\n{{\"question\": \"q\", \"answer\": 0}}\n").as_bytes()),
         &["nochoices.jsonl:3:", "`choices`", "missing"],
     ));
     c.push(case(
         "missing_field_answer",
-        fx.bad_train(
-            "missing_field_answer",
-            "noanswer.jsonl",
-            b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"]}\n",
-        ),
+        fx.bad_train("missing_field_answer", "noanswer.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"]}\n"),
         &["noanswer.jsonl:1:", "`answer`"],
     ));
     c.push(case(
         "wrong_type_choices",
-        fx.bad_train(
-            "wrong_type_choices",
-            "choicesnum.jsonl",
-            b"{\"question\": \"q\", \"choices\": 5, \"answer\": 0}\n",
-        ),
+        fx.bad_train("wrong_type_choices", "choicesnum.jsonl", b"{\"question\": \"q\", \"choices\": 5, \"answer\": 0}\n"),
         &["choicesnum.jsonl:1:", "`choices`", "should be"],
     ));
     c.push(case(
         "wrong_type_question",
-        fx.bad_train(
-            "wrong_type_question",
-            "qnum.jsonl",
-            b"{\"question\": [1], \"choices\": [\"a\", \"b\"], \"answer\": 0}\n",
-        ),
+        fx.bad_train("wrong_type_question", "qnum.jsonl", b"{\"question\": [1], \"choices\": [\"a\", \"b\"], \"answer\": 0}\n"),
         &["qnum.jsonl:1:", "`question`"],
     ));
     c.push(case(
@@ -281,134 +197,75 @@ fn corpus(fx: &Fx) -> Vec<Case> {
         fx.bad_train(
             "answer_index_out_of_range",
             "range.jsonl",
-            format!(
-                "{ok_line}\n{{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 7}}\n"
-            )
-            .as_bytes(),
+            format!("{ok_line}\n{{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 7}}\n").as_bytes(),
         ),
-        &[
-            "range.jsonl:2:",
-            "`answer`",
-            "out of range",
-            "fix the answer",
-        ],
+        &["range.jsonl:2:", "`answer`", "out of range", "fix the answer"],
     ));
     c.push(case(
         "answer_index_negative",
-        fx.bad_train(
-            "answer_index_negative",
-            "negative.jsonl",
-            b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": -1}\n",
-        ),
+        fx.bad_train("answer_index_negative", "negative.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": -1}\n"),
         &["negative.jsonl:1:", "`answer`"],
     ));
     c.push(case(
         "letter_answer_not_a_choice",
-        fx.bad_train(
-            "letter_answer_not_a_choice",
-            "letter.jsonl",
-            b"{\"question\": \"q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": \"E\"}\n",
-        ),
+        fx.bad_train("letter_answer_not_a_choice", "letter.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": \"E\"}\n"),
         &["letter.jsonl:1:", "`answer`", "\"E\""],
     ));
     c.push(case(
         "too_many_choices",
-        fx.bad_train("too_many_choices", "nine.jsonl", b"{\"question\": \"q\", \"choices\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"answer\": 0}\n"),
+        fx.bad_train(
+            "too_many_choices",
+            "nine.jsonl",
+            b"{\"question\": \"q\", \"choices\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"answer\": 0}\n",
+        ),
         &["nine.jsonl:1:", "`choices`", "maximum of 8"],
     ));
     c.push(case(
         "too_few_choices",
-        fx.bad_train(
-            "too_few_choices",
-            "one.jsonl",
-            b"{\"question\": \"q\", \"choices\": [\"only\"], \"answer\": 0}\n",
-        ),
+        fx.bad_train("too_few_choices", "one.jsonl", b"{\"question\": \"q\", \"choices\": [\"only\"], \"answer\": 0}\n"),
         &["one.jsonl:1:", "`choices`", "at least 2"],
     ));
-    c.push(case(
-        "empty_file",
-        fx.bad_train("empty_file", "empty.jsonl", b""),
-        &["empty.jsonl", "no records"],
-    ));
-    c.push(case(
-        "blank_lines_only",
-        fx.bad_train("blank_lines_only", "blank.jsonl", b"\n   \n\r\n"),
-        &["blank.jsonl", "no records"],
-    ));
+    c.push(case("empty_file", fx.bad_train("empty_file", "empty.jsonl", b""), &["empty.jsonl", "no records"]));
+    c.push(case("blank_lines_only", fx.bad_train("blank_lines_only", "blank.jsonl", b"\n   \n\r\n"), &["blank.jsonl", "no records"]));
     let mut latin1 = format!("{ok_line}\n{ok_line}\n").into_bytes();
-    latin1.extend_from_slice(
-        b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n",
-    );
-    c.push(case(
-        "invalid_utf8",
-        fx.bad_train("invalid_utf8", "latin1.jsonl", &latin1),
-        &["latin1.jsonl:3:", "UTF-8"],
-    ));
+    latin1.extend_from_slice(b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n");
+    c.push(case("invalid_utf8", fx.bad_train("invalid_utf8", "latin1.jsonl", &latin1), &["latin1.jsonl:3:", "UTF-8"]));
     c.push(case(
         "unknown_format",
         fx.bad_train("unknown_format", "odd.jsonl", b"{\"foo\": 1, \"bar\": 2}\n"),
         &["odd.jsonl:1:", "cannot tell the dataset format", "format"],
     ));
     // A bad validation file and a missing test file are named too.
-    let bad_val = fx.write(
-        "cases/bad_validation_file/val_bad.jsonl",
-        format!("{ok_line}\n{{\"question\": 3}}\n").as_bytes(),
-    );
+    let bad_val = fx.write("cases/bad_validation_file/val_bad.jsonl", format!("{ok_line}\n{{\"question\": 3}}\n").as_bytes());
     c.push(case(
         "bad_validation_file",
-        fx.run_args(
-            "bad_validation_file",
-            &fx.config(None, None, Some(Some(&bad_val)), None, "", ""),
-        ),
+        fx.run_args("bad_validation_file", &fx.config(None, None, Some(Some(&bad_val)), None, "", "")),
         &["val_bad.jsonl:2:", "`question`"],
     ));
     let missing = fx.root.join("cases").join("no_such_test.jsonl");
     c.push(case(
         "missing_test_file",
-        fx.run_args(
-            "missing_test_file",
-            &fx.config(None, None, None, Some(&missing), "", ""),
-        ),
+        fx.run_args("missing_test_file", &fx.config(None, None, None, Some(&missing), "", "")),
         &["no_such_test.jsonl", "cannot read"],
     ));
 
     // --- CSV.
     c.push(case(
         "csv_wrong_columns",
-        fx.bad_train(
-            "csv_wrong_columns",
-            "cols.csv",
-            b"question,options,answer\nwhich is red,cat|dog,0\n",
-        ),
+        fx.bad_train("csv_wrong_columns", "cols.csv", b"question,options,answer\nwhich is red,cat|dog,0\n"),
         &["cols.csv", "missing CSV column `choices`", "\"options\""],
     ));
     c.push(case(
         "csv_ragged_row",
-        fx.bad_train(
-            "csv_ragged_row",
-            "ragged.csv",
-            b"question,choices,answer\nq,a|b,0\nq,a|b,0,extra\n",
-        ),
+        fx.bad_train("csv_ragged_row", "ragged.csv", b"question,choices,answer\nq,a|b,0\nq,a|b,0,extra\n"),
         &["ragged.csv:3", "CSV"],
     ));
     c.push(case(
         "csv_answer_out_of_range",
-        fx.bad_train(
-            "csv_answer_out_of_range",
-            "range.csv",
-            b"question,choices,answer\nq,a|b,0\nq,a|b,5\n",
-        ),
+        fx.bad_train("csv_answer_out_of_range", "range.csv", b"question,choices,answer\nq,a|b,0\nq,a|b,5\n"),
         &["range.csv:3:", "`answer`"],
     ));
-    c.push(case(
-        "csv_invalid_utf8",
-        fx.bad_train(
-            "csv_invalid_utf8",
-            "bytes.csv",
-            b"question,choices,answer\nq\xff\xfe,a|b,1\n",
-        ),
-        &["bytes.csv:2:", "UTF-8"],
-    ));
+    c.push(case("csv_invalid_utf8", fx.bad_train("csv_invalid_utf8", "bytes.csv", b"question,choices,answer\nq\xff\xfe,a|b,1\n"), &["bytes.csv:2:", "UTF-8"]));
 
     // --- Publishers' formats and classification.
     c.push(case(
@@ -422,105 +279,59 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     ));
     c.push(case(
         "boolq_answer_not_bool",
-        fx.bad_train(
-            "boolq_answer_not_bool",
-            "boolq.jsonl",
-            br#"{"question": "q", "passage": "p", "answer": "maybe"}"#,
-        ),
+        fx.bad_train("boolq_answer_not_bool", "boolq.jsonl", br#"{"question": "q", "passage": "p", "answer": "maybe"}"#),
         &["boolq.jsonl:1:", "`answer`", "true or false"],
     ));
     c.push(case(
         "winogrande_answer_3",
-        fx.bad_train(
-            "winogrande_answer_3",
-            "wino.jsonl",
-            br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": "3"}"#,
-        ),
+        fx.bad_train("winogrande_answer_3", "wino.jsonl", br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": "3"}"#),
         &["wino.jsonl:1:", "answer"],
     ));
     c.push(case(
         "classification_one_label",
-        fx.bad_train(
-            "classification_one_label",
-            "cls1.jsonl",
-            b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"blue\", \"label\": \"yes\"}\n",
-        ),
+        fx.bad_train("classification_one_label", "cls1.jsonl", b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"blue\", \"label\": \"yes\"}\n"),
         &["cls1.jsonl", "1 distinct label"],
     ));
-    let cls_train = fx.write("cases/classification_unknown_label/cls_train.jsonl", b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"blue\", \"label\": \"no\"}\n{\"text\": \"sun\", \"label\": \"yes\"}\n");
-    let cls_test = fx.write(
-        "cases/classification_unknown_label/cls_test.jsonl",
-        b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"moon\", \"label\": \"maybe\"}\n",
+    let cls_train = fx.write(
+        "cases/classification_unknown_label/cls_train.jsonl",
+        b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"blue\", \"label\": \"no\"}\n{\"text\": \"sun\", \"label\": \"yes\"}\n",
     );
+    let cls_test =
+        fx.write("cases/classification_unknown_label/cls_test.jsonl", b"{\"text\": \"red\", \"label\": \"yes\"}\n{\"text\": \"moon\", \"label\": \"maybe\"}\n");
     c.push(case(
         "classification_unknown_label",
-        fx.run_args(
-            "classification_unknown_label",
-            &fx.config(None, Some(&cls_train), Some(None), Some(&cls_test), "", ""),
-        ),
+        fx.run_args("classification_unknown_label", &fx.config(None, Some(&cls_train), Some(None), Some(&cls_test), "", "")),
         &["cls_test.jsonl:2:", "`label`", "\"maybe\""],
     ));
 
     // --- Splits.
-    let single = fx.write(
-        "cases/empty_validation_split/single.jsonl",
-        format!("{ok_line}\n").as_bytes(),
-    );
+    let single = fx.write("cases/empty_validation_split/single.jsonl", format!("{ok_line}\n").as_bytes());
     c.push(case(
         "empty_validation_split",
-        fx.run_args(
-            "empty_validation_split",
-            &fx.config(None, Some(&single), Some(None), None, "", ""),
-        ),
+        fx.run_args("empty_validation_split", &fx.config(None, Some(&single), Some(None), None, "", "")),
         &["validation split is empty", "at least 2"],
     ));
-    c.push(case(
-        "cap_of_zero",
-        fx.tail("cap_of_zero", "max_test = 0", ""),
-        &["config.toml", "max_test = 0", "leaves nothing"],
-    ));
+    c.push(case("cap_of_zero", fx.tail("cap_of_zero", "max_test = 0", ""), &["config.toml", "max_test = 0", "leaves nothing"]));
 
     // --- Models.
     let gguf = fx.case_dir("truncated_gguf_header").join("model.gguf");
     write_gguf(&gguf, "llama");
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&gguf, &bytes[..200]).unwrap();
-    c.push(case(
-        "truncated_gguf_header",
-        fx.with_model("truncated_gguf_header", &gguf),
-        &["model.gguf", "truncated"],
-    ));
+    c.push(case("truncated_gguf_header", fx.with_model("truncated_gguf_header", &gguf), &["model.gguf", "truncated"]));
     let gguf2 = fx.case_dir("truncated_gguf_tensors").join("cut.gguf");
     write_gguf(&gguf2, "llama");
     let bytes = std::fs::read(&gguf2).unwrap();
     std::fs::write(&gguf2, &bytes[..bytes.len() * 9 / 10]).unwrap();
-    c.push(case(
-        "truncated_gguf_tensors",
-        fx.with_model("truncated_gguf_tensors", &gguf2),
-        &["cut.gguf", "truncated"],
-    ));
+    c.push(case("truncated_gguf_tensors", fx.with_model("truncated_gguf_tensors", &gguf2), &["cut.gguf", "truncated"]));
     let not_gguf = fx.write("cases/gguf_without_magic/html.gguf", b"<html>404</html>");
-    c.push(case(
-        "gguf_without_magic",
-        fx.with_model("gguf_without_magic", &not_gguf),
-        &["html.gguf", "GGUF magic"],
-    ));
-    let gpt2 = fx
-        .case_dir("gguf_unsupported_architecture")
-        .join("gpt2.gguf");
+    c.push(case("gguf_without_magic", fx.with_model("gguf_without_magic", &not_gguf), &["html.gguf", "GGUF magic"]));
+    let gpt2 = fx.case_dir("gguf_unsupported_architecture").join("gpt2.gguf");
     write_gguf(&gpt2, "gpt2");
-    c.push(case(
-        "gguf_unsupported_architecture",
-        fx.with_model("gguf_unsupported_architecture", &gpt2),
-        &["gpt2.gguf", "\"gpt2\"", "not supported"],
-    ));
+    c.push(case("gguf_unsupported_architecture", fx.with_model("gguf_unsupported_architecture", &gpt2), &["gpt2.gguf", "\"gpt2\"", "not supported"]));
     let no_cfg = fx.model_copy("model_folder_without_config");
     std::fs::remove_file(no_cfg.join("config.json")).unwrap();
-    c.push(case(
-        "model_folder_without_config",
-        fx.with_model("model_folder_without_config", &no_cfg),
-        &["missing config.json", "model_folder_without_config"],
-    ));
+    c.push(case("model_folder_without_config", fx.with_model("model_folder_without_config", &no_cfg), &["missing config.json", "model_folder_without_config"]));
     let sharded = fx.model_copy("sharded_missing_shard");
     let full = std::fs::read(sharded.join("model.safetensors")).unwrap();
     std::fs::remove_file(sharded.join("model.safetensors")).unwrap();
@@ -530,105 +341,51 @@ fn corpus(fx: &Fx) -> Vec<Case> {
         r#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}"#,
     )
     .unwrap();
-    c.push(case(
-        "sharded_missing_shard",
-        fx.with_model("sharded_missing_shard", &sharded),
-        &["model-00002-of-00002.safetensors", "missing"],
-    ));
+    c.push(case("sharded_missing_shard", fx.with_model("sharded_missing_shard", &sharded), &["model-00002-of-00002.safetensors", "missing"]));
     let corrupt_st = fx.model_copy("corrupt_safetensors");
-    std::fs::write(
-        corrupt_st.join("model.safetensors"),
-        &full[..full.len() / 3],
-    )
-    .unwrap();
-    c.push(case(
-        "corrupt_safetensors",
-        fx.with_model("corrupt_safetensors", &corrupt_st),
-        &["model.safetensors"],
-    ));
+    std::fs::write(corrupt_st.join("model.safetensors"), &full[..full.len() / 3]).unwrap();
+    c.push(case("corrupt_safetensors", fx.with_model("corrupt_safetensors", &corrupt_st), &["model.safetensors"]));
     let bad_json = fx.model_copy("config_json_malformed");
     std::fs::write(bad_json.join("config.json"), b"{\"hidden_size\": 32,").unwrap();
-    c.push(case(
-        "config_json_malformed",
-        fx.with_model("config_json_malformed", &bad_json),
-        &["config.json"],
-    ));
+    c.push(case("config_json_malformed", fx.with_model("config_json_malformed", &bad_json), &["config.json"]));
     let mismatch = fx.model_copy("config_json_wrong_sizes");
-    let json = laplace_lora::testing::tiny_config_json(
-        laplace_lora::testing::tiny_vocab().len(),
-        48,
-        2,
-        4,
-        2,
-        false,
-    );
+    let json = laplace_lora::testing::tiny_config_json(laplace_lora::testing::tiny_vocab().len(), 48, 2, 4, 2, false);
     std::fs::write(mismatch.join("config.json"), json).unwrap();
-    c.push(case(
-        "config_json_wrong_sizes",
-        fx.with_model("config_json_wrong_sizes", &mismatch),
-        &["config_json_wrong_sizes"],
-    ));
+    c.push(case("config_json_wrong_sizes", fx.with_model("config_json_wrong_sizes", &mismatch), &["config_json_wrong_sizes"]));
     let tok = fx.model_copy("answer_not_one_token");
     // " A" and " B" are single tokens there, " C" is not.
     std::fs::write(tok.join("tokenizer.json"), laplace_lora::testing::TINY_BPE_TOKENIZER_JSON).unwrap();
-    let three = fx.write("cases/answer_not_one_token/three.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 2}\n{\"question\": \"r\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 0}\n");
+    let three = fx.write(
+        "cases/answer_not_one_token/three.jsonl",
+        b"{\"question\": \"q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 2}\n{\"question\": \"r\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 0}\n",
+    );
     c.push(case(
         "answer_not_one_token",
-        fx.run_args(
-            "answer_not_one_token",
-            &fx.config(Some(&tok), Some(&three), Some(None), Some(&three), "", ""),
-        ),
+        fx.run_args("answer_not_one_token", &fx.config(Some(&tok), Some(&three), Some(None), Some(&three), "", "")),
         &["\" C\"", "not a single token", "one token each"],
     ));
     let no_tok = fx.model_copy("tokenizer_json_broken");
     std::fs::write(no_tok.join("tokenizer.json"), b"{\"model\": 1}").unwrap();
-    c.push(case(
-        "tokenizer_json_broken",
-        fx.with_model("tokenizer_json_broken", &no_tok),
-        &["tokenizer.json"],
-    ));
+    c.push(case("tokenizer_json_broken", fx.with_model("tokenizer_json_broken", &no_tok), &["tokenizer.json"]));
     let nowhere = fx.root.join("cases").join("nowhere").join("model.gguf");
-    c.push(case(
-        "model_path_missing",
-        fx.with_model("model_path_missing", &nowhere),
-        &["nowhere/model.gguf", "no such file"],
-    ));
+    c.push(case("model_path_missing", fx.with_model("model_path_missing", &nowhere), &["nowhere/model.gguf", "no such file"]));
     c.push(case(
         "model_unknown_name",
-        fx.run_args(
-            "model_unknown_name",
-            &fx.config(Some(Path::new("llama-9000")), None, None, None, "", ""),
-        ),
+        fx.run_args("model_unknown_name", &fx.config(Some(Path::new("llama-9000")), None, None, None, "", "")),
         &["llama-9000", "known models"],
     ));
 
     // --- Configuration.
-    c.push(case(
-        "config_unknown_key",
-        fx.tail("config_unknown_key", "", "[train]\nbatchsize = 4"),
-        &["config.toml", "batchsize", "unknown field"],
-    ));
-    c.push(case(
-        "config_unknown_section",
-        fx.tail("config_unknown_section", "", "[optimizer]\nlr = 1"),
-        &["config.toml", "optimizer"],
-    ));
+    c.push(case("config_unknown_key", fx.tail("config_unknown_key", "", "[train]\nbatchsize = 4"), &["config.toml", "batchsize", "unknown field"]));
+    c.push(case("config_unknown_section", fx.tail("config_unknown_section", "", "[optimizer]\nlr = 1"), &["config.toml", "optimizer"]));
     c.push(case(
         "config_rank_zero",
-        fx.run_args(
-            "config_rank_zero",
-            &fx.config(None, None, None, None, "", "")
-                .replace("rank = 2", "rank = 0"),
-        ),
+        fx.run_args("config_rank_zero", &fx.config(None, None, None, None, "", "").replace("rank = 2", "rank = 0")),
         &["config.toml", "lora.rank", "at least 1"],
     ));
     c.push(case(
         "config_negative_learning_rate",
-        fx.tail(
-            "config_negative_learning_rate",
-            "",
-            "[train]\nlearning_rate = -0.001",
-        ),
+        fx.tail("config_negative_learning_rate", "", "[train]\nlearning_rate = -0.001"),
         &["config.toml", "train.learning_rate", "positive"],
     ));
     c.push(case(
@@ -636,78 +393,38 @@ fn corpus(fx: &Fx) -> Vec<Case> {
         fx.tail("config_batch_size_zero", "", "[train]\nbatch_size = 0"),
         &["config.toml", "train.batch_size", "at least 1"],
     ));
-    c.push(case(
-        "config_negative_integer",
-        fx.tail("config_negative_integer", "", "[train]\nepochs = -3"),
-        &["config.toml", "epochs"],
-    ));
+    c.push(case("config_negative_integer", fx.tail("config_negative_integer", "", "[train]\nepochs = -3"), &["config.toml", "epochs"]));
     c.push(case(
         "config_dropout_out_of_range",
-        fx.run_args(
-            "config_dropout_out_of_range",
-            &fx.config(None, None, None, None, "", "")
-                .replace("alpha = 4", "alpha = 4\ndropout = 1.5"),
-        ),
+        fx.run_args("config_dropout_out_of_range", &fx.config(None, None, None, None, "", "").replace("alpha = 4", "alpha = 4\ndropout = 1.5")),
         &["config.toml", "lora.dropout"],
     ));
     c.push(case(
         "config_unknown_target",
-        fx.run_args(
-            "config_unknown_target",
-            &fx.config(None, None, None, None, "", "")
-                .replace("alpha = 4", "alpha = 4\ntargets = [\"q_proj\", \"qkv\"]"),
-        ),
+        fx.run_args("config_unknown_target", &fx.config(None, None, None, None, "", "").replace("alpha = 4", "alpha = 4\ntargets = [\"q_proj\", \"qkv\"]")),
         &["config.toml", "\"qkv\""],
     ));
     c.push(case(
         "config_bad_structure",
-        fx.tail(
-            "config_bad_structure",
-            "",
-            "[laplace]\nstructure = \"block\"",
-        ),
+        fx.tail("config_bad_structure", "", "[laplace]\nstructure = \"block\""),
         &["config.toml", "laplace.structure", "\"kron\""],
     ));
-    c.push(case(
-        "config_negative_prior",
-        fx.tail("config_negative_prior", "", "[laplace]\nprior = -1.0"),
-        &["config.toml", "laplace.prior"],
-    ));
+    c.push(case("config_negative_prior", fx.tail("config_negative_prior", "", "[laplace]\nprior = -1.0"), &["config.toml", "laplace.prior"]));
     c.push(case(
         "config_wrong_type",
-        fx.run_args(
-            "config_wrong_type",
-            &fx.config(None, None, None, None, "", "")
-                .replace("rank = 2", "rank = \"eight\""),
-        ),
+        fx.run_args("config_wrong_type", &fx.config(None, None, None, None, "", "").replace("rank = 2", "rank = \"eight\"")),
         &["config.toml", "rank"],
     ));
-    c.push(case(
-        "config_bad_format_name",
-        fx.tail("config_bad_format_name", "format = \"xml\"", ""),
-        &["config.toml", "xml"],
-    ));
-    c.push(case(
-        "config_toml_syntax",
-        fx.run_args("config_toml_syntax", "[model\nsource = 1\n"),
-        &["config.toml", "line 1"],
-    ));
+    c.push(case("config_bad_format_name", fx.tail("config_bad_format_name", "format = \"xml\"", ""), &["config.toml", "xml"]));
+    c.push(case("config_toml_syntax", fx.run_args("config_toml_syntax", "[model\nsource = 1\n"), &["config.toml", "line 1"]));
     c.push(case(
         "config_bad_device",
-        fx.run_args(
-            "config_bad_device",
-            &fx.config(None, None, None, None, "", "")
-                .replace("[data]", "device = \"tpu\"\n[data]"),
-        ),
+        fx.run_args("config_bad_device", &fx.config(None, None, None, None, "", "").replace("[data]", "device = \"tpu\"\n[data]")),
         &["config.toml", "model.device", "\"tpu\""],
     ));
     c.push(case(
         "config_bad_dtype",
-        fx.run_args(
-            "config_bad_dtype",
-            &fx.config(None, None, None, None, "", "")
-                .replace("[data]", "dtype = \"f8\"\n[data]"),
-        ),
+        fx.run_args("config_bad_dtype", &fx.config(None, None, None, None, "", "").replace("[data]", "dtype = \"f8\"\n[data]")),
         &["config.toml", "model.dtype", "\"f8\"", "bf16"],
     ));
     c.push(case(
@@ -718,27 +435,14 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     let d = fx.case_dir("config_file_missing");
     c.push(case(
         "config_file_missing",
-        vec![
-            "run".into(),
-            d.join("nope.toml").display().to_string(),
-            "--out".into(),
-            d.join("run").display().to_string(),
-        ],
+        vec!["run".into(), d.join("nope.toml").display().to_string(), "--out".into(), d.join("run").display().to_string()],
         &["nope.toml", "reading configuration"],
     ));
     let cfg_bytes = fx.case_dir("config_invalid_utf8").join("config.toml");
     std::fs::write(&cfg_bytes, b"[model]\nsource = \"caf\xe9\"\n").unwrap();
     c.push(case(
         "config_invalid_utf8",
-        vec![
-            "run".into(),
-            cfg_bytes.display().to_string(),
-            "--out".into(),
-            fx.case_dir("config_invalid_utf8")
-                .join("run")
-                .display()
-                .to_string(),
-        ],
+        vec!["run".into(), cfg_bytes.display().to_string(), "--out".into(), fx.case_dir("config_invalid_utf8").join("run").display().to_string()],
         &["config.toml"],
     ));
 
@@ -747,11 +451,7 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     let file = fx.write("cases/run_dir_under_a_file/plain-file", b"x");
     let n = args.len();
     args[n - 1] = file.join("run").display().to_string();
-    c.push(case(
-        "run_dir_under_a_file",
-        args,
-        &["plain-file/run", "cannot create run directory"],
-    ));
+    c.push(case("run_dir_under_a_file", args, &["plain-file/run", "cannot create run directory"]));
     let mut args = fx.tail("run_dir_not_writable", "", "");
     let ro = fx.case_dir("run_dir_not_writable").join("ro");
     std::fs::create_dir_all(&ro).unwrap();
@@ -764,11 +464,8 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     };
     let n = args.len();
     args[n - 1] = ro_path.display().to_string();
-    let needles: &[&str] = if ro_path == ro {
-        &["run_dir_not_writable/ro", "is not writable"]
-    } else {
-        &["/proc/self/laplace-lora-run", "cannot create run directory"]
-    };
+    let needles: &[&str] =
+        if ro_path == ro { &["run_dir_not_writable/ro", "is not writable"] } else { &["/proc/self/laplace-lora-run", "cannot create run directory"] };
     c.push(case("run_dir_not_writable", args, needles));
     let mut args = fx.tail("run_dir_exists", "", "");
     let existing = fx.case_dir("run_dir_exists").join("run");
@@ -851,24 +548,14 @@ fn cli_gives_a_clear_error_for_every_bad_input() {
             }
         }
         if !why.is_empty() {
-            failures.push(format!(
-                "case {}: {}\n--- output (exit {code}):\n{all}",
-                c.name,
-                why.join("; ")
-            ));
+            failures.push(format!("case {}: {}\n--- output (exit {code}):\n{all}", c.name, why.join("; ")));
         }
     }
     make_writable_again(&tmp.path().join("cases/run_dir_not_writable/ro"));
     // The existing run directory was left untouched.
     let kept = tmp.path().join("cases/run_dir_exists/run/metrics.json");
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "{\"keep\": true}");
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
     eprintln!("{} bad-input cases, each a clear error", cases.len());
 }
 
@@ -878,11 +565,7 @@ fn cli_gives_a_clear_error_for_every_bad_input() {
 fn a_failed_run_directory_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let fx = Fx::new(tmp.path());
-    let args = fx.bad_train(
-        "failed_events",
-        "range.jsonl",
-        b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 7}\n",
-    );
+    let args = fx.bad_train("failed_events", "range.jsonl", b"{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 7}\n");
     let (code, _, stderr) = run_cli(&args);
     assert_eq!(code, 1, "{stderr}");
     let run = PathBuf::from(args.last().unwrap());
@@ -890,13 +573,9 @@ fn a_failed_run_directory_says_why() {
     let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "failed", "{events}");
     assert_eq!(last["stage"], "load_data");
-    assert!(
-        last["error"].as_str().unwrap().contains("range.jsonl:1:"),
-        "{last}"
-    );
+    assert!(last["error"].as_str().unwrap().contains("range.jsonl:1:"), "{last}");
     // config.toml is there and parses back.
-    ExperimentConfig::from_toml_str(&std::fs::read_to_string(run.join("config.toml")).unwrap())
-        .unwrap();
+    ExperimentConfig::from_toml_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
 }
 
 /// An existing run directory is overwritten only with `--force`, and then the run succeeds and
@@ -905,11 +584,7 @@ fn a_failed_run_directory_says_why() {
 fn existing_run_directory_needs_force() {
     let tmp = tempfile::tempdir().unwrap();
     let fx = Fx::new(tmp.path());
-    let args = fx.tail(
-        "force",
-        "max_train = 8\nmax_test = 4",
-        "[train]\nepochs = 1\n[laplace]\nenabled = false",
-    );
+    let args = fx.tail("force", "max_train = 8\nmax_test = 4", "[train]\nepochs = 1\n[laplace]\nenabled = false");
     let run = PathBuf::from(args.last().unwrap());
     std::fs::create_dir_all(run.join("laplace")).unwrap();
     std::fs::write(run.join("metrics.json"), b"old").unwrap();
@@ -917,28 +592,18 @@ fn existing_run_directory_needs_force() {
     std::fs::write(run.join("laplace").join("laplace.json"), b"old").unwrap();
     let (code, _, stderr) = run_cli(&args);
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains("already exists") && stderr.contains("--force"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
     assert_eq!(std::fs::read(run.join("metrics.json")).unwrap(), b"old");
 
     let mut forced = args.clone();
     forced.push("--force".into());
     let (code, _, stderr) = run_cli(&forced);
     assert_eq!(code, 0, "{stderr}");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     assert!(m["map"]["accuracy"].is_number());
     // The earlier run's Laplace files would describe another adapter: they are gone.
-    assert!(
-        !run.join("prior_curve.csv").exists(),
-        "a stale prior_curve.csv survived --force"
-    );
-    assert!(
-        !run.join("laplace").join("laplace.json").exists(),
-        "a stale laplace/laplace.json survived --force"
-    );
+    assert!(!run.join("prior_curve.csv").exists(), "a stale prior_curve.csv survived --force");
+    assert!(!run.join("laplace").join("laplace.json").exists(), "a stale laplace/laplace.json survived --force");
 }
 
 /// The same checks through the library: configuration text and run directories.
@@ -958,10 +623,7 @@ fn library_rejects_bad_configuration_values() {
         ("[train]\nseeed = 1", "seeed"),
         ("[laplace]\nsamples = 0", "laplace.samples"),
         ("[laplace]\ngrid_points = 3", "laplace.grid_points"),
-        (
-            "[laplace]\ndelta_min = 10.0\ndelta_max = 1.0",
-            "laplace.delta_min",
-        ),
+        ("[laplace]\ndelta_min = 10.0\ndelta_max = 1.0", "laplace.delta_min"),
         ("[laplace]\nprior = \"magic\"", "laplace.prior"),
         ("[laplace]\npositions = \"middle\"", "laplace.positions"),
         ("[model]\nsource = \"  \"", "model.source"),
@@ -972,10 +634,7 @@ fn library_rejects_bad_configuration_values() {
         let m = format!("{e:#}");
         assert!(m.contains(needle), "{extra}: {m}");
     }
-    let e = ExperimentConfig::from_toml_str(
-        "[data]\ntrain = \"t\"\ntest = \"t\"\nvalidation_fraction = 1.0\n",
-    )
-    .unwrap_err();
+    let e = ExperimentConfig::from_toml_str("[data]\ntrain = \"t\"\ntest = \"t\"\nvalidation_fraction = 1.0\n").unwrap_err();
     assert!(format!("{e:#}").contains("data.validation_fraction"));
     // A run directory that exists and is not empty.
     let tmp = tempfile::tempdir().unwrap();

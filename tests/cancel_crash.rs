@@ -45,38 +45,23 @@ fn check_run_dir(dir: &Path, killed: bool) -> (Vec<Event>, Vec<String>) {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
             if is_temporary(&name) {
-                assert!(
-                    killed,
-                    "a temporary file {rel} was left behind by a clean stop"
-                );
+                assert!(killed, "a temporary file {rel} was left behind by a clean stop");
                 continue;
             }
             let bytes = std::fs::read(&p).unwrap();
-            let what = |e: &dyn std::fmt::Display| {
-                format!("{rel} does not parse: {e} ({} bytes)", bytes.len())
-            };
+            let what = |e: &dyn std::fmt::Display| format!("{rel} does not parse: {e} ({} bytes)", bytes.len());
             match p.extension().and_then(|x| x.to_str()).unwrap_or("") {
                 "json" => {
-                    serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .unwrap_or_else(|e| panic!("{}", what(&e)));
+                    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
                 }
                 "jsonl" => {
-                    let text =
-                        std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
-                    assert!(
-                        text.is_empty() || text.ends_with('\n'),
-                        "{rel}: the last line is cut short: {:?}",
-                        text.lines().last()
-                    );
+                    let text = std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
+                    assert!(text.is_empty() || text.ends_with('\n'), "{rel}: the last line is cut short: {:?}", text.lines().last());
                     for (i, line) in text.lines().enumerate() {
                         if name == "events.jsonl" {
-                            events.push(
-                                serde_json::from_str::<Event>(line)
-                                    .unwrap_or_else(|e| panic!("{}:{}: {e}: {line}", rel, i + 1)),
-                            );
+                            events.push(serde_json::from_str::<Event>(line).unwrap_or_else(|e| panic!("{}:{}: {e}: {line}", rel, i + 1)));
                         } else {
-                            serde_json::from_str::<serde_json::Value>(line)
-                                .unwrap_or_else(|e| panic!("{}:{}: {e}", rel, i + 1));
+                            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{}:{}: {e}", rel, i + 1));
                         }
                     }
                 }
@@ -88,22 +73,18 @@ fn check_run_dir(dir: &Path, killed: bool) -> (Vec<Event>, Vec<String>) {
                         let rec = rec.unwrap_or_else(|e| panic!("{}", what(&e)));
                         assert_eq!(rec.len(), cols, "{rel}");
                         for v in rec.iter() {
-                            v.parse::<f64>()
-                                .unwrap_or_else(|e| panic!("{rel}: {v:?}: {e}"));
+                            v.parse::<f64>().unwrap_or_else(|e| panic!("{rel}: {v:?}: {e}"));
                         }
                         rows += 1;
                     }
                     assert!(rows > 0, "{rel} has no rows");
                 }
                 "toml" => {
-                    let text =
-                        std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
-                    ExperimentConfig::from_toml_str(text)
-                        .unwrap_or_else(|e| panic!("{}", what(&e)));
+                    let text = std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
+                    ExperimentConfig::from_toml_str(text).unwrap_or_else(|e| panic!("{}", what(&e)));
                 }
                 "safetensors" => {
-                    let st = safetensors::SafeTensors::deserialize(&bytes)
-                        .unwrap_or_else(|e| panic!("{}", what(&e)));
+                    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}", what(&e)));
                     assert!(!st.is_empty(), "{rel} holds no tensors");
                 }
                 other => panic!("unexpected file {rel} (extension {other:?}) in a run directory"),
@@ -142,91 +123,15 @@ fn cancel_at_every_stage_leaves_a_consistent_run_directory() {
     // (name, trigger, the stage the cancelled event must name; None: the run is past its last
     // check and finishes).
     let cases: Vec<(&str, Trigger, Option<Stage>)> = vec![
-        (
-            "load_model",
-            |e| {
-                matches!(
-                    e,
-                    Event::Stage {
-                        stage: Stage::LoadModel,
-                        ..
-                    }
-                )
-            },
-            Some(Stage::LoadModel),
-        ),
-        (
-            "load_data",
-            |e| {
-                matches!(
-                    e,
-                    Event::Stage {
-                        stage: Stage::LoadData,
-                        ..
-                    }
-                )
-            },
-            Some(Stage::ZeroShot),
-        ),
-        (
-            "zero_shot",
-            |e| {
-                matches!(
-                    e,
-                    Event::Progress {
-                        stage: Stage::ZeroShot,
-                        ..
-                    }
-                )
-            },
-            Some(Stage::ZeroShot),
-        ),
-        (
-            "train",
-            |e| matches!(e, Event::TrainStep { step: 2, .. }),
-            Some(Stage::Train),
-        ),
-        (
-            "validation",
-            |e| matches!(e, Event::Validation { .. }),
-            Some(Stage::Train),
-        ),
-        (
-            "evaluate",
-            |e| {
-                matches!(
-                    e,
-                    Event::Progress {
-                        stage: Stage::Evaluate,
-                        ..
-                    }
-                )
-            },
-            Some(Stage::Evaluate),
-        ),
-        (
-            "calibrate",
-            |e| matches!(e, Event::Metrics { name, .. } if name == "temperature"),
-            Some(Stage::Laplace),
-        ),
-        (
-            "laplace",
-            |e| {
-                matches!(
-                    e,
-                    Event::Progress {
-                        stage: Stage::Laplace,
-                        ..
-                    }
-                )
-            },
-            Some(Stage::Laplace),
-        ),
-        (
-            "write",
-            |e| matches!(e, Event::Metrics { name, .. } if name == "laplace"),
-            None,
-        ),
+        ("load_model", |e| matches!(e, Event::Stage { stage: Stage::LoadModel, .. }), Some(Stage::LoadModel)),
+        ("load_data", |e| matches!(e, Event::Stage { stage: Stage::LoadData, .. }), Some(Stage::ZeroShot)),
+        ("zero_shot", |e| matches!(e, Event::Progress { stage: Stage::ZeroShot, .. }), Some(Stage::ZeroShot)),
+        ("train", |e| matches!(e, Event::TrainStep { step: 2, .. }), Some(Stage::Train)),
+        ("validation", |e| matches!(e, Event::Validation { .. }), Some(Stage::Train)),
+        ("evaluate", |e| matches!(e, Event::Progress { stage: Stage::Evaluate, .. }), Some(Stage::Evaluate)),
+        ("calibrate", |e| matches!(e, Event::Metrics { name, .. } if name == "temperature"), Some(Stage::Laplace)),
+        ("laplace", |e| matches!(e, Event::Progress { stage: Stage::Laplace, .. }), Some(Stage::Laplace)),
+        ("write", |e| matches!(e, Event::Metrics { name, .. } if name == "laplace"), None),
     ];
     for (name, trigger, expect) in cases {
         let dir = tmp.path().join("runs").join(name);
@@ -242,77 +147,37 @@ fn cancel_at_every_stage_leaves_a_consistent_run_directory() {
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert!(fired, "{name}: the trigger never fired");
         let (events, files) = check_run_dir(&dir, false);
-        let end = stage_of_end(&events)
-            .unwrap_or_else(|| panic!("{name}: events.jsonl has no closing event"));
+        let end = stage_of_end(&events).unwrap_or_else(|| panic!("{name}: events.jsonl has no closing event"));
         match expect {
             Some(stage) => {
                 assert_eq!(out, Outcome::Cancelled, "{name}");
-                assert_eq!(
-                    end,
-                    ("cancelled".to_string(), Some(stage)),
-                    "{name}: events.jsonl ends {end:?}"
-                );
-                let Some(Event::Cancelled { message, .. }) = events.last() else {
-                    unreachable!()
-                };
+                assert_eq!(end, ("cancelled".to_string(), Some(stage)), "{name}: events.jsonl ends {end:?}");
+                let Some(Event::Cancelled { message, .. }) = events.last() else { unreachable!() };
                 assert!(message.contains("cancelled during"), "{message}");
             }
-            None => assert_eq!(
-                (out, end.0.as_str()),
-                (Outcome::Finished, "finished"),
-                "{name}"
-            ),
+            None => assert_eq!((out, end.0.as_str()), (Outcome::Finished, "finished"), "{name}"),
         }
         // What each stage leaves: the adapter from training on (the last good state), metrics and
         // predictions from the MAP evaluation on, the Laplace files only when the stage ended.
         let has = |f: &str| files.iter().any(|x| x == f);
-        assert!(
-            has("config.toml") && has("events.jsonl"),
-            "{name}: {files:?}"
-        );
+        assert!(has("config.toml") && has("events.jsonl"), "{name}: {files:?}");
         let trained = events.iter().any(|e| matches!(e, Event::TrainStep { .. }));
-        assert_eq!(
-            has("adapter/adapter_model.safetensors"),
-            trained,
-            "{name}: {files:?}"
-        );
-        assert_eq!(
-            has("adapter/adapter_config.json"),
-            trained,
-            "{name}: {files:?}"
-        );
+        assert_eq!(has("adapter/adapter_model.safetensors"), trained, "{name}: {files:?}");
+        assert_eq!(has("adapter/adapter_config.json"), trained, "{name}: {files:?}");
         if trained {
-            let lora =
-                laplace_lora::peft::load(&dir.join("adapter"), 2, None, &candle_core::Device::Cpu)
-                    .unwrap();
+            let lora = laplace_lora::peft::load(&dir.join("adapter"), 2, None, &candle_core::Device::Cpu).unwrap();
             assert!(!lora.layers.is_empty());
         }
-        let temperature_done = events
-            .iter()
-            .any(|e| matches!(e, Event::Metrics { name, .. } if name == "temperature"));
+        let temperature_done = events.iter().any(|e| matches!(e, Event::Metrics { name, .. } if name == "temperature"));
         assert_eq!(has("metrics.json"), temperature_done, "{name}: {files:?}");
-        assert_eq!(
-            has("predictions.jsonl"),
-            temperature_done,
-            "{name}: {files:?}"
-        );
+        assert_eq!(has("predictions.jsonl"), temperature_done, "{name}: {files:?}");
         let laplace_done = expect.is_none();
-        for f in [
-            "laplace/posterior.safetensors",
-            "laplace/laplace.json",
-            "prior_curve.csv",
-            "laplace/spectral_cache.safetensors",
-        ] {
+        for f in ["laplace/posterior.safetensors", "laplace/laplace.json", "prior_curve.csv", "laplace/spectral_cache.safetensors"] {
             assert_eq!(has(f), laplace_done, "{name}: {f} in {files:?}");
         }
         if temperature_done {
-            let m: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap())
-                    .unwrap();
-            assert!(
-                m["map"]["accuracy"].is_number() && m["temperature"]["temperature"].is_number(),
-                "{name}: {m}"
-            );
+            let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+            assert!(m["map"]["accuracy"].is_number() && m["temperature"]["temperature"].is_number(), "{name}: {m}");
             assert_eq!(m.get("laplace").is_some(), laplace_done, "{name}");
         }
         eprintln!("cancel at {name}: stopped as {end:?}; files {files:?}");
@@ -326,24 +191,8 @@ fn worker_cancel_as_the_gui_does() {
     let model = tiny_model(tmp.path());
     let cfg = ExperimentConfig::from_toml_str(&config_text(&model, 16, 50)).unwrap();
     for (name, trigger, stage) in [
-        (
-            "train",
-            (|e: &Event| matches!(e, Event::TrainStep { step: 3, .. })) as Trigger,
-            Stage::Train,
-        ),
-        (
-            "zero_shot",
-            |e: &Event| {
-                matches!(
-                    e,
-                    Event::Progress {
-                        stage: Stage::ZeroShot,
-                        ..
-                    }
-                )
-            },
-            Stage::ZeroShot,
-        ),
+        ("train", (|e: &Event| matches!(e, Event::TrainStep { step: 3, .. })) as Trigger, Stage::Train),
+        ("zero_shot", |e: &Event| matches!(e, Event::Progress { stage: Stage::ZeroShot, .. }), Stage::ZeroShot),
     ] {
         let dir = tmp.path().join(name);
         experiment::prepare_run_dir(&dir, false).unwrap();
@@ -355,10 +204,7 @@ fn worker_cancel_as_the_gui_does() {
                 w.cancel();
                 cancelled = true;
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "the worker did not stop"
-            );
+            assert!(t.elapsed() < Duration::from_secs(120), "the worker did not stop");
         }
         assert_eq!(w.join().unwrap(), Outcome::Cancelled);
         let (events, _) = check_run_dir(&dir, false);
@@ -376,12 +222,7 @@ fn worker_cancel_as_the_gui_does() {
 /// Spawns the CLI on a configuration; stderr lines arrive on the channel.
 fn spawn_cli(cfg: &Path, out: &Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
-        .args([
-            "run",
-            &cfg.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ])
+        .args(["run", &cfg.display().to_string(), "--out", &out.display().to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -400,11 +241,7 @@ fn spawn_cli(cfg: &Path, out: &Path) -> (std::process::Child, std::sync::mpsc::R
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
     assert!(st.success(), "kill -{sig} failed");
 }
 
@@ -422,10 +259,7 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str, secs: u64) -> 
                     return lines;
                 }
             }
-            Err(_) => panic!(
-                "no line with {needle:?} within {secs} s; got:\n{}",
-                lines.join("\n")
-            ),
+            Err(_) => panic!("no line with {needle:?} within {secs} s; got:\n{}", lines.join("\n")),
         }
     }
 }
@@ -452,10 +286,7 @@ fn ctrl_c_in_the_cli_stops_cleanly() {
     let model = tiny_model(tmp.path());
     // Training: many epochs, so the run is surely inside the loop when the signal comes.
     // Laplace: a large curvature pass (every training item, the GGN's K backward passes each).
-    for (name, max_train, epochs, line, stage) in [
-        ("train", 32, 400, "[train] fine-tuning", Stage::Train),
-        ("laplace", 2000, 1, "[laplace]", Stage::Laplace),
-    ] {
+    for (name, max_train, epochs, line, stage) in [("train", 32, 400, "[train] fine-tuning", Stage::Train), ("laplace", 2000, 1, "[laplace]", Stage::Laplace)] {
         let cfg = tmp.path().join(format!("{name}.toml"));
         let mut text = config_text(&model, max_train, epochs);
         if stage == Stage::Laplace {
@@ -482,27 +313,11 @@ fn ctrl_c_in_the_cli_stops_cleanly() {
         signal(&child, "INT");
         let status = wait_exit(&mut child, 120);
         let rest: Vec<String> = rx.try_iter().collect();
-        assert_eq!(
-            status.code(),
-            Some(130),
-            "{name}: {status:?}\n{}",
-            rest.join("\n")
-        );
-        assert!(
-            rest.iter().any(|l| l.contains("cancelled")),
-            "{name}: {}",
-            rest.join("\n")
-        );
+        assert_eq!(status.code(), Some(130), "{name}: {status:?}\n{}", rest.join("\n"));
+        assert!(rest.iter().any(|l| l.contains("cancelled")), "{name}: {}", rest.join("\n"));
         let (events, files) = check_run_dir(&out, false);
-        assert_eq!(
-            stage_of_end(&events),
-            Some(("cancelled".into(), Some(stage))),
-            "{name}"
-        );
-        assert!(
-            files.contains(&"adapter/adapter_model.safetensors".to_string()),
-            "{name}: {files:?}"
-        );
+        assert_eq!(stage_of_end(&events), Some(("cancelled".into(), Some(stage))), "{name}");
+        assert!(files.contains(&"adapter/adapter_model.safetensors".to_string()), "{name}: {files:?}");
     }
 }
 
@@ -522,24 +337,8 @@ fn sigkill_never_leaves_a_half_written_file() {
     let (events, _) = check_run_dir(&tmp.path().join("full"), false);
     assert!(matches!(events.last(), Some(Event::Finished { .. })));
 
-    let mut moments: Vec<String> = [
-        0.02, 0.08, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.82, 0.88, 0.93, 0.97,
-    ]
-    .iter()
-    .map(|f| format!("t{f}"))
-    .collect();
-    moments.extend(
-        [
-            "[data]",
-            "[train] fine-tuning",
-            "[train] epoch 2",
-            "[evaluate]",
-            "[calibrate]",
-            "[laplace]",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    let mut moments: Vec<String> = [0.02, 0.08, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.82, 0.88, 0.93, 0.97].iter().map(|f| format!("t{f}")).collect();
+    moments.extend(["[data]", "[train] fine-tuning", "[train] epoch 2", "[evaluate]", "[calibrate]", "[laplace]"].iter().map(|s| s.to_string()));
     let mut report = Vec::new();
     for (i, m) in moments.iter().enumerate() {
         let out = tmp.path().join(format!("kill-{i}"));
@@ -559,27 +358,10 @@ fn sigkill_never_leaves_a_half_written_file() {
             continue;
         }
         let (events, files) = check_run_dir(&out, true);
-        let temps: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| is_temporary(n))
-            .collect();
-        let last = events.last().map(|e| {
-            serde_json::to_value(e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        });
-        report.push(format!(
-            "{m}: {} events (last {last:?}), {} files, temporaries {temps:?}",
-            events.len(),
-            files.len()
-        ));
+        let temps: Vec<String> =
+            std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| is_temporary(n)).collect();
+        let last = events.last().map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_string());
+        report.push(format!("{m}: {} events (last {last:?}), {} files, temporaries {temps:?}", events.len(), files.len()));
     }
-    eprintln!(
-        "SIGKILL after a {:.1} s run:\n  {}",
-        full.as_secs_f64(),
-        report.join("\n  ")
-    );
+    eprintln!("SIGKILL after a {:.1} s run:\n  {}", full.as_secs_f64(), report.join("\n  "));
 }

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 fn config(model: &Path, seed: u64) -> ExperimentConfig {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("sample_data")
-        .join("compare4");
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample_data").join("compare4");
     ExperimentConfig::from_toml_str(&format!(
         r#"[model]
 source = {:?}
@@ -71,10 +69,7 @@ fn events_without_times(dir: &Path) -> Vec<serde_json::Value> {
 
 /// laplace.json without its timings.
 fn laplace_json(dir: &Path) -> serde_json::Value {
-    let mut v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("laplace").join("laplace.json")).unwrap(),
-    )
-    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("laplace").join("laplace.json")).unwrap()).unwrap();
     let o = v.as_object_mut().unwrap();
     o.retain(|k, _| !k.starts_with("seconds"));
     v
@@ -85,11 +80,7 @@ fn same_config_and_seed_give_identical_results() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny");
     laplace_lora::testing::write_tiny_hf_model(&model, 17, false).unwrap();
-    let (a, b, c) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("c"),
-    );
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
     run(&config(&model, 5), &a);
     run(&config(&model, 5), &b);
     run(&config(&model, 6), &c);
@@ -105,27 +96,13 @@ fn same_config_and_seed_give_identical_results() {
         "laplace/posterior.safetensors",
         "laplace/spectral_cache.safetensors",
     ] {
-        assert!(
-            read(&a, f) == read(&b, f),
-            "{f} differs between two runs with the same seed"
-        );
+        assert!(read(&a, f) == read(&b, f), "{f} differs between two runs with the same seed");
     }
     assert_eq!(laplace_json(&a), laplace_json(&b));
-    assert_eq!(
-        events_without_times(&a),
-        events_without_times(&b),
-        "events.jsonl differs"
-    );
+    assert_eq!(events_without_times(&a), events_without_times(&b), "events.jsonl differs");
     // The Laplace stage reports how many eigenvalues it clamped (a number, never missing).
-    assert!(
-        laplace_json(&a)["clamped_eigenvalues"].is_u64(),
-        "{}",
-        laplace_json(&a)
-    );
+    assert!(laplace_json(&a)["clamped_eigenvalues"].is_u64(), "{}", laplace_json(&a));
     // Another seed: other splits, another adapter, other metrics.
-    assert!(
-        read(&a, "adapter/adapter_model.safetensors")
-            != read(&c, "adapter/adapter_model.safetensors")
-    );
+    assert!(read(&a, "adapter/adapter_model.safetensors") != read(&c, "adapter/adapter_model.safetensors"));
     assert!(read(&a, "metrics.json") != read(&c, "metrics.json"));
 }

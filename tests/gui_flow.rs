@@ -136,8 +136,18 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     }
     let before = h.state().store.prior_metrics.clone().unwrap();
     let run_laplace = h.state().store.metrics["laplace"].clone();
-    assert!((before.nll - run_laplace.nll).abs() < 0.02 * run_laplace.nll.abs().max(1.0), "at the chosen delta the slider gives the run's Laplace predictive: {} vs {}", before.nll, run_laplace.nll);
-    assert!(h.query_all_by_label_contains(&format!("at δ = {chosen:.4}:")).next().is_some(), "readout at {chosen}: {:?} {:?}", h.state().store.prior_curve, h.state().store.prior_delta);
+    assert!(
+        (before.nll - run_laplace.nll).abs() < 0.02 * run_laplace.nll.abs().max(1.0),
+        "at the chosen delta the slider gives the run's Laplace predictive: {} vs {}",
+        before.nll,
+        run_laplace.nll
+    );
+    assert!(
+        h.query_all_by_label_contains(&format!("at δ = {chosen:.4}:")).next().is_some(),
+        "readout at {chosen}: {:?} {:?}",
+        h.state().store.prior_curve,
+        h.state().store.prior_delta
+    );
     let lo = h.state().store.prior_curve.as_ref().unwrap()[0].delta.log10().min(chosen.log10());
     let slider = h.get_by_role_and_label(egui::accesskit::Role::Slider, "log10 delta");
     slider.set_value_accesskit(lo);

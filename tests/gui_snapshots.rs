@@ -27,7 +27,16 @@ fn synthetic_store() -> RunStore {
     for step in 1..=48 {
         let loss = 1.4 * (-(step as f64) / 15.0).exp() + 0.05 + 0.15 * r.next();
         let lr = if step <= 5 { 5e-4 * step as f64 / 5.0 } else { 5e-4 * (48 - step) as f64 / 43.0 };
-        s.steps.push(StepReport { step, total_steps: s.total_steps, epoch: (step - 1) / 16, loss, batch_accuracy: (1.0 - loss / 1.6).clamp(0.0, 1.0), learning_rate: lr, grad_norm: 1.0, seconds: 0.5 });
+        s.steps.push(StepReport {
+            step,
+            total_steps: s.total_steps,
+            epoch: (step - 1) / 16,
+            loss,
+            batch_accuracy: (1.0 - loss / 1.6).clamp(0.0, 1.0),
+            learning_rate: lr,
+            grad_norm: 1.0,
+            seconds: 0.5,
+        });
     }
     for (e, (acc, ece, nll)) in [(0.55, 0.08, 1.1), (0.68, 0.12, 0.95), (0.70, 0.21, 1.05)].into_iter().enumerate() {
         s.validation.push(ValPoint { epoch: e + 1, step: 16 * (e + 1), summary: Summary { accuracy: acc, ece, nll, brier: 0.4 } });
@@ -49,7 +58,13 @@ fn synthetic_store() -> RunStore {
         let z = softmax(&f.iter().map(|x| x / 4.0).collect::<Vec<_>>());
         s.predictions.push(PredRow {
             id: format!("compare4-test-{i:04}"),
-            prompt: format!("Select one of the choices that answers the following question: Which number is the largest?\nChoices:\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer:", 10 + i, 20 + i, 30 + i, 40 + i),
+            prompt: format!(
+                "Select one of the choices that answers the following question: Which number is the largest?\nChoices:\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer:",
+                10 + i,
+                20 + i,
+                30 + i,
+                40 + i
+            ),
             choices: (0..4).map(|c| format!("{}", 10 * (c + 1) + i)).collect(),
             label,
             map_logits: Some(f.clone()),
@@ -73,10 +88,19 @@ fn synthetic_store() -> RunStore {
     }
     s.temperature = Some(1.8);
     s.prior_curve = Some(
-        [(0.01, -60.0, 1.5, 0.22), (0.03, -45.0, 1.3, 0.16), (0.1, -33.0, 1.1, 0.10), (0.3, -27.0, 1.0, 0.06), (1.0, -25.0, 0.98, 0.05), (3.0, -28.0, 1.02, 0.09), (10.0, -35.0, 1.1, 0.14), (100.0, -50.0, 1.2, 0.2)]
-            .into_iter()
-            .map(|(delta, log_marglik, val_nll, val_ece)| PriorPoint { delta, log_marglik, val_nll, val_ece })
-            .collect(),
+        [
+            (0.01, -60.0, 1.5, 0.22),
+            (0.03, -45.0, 1.3, 0.16),
+            (0.1, -33.0, 1.1, 0.10),
+            (0.3, -27.0, 1.0, 0.06),
+            (1.0, -25.0, 0.98, 0.05),
+            (3.0, -28.0, 1.02, 0.09),
+            (10.0, -35.0, 1.1, 0.14),
+            (100.0, -50.0, 1.2, 0.2),
+        ]
+        .into_iter()
+        .map(|(delta, log_marglik, val_nll, val_ece)| PriorPoint { delta, log_marglik, val_nll, val_ece })
+        .collect(),
     );
     s.chosen_delta = Some(1.0);
     s.prior_delta = Some(1.0);
@@ -105,7 +129,13 @@ fn snapshot_every_tab() {
     }
     h.state_mut().set_prior_recompute(Box::new(Soft(logits)));
     let mut errors = vec![];
-    for (tab, name) in [(Tab::Training, "tab_training"), (Tab::Calibration, "tab_calibration"), (Tab::Examples, "tab_examples"), (Tab::Prior, "tab_prior"), (Tab::Runs, "tab_runs")] {
+    for (tab, name) in [
+        (Tab::Training, "tab_training"),
+        (Tab::Calibration, "tab_calibration"),
+        (Tab::Examples, "tab_examples"),
+        (Tab::Prior, "tab_prior"),
+        (Tab::Runs, "tab_runs"),
+    ] {
         h.state_mut().tab = tab;
         h.run_steps(4);
         if let Err(e) = h.try_snapshot(name) {

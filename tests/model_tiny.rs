@@ -25,14 +25,8 @@ fn tiny_hf_model_matches_candle_transformers_llama() -> anyhow::Result<()> {
     let mut cache = candle_transformers::models::llama::Cache::new(false, DType::F32, &rc, &Device::Cpu)?;
     let ids = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
     let r = reference.forward(&ids, 0, &mut cache)?; // (1, vocab)
-    // With a LoRA set whose B are all zero the adapted model is the base model.
-    let lora = LoraSet::new(
-        LoraConfig { targets: Target::ALL.to_vec(), ..Default::default() },
-        &ours.model.lora_dims(),
-        (9..13).collect(),
-        0,
-        &Device::Cpu,
-    )?;
+                                                     // With a LoRA set whose B are all zero the adapted model is the base model.
+    let lora = LoraSet::new(LoraConfig { targets: Target::ALL.to_vec(), ..Default::default() }, &ours.model.lora_dims(), (9..13).collect(), 0, &Device::Cpu)?;
     let o = ours.model.next_token_logits(&ids, &[prompt.len()], Some(&lora))?;
     // Tolerance: both are f32 with the same operations in a different order (attention and norm
     // fused differently); logits are O(1), so 1e-4 absolute is ~100 ulp of accumulated round-off.
@@ -83,13 +77,7 @@ fn gguf_with_llama_cpp_rotary_layout_loads_to_the_same_model() -> anyhow::Result
 /// LoRA (r = 2) on every projection and the answer rows of the head, with random B: at B = 0,
 /// as LoRA starts, dL/dA would vanish.
 fn lora_everywhere(m: &laplace_lora::model::Llama, answer: &[u32]) -> anyhow::Result<LoraSet> {
-    let lora = LoraSet::new(
-        LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() },
-        &m.lora_dims(),
-        answer.to_vec(),
-        1,
-        &Device::Cpu,
-    )?;
+    let lora = LoraSet::new(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() }, &m.lora_dims(), answer.to_vec(), 1, &Device::Cpu)?;
     for l in &lora.layers {
         l.b.set(&(Tensor::randn(0f32, 0.3, l.b.shape(), &Device::Cpu)?))?;
     }

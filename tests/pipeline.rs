@@ -48,18 +48,17 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
     let mut events = Vec::new();
     let out = experiment::run(cfg, dir, &AtomicBool::new(false), &mut |e| events.push(e.clone())).unwrap();
     assert_eq!(out, Outcome::Finished);
-    for f in ["config.toml", "events.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.json", "predictions.jsonl", "splits.json"] {
+    for f in
+        ["config.toml", "events.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.json", "predictions.jsonl", "splits.json"]
+    {
         assert!(dir.join(f).is_file(), "{f} is missing from the run directory");
     }
     // config.toml is the resolved configuration and parses back to the same thing.
     let back = ExperimentConfig::from_toml_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
     assert_eq!(&back, cfg);
     // Every event line parses; the last says finished.
-    let lines: Vec<Event> = std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line parses"))
-        .collect();
+    let lines: Vec<Event> =
+        std::fs::read_to_string(dir.join("events.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).expect("event line parses")).collect();
     assert_eq!(lines.len(), events.len());
     assert!(matches!(lines.last(), Some(Event::Finished { .. })));
     assert!(lines.iter().any(|e| matches!(e, Event::TrainStep { .. })));
@@ -74,11 +73,8 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
         assert_eq!(x["n"], 16);
     }
     assert!(m["temperature"]["temperature"].as_f64().unwrap() > 0.0);
-    let preds: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let preds: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(preds.len(), 16);
     for p in &preds {
         let probs: Vec<f64> = p["map_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

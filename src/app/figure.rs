@@ -8,13 +8,20 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
 pub enum Kind {
-    Line { width: f32, dashed: bool },
+    Line {
+        width: f32,
+        dashed: bool,
+    },
     /// Bars centred on x with this width, from 0 to y.
-    Bars { width: f64 },
+    Bars {
+        width: f64,
+    },
     /// A filled polygon (points in order).
     Area,
     /// A vertical line at x = points[0].0.
-    VLine { dashed: bool },
+    VLine {
+        dashed: bool,
+    },
     /// Text labels at the points (the strings in `labels`).
     Labels,
 }
@@ -86,7 +93,18 @@ pub struct Figure {
 
 impl Figure {
     pub fn new(id: &str, title: &str, x_label: &str, y_label: &str) -> Self {
-        Self { id: id.into(), title: title.into(), x_label: x_label.into(), y_label: y_label.into(), series: vec![], x_range: None, y_range: None, log_x: false, legend: true, legend_corner: egui_plot::Corner::LeftTop }
+        Self {
+            id: id.into(),
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            series: vec![],
+            x_range: None,
+            y_range: None,
+            log_x: false,
+            legend: true,
+            legend_corner: egui_plot::Corner::LeftTop,
+        }
     }
 
     fn bounds(&self) -> ((f64, f64), (f64, f64)) {
@@ -206,7 +224,8 @@ impl Figure {
         let col = |c: Color32| format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b());
         let op = |c: Color32| c.a() as f64 / 255.0;
         let mut s = String::new();
-        let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+        let _ =
+            writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
         let _ = writeln!(s, r#"<text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#, w / 2.0, esc(&self.title));
         let _ = writeln!(s, r##"<clipPath id="c"><rect x="{ml}" y="{mt}" width="{}" height="{}"/></clipPath>"##, w - ml - mr, h - mt - mb);
@@ -215,8 +234,25 @@ impl Figure {
             let t = i as f64 / 5.0;
             let (xv, yv) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
             let xl = if self.log_x { fmt_pow10(xv) } else { fmt_num(xv) };
-            let _ = writeln!(s, r##"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="#ddd"/><text x="{0}" y="{3}" text-anchor="middle">{4}</text>"##, sx(xv), mt, h - mb, h - mb + 16.0, esc(&xl));
-            let _ = writeln!(s, r##"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="#ddd"/><text x="{3}" y="{4}" text-anchor="end">{5}</text>"##, ml, sy(yv), w - mr, ml - 4.0, sy(yv) + 4.0, fmt_num(yv));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="#ddd"/><text x="{0}" y="{3}" text-anchor="middle">{4}</text>"##,
+                sx(xv),
+                mt,
+                h - mb,
+                h - mb + 16.0,
+                esc(&xl)
+            );
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="#ddd"/><text x="{3}" y="{4}" text-anchor="end">{5}</text>"##,
+                ml,
+                sy(yv),
+                w - mr,
+                ml - 4.0,
+                sy(yv) + 4.0,
+                fmt_num(yv)
+            );
         }
         let _ = writeln!(s, r##"<rect x="{ml}" y="{mt}" width="{}" height="{}" fill="none" stroke="#444"/>"##, w - ml - mr, h - mt - mb);
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (ml + w - mr) / 2.0, h - 10.0, esc(&self.x_label));
@@ -233,7 +269,14 @@ impl Figure {
                     for p in &se.points {
                         let (xa, xb) = (sx(p[0] - width * 0.475), sx(p[0] + width * 0.475));
                         let (ya, yb) = (sy(p[1].max(0.0)), sy(p[1].min(0.0)));
-                        let _ = writeln!(s, r#"<rect x="{xa:.2}" y="{ya:.2}" width="{:.2}" height="{:.2}" fill="{}" fill-opacity="0.8" stroke="{}"/>"#, xb - xa, yb - ya, col(se.color), col(se.color));
+                        let _ = writeln!(
+                            s,
+                            r#"<rect x="{xa:.2}" y="{ya:.2}" width="{:.2}" height="{:.2}" fill="{}" fill-opacity="0.8" stroke="{}"/>"#,
+                            xb - xa,
+                            yb - ya,
+                            col(se.color),
+                            col(se.color)
+                        );
                     }
                 }
                 Kind::Area => {
@@ -247,7 +290,14 @@ impl Figure {
                 }
                 Kind::Labels => {
                     for (p, t) in se.points.iter().zip(&se.labels) {
-                        let _ = writeln!(s, r#"<text x="{:.2}" y="{:.2}" text-anchor="middle" font-size="10" fill="{}">{}</text>"#, sx(p[0]), sy(p[1]), col(se.color), esc(t));
+                        let _ = writeln!(
+                            s,
+                            r#"<text x="{:.2}" y="{:.2}" text-anchor="middle" font-size="10" fill="{}">{}</text>"#,
+                            sx(p[0]),
+                            sy(p[1]),
+                            col(se.color),
+                            esc(t)
+                        );
                     }
                 }
             }
@@ -256,7 +306,16 @@ impl Figure {
         // Legend.
         let mut ly = mt + 14.0;
         for se in self.series.iter().filter(|x| x.legend && !x.name.is_empty()) {
-            let _ = writeln!(s, r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#, ml + 8.0, ly - 9.0, col(se.color), ml + 22.0, ly, esc(&se.name));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+                ml + 8.0,
+                ly - 9.0,
+                col(se.color),
+                ml + 22.0,
+                ly,
+                esc(&se.name)
+            );
             ly += 16.0;
         }
         s.push_str("</svg>\n");
@@ -280,7 +339,15 @@ impl Figure {
 fn nice_ceil(x: f64) -> f64 {
     let m = 10f64.powf(x.log10().floor());
     let n = x / m;
-    m * if n <= 1.0 + 1e-9 { 1.0 } else if n <= 2.0 + 1e-9 { 2.0 } else if n <= 5.0 + 1e-9 { 5.0 } else { 10.0 }
+    m * if n <= 1.0 + 1e-9 {
+        1.0
+    } else if n <= 2.0 + 1e-9 {
+        2.0
+    } else if n <= 5.0 + 1e-9 {
+        5.0
+    } else {
+        10.0
+    }
 }
 
 /// Grid lines at 1-2-5 steps with labelled major lines at least `label_px` points apart (egui_plot's
@@ -337,7 +404,11 @@ pub fn fmt_num(v: f64) -> String {
 pub fn fmt_pow10(x: f64) -> String {
     let v = 10f64.powf(x);
     if (x - x.round()).abs() < 1e-9 {
-        if (-2.0..=3.0).contains(&x) { fmt_num(v) } else { format!("1e{}", x.round() as i64) }
+        if (-2.0..=3.0).contains(&x) {
+            fmt_num(v)
+        } else {
+            format!("1e{}", x.round() as i64)
+        }
     } else {
         format!("{v:.2e}")
     }

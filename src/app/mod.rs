@@ -365,7 +365,9 @@ impl WorkbenchApp {
                 RunStatus::Running => {
                     let stage = s.stage.map(store::stage_name).unwrap_or("starting");
                     let (frac, text) = match s.progress {
-                        Some((Stage::LoadModel, done, total)) if total > 0 => (done as f32 / total as f32, format!("{stage}: {:.1} / {:.1} MB", done as f64 / 1e6, total as f64 / 1e6)),
+                        Some((Stage::LoadModel, done, total)) if total > 0 => {
+                            (done as f32 / total as f32, format!("{stage}: {:.1} / {:.1} MB", done as f64 / 1e6, total as f64 / 1e6))
+                        }
                         Some((_, done, total)) if total > 0 => (done as f32 / total as f32, format!("{stage}: {done} / {total}")),
                         _ => (0.0, stage.to_string()),
                     };
@@ -415,7 +417,11 @@ impl WorkbenchApp {
             if last.elapsed() > Duration::from_secs(2) {
                 *last = Instant::now();
                 let cpu = self.cpu_usage.map(|c| c * 1000.0).unwrap_or(f32::NAN);
-                let line = format!("ui_ms_mean={mean:.2} ui_ms_max={max:.2} frame_cpu_ms={cpu:.2} running={} steps={}\n", self.worker.is_some(), self.store.steps.len());
+                let line = format!(
+                    "ui_ms_mean={mean:.2} ui_ms_max={max:.2} frame_cpu_ms={cpu:.2} running={} steps={}\n",
+                    self.worker.is_some(),
+                    self.store.steps.len()
+                );
                 use std::io::Write;
                 if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&*path) {
                     let _ = f.write_all(line.as_bytes());
@@ -472,10 +478,6 @@ pub fn run_native() -> anyhow::Result<()> {
         viewport: egui::ViewportBuilder::default().with_inner_size([1400.0, 900.0]).with_min_inner_size([900.0, 600.0]).with_title("Laplace-LoRA Workbench"),
         ..Default::default()
     };
-    eframe::run_native(
-        "Laplace-LoRA Workbench",
-        options,
-        Box::new(move |_cc| Ok(Box::new(WorkbenchApp::new(sample_root, runs_root)))),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+    eframe::run_native("Laplace-LoRA Workbench", options, Box::new(move |_cc| Ok(Box::new(WorkbenchApp::new(sample_root, runs_root)))))
+        .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }

@@ -394,13 +394,19 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                 combo(ui, "Structure", "How the posterior covariance is stored: Kronecker factors (KFAC), diagonal, or full (small subsets only)", &mut s.laplace.structure, &["kron", "diag", "full"]);
                 combo(ui, "Curvature", "The exact generalised Gauss-Newton (K - 1 backward passes) or a one-sample Fisher (cheaper, noisier)", &mut s.laplace.curvature, &["ggn", "fisher"]);
                 combo(ui, "Positions", "How the token positions a LoRA weight acts on enter the Kronecker factors", &mut s.laplace.positions, &["reduce", "expand", "last"]);
-                combo(ui, "Predictive", "How the Gaussian over logits becomes probabilities: probit approximation, Monte Carlo, or Laplace bridge", &mut s.laplace.predictive, &["probit", "mc", "bridge"]);
+                combo(
+                    ui,
+                    "Predictive",
+                    "How the Gaussian over logits becomes probabilities: quadrature (the exact GLM predictive E[softmax(f)], within 0.005), the pairwise probit, laplace-torch's probit, Monte Carlo, or the normalised Laplace bridge",
+                    &mut s.laplace.predictive,
+                    &["quadrature", "probit", "probit_torch", "mc", "bridge"],
+                );
                 let mut prior = match &s.laplace.prior {
                     PriorChoice::Method(m) => m.clone(),
                     PriorChoice::Fixed(d) => format!("{d}"),
                 };
                 ui.horizontal(|ui| {
-                    let l = tip(ui, "Prior", "Prior precision delta: chosen by marginal likelihood, by a grid search on validation NLL, or a fixed number");
+                    let l = tip(ui, "Prior", "Prior precision delta: \"grid\" (validation NLL), \"marglik\" or a variant (marglik_scalar, marglik_ab, marglik_layer, each with _init for a prior centred at the LoRA initialisation), or a fixed number");
                     if ui.add(egui::TextEdit::singleline(&mut prior).desired_width(80.0)).labelled_by(l).changed() {
                         s.laplace.prior = PriorChoice::parse(&prior);
                     }
@@ -462,7 +468,13 @@ fn preview_ui(ui: &mut egui::Ui, s: &SetupState) {
                 ui.colored_label(egui::Color32::from_rgb(220, 80, 60), e);
             }
             Ok((items, n)) => {
-                ui.weak(format!("{} items in {} (format {}); the first {} as the model sees them:", n, p.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), p.format, items.len()));
+                ui.weak(format!(
+                    "{} items in {} (format {}); the first {} as the model sees them:",
+                    n,
+                    p.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+                    p.format,
+                    items.len()
+                ));
                 egui::ScrollArea::vertical().id_salt("preview").max_height(220.0).show(ui, |ui| {
                     for it in items {
                         egui::Frame::group(ui.style()).show(ui, |ui| {
@@ -481,5 +493,9 @@ fn preview_ui(ui: &mut egui::Ui, s: &SetupState) {
 
 pub fn short(s: &str, n: usize) -> String {
     let c: Vec<char> = s.chars().collect();
-    if c.len() <= n { s.to_string() } else { format!("...{}", c[c.len() - n + 3..].iter().collect::<String>()) }
+    if c.len() <= n {
+        s.to_string()
+    } else {
+        format!("...{}", c[c.len() - n + 3..].iter().collect::<String>())
+    }
 }

@@ -3,6 +3,7 @@
 
 use laplace_lora::calibration::{self, Metrics};
 use laplace_lora::experiment::{Event, ExperimentConfig, Stage, Summary};
+use laplace_lora::laplace::predictive::Predictor;
 pub use laplace_lora::train::StepReport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,13 +42,13 @@ pub trait PriorRecompute: Send {
 }
 
 /// The core's prior recompute: the Laplace stage's spectral cache
-/// (`laplace/spectral_cache.safetensors`), probit predictive at any scalar delta in about 2 ms
-/// per 1,000 test items.
-pub struct CacheRecompute(pub laplace_lora::laplace::cache::LoadedCache);
+/// (`laplace/spectral_cache.safetensors`) and the run's own predictive (`laplace/laplace.json`),
+/// every test item at any scalar delta in a few milliseconds per 1,000 items.
+pub struct CacheRecompute(pub laplace_lora::laplace::cache::LoadedCache, pub Predictor);
 
 impl PriorRecompute for CacheRecompute {
     fn at(&self, delta: f64) -> Vec<Vec<f64>> {
-        laplace_lora::laplace::fit::recompute(&self.0.entries, &self.0.mus, delta, &self.0.grid)
+        laplace_lora::laplace::fit::recompute(&self.0.entries, &self.0.mus, delta, &self.0.grid, &self.1)
     }
     fn logits_at(&self, i: usize, delta: f64) -> Option<(Vec<f64>, Vec<f64>)> {
         let e = self.0.entries.get(i)?;
@@ -63,7 +64,7 @@ pub fn load_recompute(dir: &Path) -> Option<Result<Box<dyn PriorRecompute>, Stri
     }
     Some(match laplace_lora::laplace::cache::load_cache(&p) {
         Ok(c) if c.entries.is_empty() => Err(format!("{}: no test items in the cache", p.display())),
-        Ok(c) => Ok(Box::new(CacheRecompute(c)) as Box<dyn PriorRecompute>),
+        Ok(c) => Ok(Box::new(CacheRecompute(c, laplace_lora::laplace::cache::run_predictor(dir))) as Box<dyn PriorRecompute>),
         Err(e) => Err(format!("{e:#}")),
     })
 }
@@ -147,9 +148,7 @@ pub fn parse_prior_curve(text: &str) -> Result<Vec<PriorPoint>, String> {
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
-        let num = |c: usize| -> Result<f64, String> {
-            f.get(c).and_then(|s| s.trim().parse::<f64>().ok()).ok_or(format!("line {}: bad number", i + 2))
-        };
+        let num = |c: usize| -> Result<f64, String> { f.get(c).and_then(|s| s.trim().parse::<f64>().ok()).ok_or(format!("line {}: bad number", i + 2)) };
         let p = PriorPoint { delta: num(d)?, log_marglik: num(l)?, val_nll: num(n)?, val_ece: num(e)? };
         if p.delta > 0.0 {
             out.push(p);
@@ -176,7 +175,12 @@ pub fn interp_prior(curve: &[PriorPoint], delta: f64) -> Option<PriorPoint> {
             let (xa, xb) = (a.delta.log10(), b.delta.log10());
             let t = if xb > xa { (x - xa) / (xb - xa) } else { 0.0 };
             let l = |u: f64, v: f64| u + t * (v - u);
-            return Some(PriorPoint { delta, log_marglik: l(a.log_marglik, b.log_marglik), val_nll: l(a.val_nll, b.val_nll), val_ece: l(a.val_ece, b.val_ece) });
+            return Some(PriorPoint {
+                delta,
+                log_marglik: l(a.log_marglik, b.log_marglik),
+                val_nll: l(a.val_nll, b.val_nll),
+                val_ece: l(a.val_ece, b.val_ece),
+            });
         }
     }
     None
@@ -303,7 +307,16 @@ impl RunStore {
                     self.stage_started = Some(Instant::now());
                 }
                 self.total_steps = *total_steps;
-                self.steps.push(StepReport { step: *step, total_steps: *total_steps, epoch: *epoch, loss: *loss, batch_accuracy: *batch_accuracy, learning_rate: *learning_rate, grad_norm: *grad_norm, seconds: *seconds });
+                self.steps.push(StepReport {
+                    step: *step,
+                    total_steps: *total_steps,
+                    epoch: *epoch,
+                    loss: *loss,
+                    batch_accuracy: *batch_accuracy,
+                    learning_rate: *learning_rate,
+                    grad_norm: *grad_norm,
+                    seconds: *seconds,
+                });
                 self.progress = Some((Stage::Train, *step as u64, *total_steps as u64));
             }
             Event::Validation { epoch, step, summary, .. } => {

@@ -1,6 +1,6 @@
 //! The tabs: training, calibration, examples, prior precision, runs. Each draws from the store.
 
-use super::figure::{csv_field, export_buttons, csv_button, Figure, Series};
+use super::figure::{csv_button, csv_field, export_buttons, Figure, Series};
 use super::store::{conf_correct, interp_prior, method_label, RunEntry, RunStore, PRIOR_METHOD};
 use egui::{Color32, RichText};
 use laplace_lora::calibration::{self, Metrics};
@@ -65,8 +65,14 @@ pub fn training_tab(ui: &mut egui::Ui, s: &RunStore, vc: &ViewCtx) {
     loss.series.push(Series::line("smoothed", Color32::from_rgb(230, 85, 60), ema(s.steps.iter().map(|p| [p.step as f64, p.loss]), 0.8)).width(2.5));
     let mut acc = Figure::new("accuracy", "Accuracy", "step", "accuracy");
     acc.y_range = Some((0.0, 1.05));
-    acc.series.push(Series::line("train batches (smoothed)", Color32::from_rgb(230, 140, 60), ema(s.steps.iter().map(|p| [p.step as f64, p.batch_accuracy]), 0.8)));
-    acc.series.push(Series::line("validation", Color32::from_rgb(70, 130, 230), s.validation.iter().map(|v| [v.step as f64, v.summary.accuracy]).collect()).width(2.5));
+    acc.series.push(Series::line(
+        "train batches (smoothed)",
+        Color32::from_rgb(230, 140, 60),
+        ema(s.steps.iter().map(|p| [p.step as f64, p.batch_accuracy]), 0.8),
+    ));
+    acc.series.push(
+        Series::line("validation", Color32::from_rgb(70, 130, 230), s.validation.iter().map(|v| [v.step as f64, v.summary.accuracy]).collect()).width(2.5),
+    );
     let mut ece = Figure::new("validation_calibration", "Validation calibration per epoch", "step", "ECE / NLL");
     ece.series.push(Series::line("ECE", Color32::from_rgb(175, 95, 215), s.validation.iter().map(|v| [v.step as f64, v.summary.ece]).collect()).width(2.5));
     ece.series.push(Series::line("NLL", Color32::from_rgb(50, 175, 95), s.validation.iter().map(|v| [v.step as f64, v.summary.nll]).collect()).width(2.5));
@@ -223,7 +229,11 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut CalibState, vc:
     };
     if all.is_empty() {
         ui.add_space(20.0);
-        ui.label(if s.is_running() { "Metrics appear here as each stage finishes (zero-shot first, then MAP and temperature)." } else { "No metrics yet: run an experiment or open a run." });
+        ui.label(if s.is_running() {
+            "Metrics appear here as each stage finishes (zero-shot first, then MAP and temperature)."
+        } else {
+            "No metrics yet: run an experiment or open a run."
+        });
         return;
     }
     ui.horizontal(|ui| {
@@ -231,7 +241,11 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut CalibState, vc:
         for m in &all {
             let mut on = !st.hidden.contains(m);
             if ui.checkbox(&mut on, RichText::new(method_label(m)).color(method_color(m))).changed() {
-                if on { st.hidden.remove(m); } else { st.hidden.insert(m.clone()); }
+                if on {
+                    st.hidden.remove(m);
+                } else {
+                    st.hidden.insert(m.clone());
+                }
             }
         }
         ui.separator();
@@ -256,7 +270,12 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut CalibState, vc:
             for chunk in rows.chunks(per_row) {
                 ui.columns(per_row, |c| {
                     for (i, (name, m)) in chunk.iter().enumerate() {
-                        let f = reliability_figure(&format!("reliability_{name}"), &format!("{} (ECE {:.3})", method_label(name), m.ece), &[(name.clone(), *m)], false);
+                        let f = reliability_figure(
+                            &format!("reliability_{name}"),
+                            &format!("{} (ECE {:.3})", method_label(name), m.ece),
+                            &[(name.clone(), *m)],
+                            false,
+                        );
                         figure(&mut c[i], &f, h, vc);
                     }
                 });
@@ -347,21 +366,49 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
         ui.add(egui::Slider::new(&mut st.threshold, 0.3..=0.99).text("confidence at least"));
         ui.label(format!("{} of {} items", rows.len(), s.predictions.len()));
         let has_lap = s.predictions.iter().any(|p| p.laplace_probs.is_some()) || s.prior_probs.is_some();
-        csv_button(ui, "examples", || {
-            let mut c = String::from("id,label,map_prediction,map_confidence,correct,overconfidence,laplace_confidence\n");
-            for r in &rows {
-                c += &format!("{},{},{},{},{},{},{}\n", csv_field(&s.predictions[r.i].id), s.predictions[r.i].label, r.pred, r.conf, r.correct, r.conf - r.correct as u8 as f64, r.lap.map(|x| x.to_string()).unwrap_or_default());
-            }
-            c
-        }, vc.run_dir, vc.status);
+        csv_button(
+            ui,
+            "examples",
+            || {
+                let mut c = String::from("id,label,map_prediction,map_confidence,correct,overconfidence,laplace_confidence\n");
+                for r in &rows {
+                    c += &format!(
+                        "{},{},{},{},{},{},{}\n",
+                        csv_field(&s.predictions[r.i].id),
+                        s.predictions[r.i].label,
+                        r.pred,
+                        r.conf,
+                        r.correct,
+                        r.conf - r.correct as u8 as f64,
+                        r.lap.map(|x| x.to_string()).unwrap_or_default()
+                    );
+                }
+                c
+            },
+            vc.run_dir,
+            vc.status,
+        );
         if !has_lap {
             ui.weak("(Laplace columns appear when the run has the posterior)");
         }
     });
     let mut header = |ui: &mut egui::Ui, label: &str, by: SortBy| {
-        let arrow = if st.sort == by { if st.descending { " (desc)" } else { " (asc)" } } else { "" };
+        let arrow = if st.sort == by {
+            if st.descending {
+                " (desc)"
+            } else {
+                " (asc)"
+            }
+        } else {
+            ""
+        };
         if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text("Sort by this column; click again to reverse the order").clicked() {
-            if st.sort == by { st.descending = !st.descending; } else { st.sort = by; st.descending = true; }
+            if st.sort == by {
+                st.descending = !st.descending;
+            } else {
+                st.sort = by;
+                st.descending = true;
+            }
         }
     };
     egui::ScrollArea::vertical().id_salt("examples_table").max_height(230.0).auto_shrink([false, true]).show(ui, |ui| {
@@ -417,7 +464,11 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                 let mark = if k == p.label { "(correct)" } else { "" };
                 let lap = laplace_probs(s, i).and_then(|(_, q)| q.get(k).copied()).map(|x| format!("   Laplace {x:.3}")).unwrap_or_default();
                 let t = format!("{}: {ch}   MAP {:.3}{lap} {mark}", letter(k), p.map_probs.get(k).copied().unwrap_or(f64::NAN));
-                if k == p.label { ui.colored_label(Color32::from_rgb(50, 175, 95), t); } else { ui.label(t); }
+                if k == p.label {
+                    ui.colored_label(Color32::from_rgb(50, 175, 95), t);
+                } else {
+                    ui.label(t);
+                }
             }
             let logits = s.item_logits(i);
             if let Some((mu, cov, at_slider)) = &logits {
@@ -446,10 +497,18 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
             let ui = &mut c[1];
             let k = p.map_probs.len();
             let mut methods: Vec<(&str, &[f64])> = vec![("map", &p.map_probs)];
-            if let Some(t) = &p.temperature_probs { methods.push(("temperature", t)); }
-            if let Some(z) = &p.zero_shot_probs { methods.push(("zero_shot", z)); }
-            if let Some(l) = &p.llla_probs { methods.push(("llla", l)); }
-            if let Some((name, l)) = laplace_probs(s, i) { methods.push((name, l)); }
+            if let Some(t) = &p.temperature_probs {
+                methods.push(("temperature", t));
+            }
+            if let Some(z) = &p.zero_shot_probs {
+                methods.push(("zero_shot", z));
+            }
+            if let Some(l) = &p.llla_probs {
+                methods.push(("llla", l));
+            }
+            if let Some((name, l)) = laplace_probs(s, i) {
+                methods.push((name, l));
+            }
             let mut f = Figure::new(&format!("example_{}", super::figure::sanitize(&p.id)), "Probabilities per answer", "answer (0 = A)", "probability");
             f.y_range = Some((0.0, 1.05));
             let n = methods.len() as f64;
@@ -488,10 +547,20 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                 for v in samples {
                     h[((v * 20.0) as usize).min(19)] += 1.0;
                 }
-                let mut f = Figure::new(&format!("example_mc_{}", super::figure::sanitize(&p.id)), "MC samples of the top answer's probability", "probability", "samples");
+                let mut f = Figure::new(
+                    &format!("example_mc_{}", super::figure::sanitize(&p.id)),
+                    "MC samples of the top answer's probability",
+                    "probability",
+                    "samples",
+                );
                 f.x_range = Some((0.0, 1.0));
                 f.legend = false;
-                f.series.push(Series::bars("samples", method_color("laplace"), 0.05, h.iter().enumerate().map(|(b, c)| [b as f64 * 0.05 + 0.025, *c]).collect()));
+                f.series.push(Series::bars(
+                    "samples",
+                    method_color("laplace"),
+                    0.05,
+                    h.iter().enumerate().map(|(b, c)| [b as f64 * 0.05 + 0.025, *c]).collect(),
+                ));
                 figure(ui, &f, 160.0, vc);
             }
         });
@@ -562,7 +631,11 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
         ui.label(format!("δ = {:.4}", 10f64.powf(x)));
         if let Some(c) = s.chosen_delta {
             ui.colored_label(Color32::from_rgb(50, 175, 95), format!("chosen δ = {c:.4}"));
-            if ui.add_enabled((c.log10() - x).abs() > 1e-9, egui::Button::new("Reset to chosen δ")).on_hover_text("The delta the run chose (laplace.json, prior_precision)").clicked() {
+            if ui
+                .add_enabled((c.log10() - x).abs() > 1e-9, egui::Button::new("Reset to chosen δ"))
+                .on_hover_text("The delta the run chose (laplace.json, prior_precision)")
+                .clicked()
+            {
                 new_delta = Some(c);
                 x = c.log10();
             }
@@ -574,7 +647,13 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
     let s: &RunStore = s;
     let Some(curve) = &s.prior_curve else { return };
     if let Some(p) = interp_prior(curve, 10f64.powf(x)) {
-        ui.label(RichText::new(format!("at δ = {:.4}: log marginal likelihood {:.3}, validation NLL {:.4}, validation ECE {:.4}", p.delta, p.log_marglik, p.val_nll, p.val_ece)).monospace());
+        ui.label(
+            RichText::new(format!(
+                "at δ = {:.4}: log marginal likelihood {:.3}, validation NLL {:.4}, validation ECE {:.4}",
+                p.delta, p.log_marglik, p.val_nll, p.val_ece
+            ))
+            .monospace(),
+        );
     }
     let mk = |id: &str, title: &str, y: &str, f: &dyn Fn(&super::store::PriorPoint) -> f64, c: Color32| {
         let mut fig = Figure::new(id, title, "prior precision δ", y);
@@ -710,7 +789,15 @@ pub fn runs_tab(ui: &mut egui::Ui, runs: &[RunEntry], root: &Path, st: &mut Runs
         egui::ScrollArea::vertical().id_salt("compare_scroll").show(ui, |ui| {
             ui.columns(2, |c| {
                 for (j, (tag, s)) in [("A", a), ("B", b)].into_iter().enumerate() {
-                    let ms: Vec<(String, &Metrics)> = s.methods().into_iter().filter(|m| m != "zero_shot").map(|m| { let x = &s.metrics[&m]; (m, x) }).collect();
+                    let ms: Vec<(String, &Metrics)> = s
+                        .methods()
+                        .into_iter()
+                        .filter(|m| m != "zero_shot")
+                        .map(|m| {
+                            let x = &s.metrics[&m];
+                            (m, x)
+                        })
+                        .collect();
                     let f = reliability_figure(&format!("compare_{na}_vs_{nb}_{tag}"), &format!("{tag}: {}", if tag == "A" { &na } else { &nb }), &ms, true);
                     figure(&mut c[j], &f, 240.0, vc);
                 }

@@ -17,10 +17,7 @@ use super::{Format, Item, MAX_CHOICES};
 /// Reads a text file, returning its non-blank lines with their 1-based line numbers.
 /// Checks UTF-8 line by line (so the error names the line), strips a leading BOM and `\r`.
 pub(crate) fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        file: path.to_path_buf(),
-        error: source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { file: path.to_path_buf(), error: source })?;
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
@@ -28,28 +25,21 @@ pub(crate) fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, DataError>
         if i == 0 && raw.starts_with(&[0xEF, 0xBB, 0xBF]) {
             raw = &raw[3..];
         }
-        let s = std::str::from_utf8(raw).map_err(|_| DataError::InvalidUtf8 {
-            file: path.to_path_buf(),
-            line: line_no,
-        })?;
+        let s = std::str::from_utf8(raw).map_err(|_| DataError::InvalidUtf8 { file: path.to_path_buf(), line: line_no })?;
         let s = s.strip_suffix('\r').unwrap_or(s);
         if !s.trim().is_empty() {
             out.push((line_no, s.to_string()));
         }
     }
     if out.is_empty() {
-        return Err(DataError::EmptyFile {
-            file: path.to_path_buf(),
-        });
+        return Err(DataError::EmptyFile { file: path.to_path_buf() });
     }
     Ok(out)
 }
 
 /// The file's name for default ids (`train.jsonl:17`).
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 fn default_id(path: &Path, line: usize) -> String {
@@ -85,39 +75,19 @@ impl<'a> Ctx<'a> {
     }
 
     fn missing(&self, field: &str, hint: &str) -> DataError {
-        DataError::MissingField {
-            file: self.file(),
-            line: self.line,
-            field: field.to_string(),
-            hint: hint.to_string(),
-        }
+        DataError::MissingField { file: self.file(), line: self.line, field: field.to_string(), hint: hint.to_string() }
     }
 
     fn wrong(&self, field: &str, expected: &str, found: &Value) -> DataError {
-        DataError::WrongType {
-            file: self.file(),
-            line: self.line,
-            field: field.to_string(),
-            expected: expected.to_string(),
-            found: describe(found),
-        }
+        DataError::WrongType { file: self.file(), line: self.line, field: field.to_string(), expected: expected.to_string(), found: describe(found) }
     }
 
     fn invalid(&self, field: &str, message: impl Into<String>) -> DataError {
-        DataError::InvalidValue {
-            file: self.file(),
-            line: self.line,
-            field: field.to_string(),
-            message: message.into(),
-        }
+        DataError::InvalidValue { file: self.file(), line: self.line, field: field.to_string(), message: message.into() }
     }
 
     fn parse_object(&self, text: &str) -> Result<Map<String, Value>, DataError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| DataError::Json {
-            file: self.file(),
-            line: self.line,
-            message: e.to_string(),
-        })?;
+        let v: Value = serde_json::from_str(text).map_err(|e| DataError::Json { file: self.file(), line: self.line, message: e.to_string() })?;
         match v {
             Value::Object(m) => Ok(m),
             other => Err(self.wrong("<record>", "a JSON object", &other)),
@@ -125,21 +95,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// A required string field (present, not null).
-    fn req_str(
-        &self,
-        obj: &Map<String, Value>,
-        field: &str,
-        hint: &str,
-    ) -> Result<String, DataError> {
+    fn req_str(&self, obj: &Map<String, Value>, field: &str, hint: &str) -> Result<String, DataError> {
         self.req_str_named(obj.get(field), field, hint)
     }
 
-    fn req_str_named(
-        &self,
-        v: Option<&Value>,
-        field: &str,
-        hint: &str,
-    ) -> Result<String, DataError> {
+    fn req_str_named(&self, v: Option<&Value>, field: &str, hint: &str) -> Result<String, DataError> {
         match v {
             None | Some(Value::Null) => Err(self.missing(field, hint)),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -148,11 +108,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// An optional string field; numbers are accepted and printed (ids are often numbers).
-    fn opt_str_or_num(
-        &self,
-        obj: &Map<String, Value>,
-        field: &str,
-    ) -> Result<Option<String>, DataError> {
+    fn opt_str_or_num(&self, obj: &Map<String, Value>, field: &str) -> Result<Option<String>, DataError> {
         match obj.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -174,34 +130,17 @@ impl<'a> Ctx<'a> {
     /// Checks 2 <= n <= MAX_CHOICES.
     fn check_choice_count(&self, field: &str, n: usize) -> Result<(), DataError> {
         if n > MAX_CHOICES {
-            return Err(DataError::TooManyChoices {
-                file: self.file(),
-                line: self.line,
-                field: field.to_string(),
-                n,
-                max: MAX_CHOICES,
-            });
+            return Err(DataError::TooManyChoices { file: self.file(), line: self.line, field: field.to_string(), n, max: MAX_CHOICES });
         }
         if n < 2 {
-            return Err(DataError::TooFewChoices {
-                file: self.file(),
-                line: self.line,
-                field: field.to_string(),
-                n,
-            });
+            return Err(DataError::TooFewChoices { file: self.file(), line: self.line, field: field.to_string(), n });
         }
         Ok(())
     }
 
     fn index_in_range(&self, field: &str, index: i64, n: usize) -> Result<usize, DataError> {
         if index < 0 || index as u64 >= n as u64 {
-            Err(DataError::AnswerOutOfRange {
-                file: self.file(),
-                line: self.line,
-                field: field.to_string(),
-                index,
-                n,
-            })
+            Err(DataError::AnswerOutOfRange { file: self.file(), line: self.line, field: field.to_string(), index, n })
         } else {
             Ok(index as usize)
         }
@@ -211,10 +150,7 @@ impl<'a> Ctx<'a> {
     fn parse_answer(&self, field: &str, v: Option<&Value>, n: usize) -> Result<usize, DataError> {
         const EXPECTED: &str = "a 0-based choice index or a letter A..H";
         match v {
-            None | Some(Value::Null) => Err(self.missing(
-                field,
-                "give the correct choice as a 0-based index or a letter A..H",
-            )),
+            None | Some(Value::Null) => Err(self.missing(field, "give the correct choice as a 0-based index or a letter A..H")),
             Some(Value::Number(num)) => match num.as_i64() {
                 Some(i) => self.index_in_range(field, i, n),
                 None => Err(self.wrong(field, EXPECTED, v.unwrap())),
@@ -222,10 +158,7 @@ impl<'a> Ctx<'a> {
             Some(Value::String(s)) => {
                 let t = s.trim();
                 if t.is_empty() {
-                    return Err(self.missing(
-                        field,
-                        "give the correct choice as a 0-based index or a letter A..H",
-                    ));
+                    return Err(self.missing(field, "give the correct choice as a 0-based index or a letter A..H"));
                 }
                 if t.chars().all(|c| c.is_ascii_digit()) {
                     return match t.parse::<i64>() {
@@ -255,9 +188,7 @@ impl<'a> Ctx<'a> {
     /// A list of choice texts (strings; numbers are printed).
     fn choice_list(&self, field: &str, v: Option<&Value>) -> Result<Vec<String>, DataError> {
         let arr = match v {
-            None | Some(Value::Null) => {
-                return Err(self.missing(field, "give the choices as a list of strings"))
-            }
+            None | Some(Value::Null) => return Err(self.missing(field, "give the choices as a list of strings")),
             Some(Value::Array(a)) => a,
             Some(other) => return Err(self.wrong(field, "a list of strings", other)),
         };
@@ -282,20 +213,8 @@ fn opt_context(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Option<String>, Da
     }
 }
 
-fn mcq_item(
-    id: String,
-    context: Option<&str>,
-    question: &str,
-    choices: Vec<String>,
-    label: usize,
-) -> Item {
-    Item {
-        id,
-        prompt: mcq_prompt(context, question, &choices),
-        answer_labels: letter_labels(choices.len()),
-        choices,
-        label,
-    }
+fn mcq_item(id: String, context: Option<&str>, question: &str, choices: Vec<String>, label: usize) -> Item {
+    Item { id, prompt: mcq_prompt(context, question, &choices), answer_labels: letter_labels(choices.len()), choices, label }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,35 +222,22 @@ fn mcq_item(
 
 /// The first non-blank line of a file, with its number (reads only as far as needed).
 fn first_record(path: &Path) -> Result<(usize, String), DataError> {
-    let f = std::fs::File::open(path).map_err(|source| DataError::Io {
-        file: path.to_path_buf(),
-        error: source,
-    })?;
+    let f = std::fs::File::open(path).map_err(|source| DataError::Io { file: path.to_path_buf(), error: source })?;
     let mut r = BufReader::new(f);
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
         buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| DataError::Io {
-                file: path.to_path_buf(),
-                error: source,
-            })?;
+        let n = r.read_until(b'\n', &mut buf).map_err(|source| DataError::Io { file: path.to_path_buf(), error: source })?;
         if n == 0 {
-            return Err(DataError::EmptyFile {
-                file: path.to_path_buf(),
-            });
+            return Err(DataError::EmptyFile { file: path.to_path_buf() });
         }
         line_no += 1;
         let mut raw: &[u8] = &buf;
         if line_no == 1 && raw.starts_with(&[0xEF, 0xBB, 0xBF]) {
             raw = &raw[3..];
         }
-        let s = std::str::from_utf8(raw).map_err(|_| DataError::InvalidUtf8 {
-            file: path.to_path_buf(),
-            line: line_no,
-        })?;
+        let s = std::str::from_utf8(raw).map_err(|_| DataError::InvalidUtf8 { file: path.to_path_buf(), line: line_no })?;
         if !s.trim().is_empty() {
             return Ok((line_no, s.trim().to_string()));
         }
@@ -340,10 +246,7 @@ fn first_record(path: &Path) -> Result<(usize, String), DataError> {
 
 /// Detects the format from the extension (`.csv`) and the first record's keys.
 pub fn detect_format(path: &Path) -> Result<Format, DataError> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     if ext == "csv" {
         return Ok(Format::Csv);
     }
@@ -373,11 +276,7 @@ pub fn detect_format(path: &Path) -> Result<Format, DataError> {
     fmt.ok_or_else(|| {
         let mut keys: Vec<String> = obj.keys().cloned().collect();
         keys.sort();
-        DataError::UnknownFormat {
-            file: path.to_path_buf(),
-            line,
-            keys,
-        }
+        DataError::UnknownFormat { file: path.to_path_buf(), line, keys }
     })
 }
 
@@ -391,11 +290,7 @@ pub fn load_items(path: &Path, format: Format) -> Result<Vec<Item>, DataError> {
 
 /// As `load_items`; for `classification`, `labels` fixes the label set and its order (so that the
 /// train, validation and test files agree). Other formats ignore `labels`.
-pub fn load_items_with_labels(
-    path: &Path,
-    format: Format,
-    labels: Option<&[String]>,
-) -> Result<Vec<Item>, DataError> {
+pub fn load_items_with_labels(path: &Path, format: Format, labels: Option<&[String]>) -> Result<Vec<Item>, DataError> {
     let format = match format {
         Format::Auto => detect_format(path)?,
         f => f,
@@ -453,26 +348,11 @@ fn parse_mcq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
 fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
     let (stem, texts, labels, choices_field) = match obj.get("question") {
         Some(Value::Object(q)) => {
-            let stem = ctx.req_str_named(
-                q.get("stem"),
-                "question.stem",
-                "give the question text in question.stem",
-            )?;
+            let stem = ctx.req_str_named(q.get("stem"), "question.stem", "give the question text in question.stem")?;
             let arr = match q.get("choices") {
-                None | Some(Value::Null) => {
-                    return Err(ctx.missing(
-                        "question.choices",
-                        "give the choices as a list of {\"text\", \"label\"} objects",
-                    ))
-                }
+                None | Some(Value::Null) => return Err(ctx.missing("question.choices", "give the choices as a list of {\"text\", \"label\"} objects")),
                 Some(Value::Array(a)) => a,
-                Some(other) => {
-                    return Err(ctx.wrong(
-                        "question.choices",
-                        "a list of {\"text\", \"label\"} objects",
-                        other,
-                    ))
-                }
+                Some(other) => return Err(ctx.wrong("question.choices", "a list of {\"text\", \"label\"} objects", other)),
             };
             let mut texts = Vec::new();
             let mut labels = Vec::new();
@@ -480,27 +360,14 @@ fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
                 let field = format!("question.choices[{i}]");
                 let c = match c {
                     Value::Object(m) => m,
-                    other => {
-                        return Err(ctx.wrong(&field, "an object {\"text\", \"label\"}", other))
-                    }
+                    other => return Err(ctx.wrong(&field, "an object {\"text\", \"label\"}", other)),
                 };
-                texts.push(ctx.req_str_named(
-                    c.get("text"),
-                    &format!("{field}.text"),
-                    "give the choice text",
-                )?);
+                texts.push(ctx.req_str_named(c.get("text"), &format!("{field}.text"), "give the choice text")?);
                 let label = match c.get("label") {
                     Some(Value::String(s)) => s.trim().to_string(),
                     Some(Value::Number(n)) => n.to_string(),
-                    None | Some(Value::Null) => {
-                        return Err(ctx.missing(
-                            &format!("{field}.label"),
-                            "give the choice label (\"A\" or \"1\")",
-                        ))
-                    }
-                    Some(other) => {
-                        return Err(ctx.wrong(&format!("{field}.label"), "a string", other))
-                    }
+                    None | Some(Value::Null) => return Err(ctx.missing(&format!("{field}.label"), "give the choice label (\"A\" or \"1\")")),
+                    Some(other) => return Err(ctx.wrong(&format!("{field}.label"), "a string", other)),
                 };
                 labels.push(label);
             }
@@ -510,87 +377,44 @@ fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
             let stem = match (obj.get("question"), obj.get("question_stem")) {
                 (Some(Value::String(s)), _) => s.clone(),
                 (_, Some(Value::String(s))) => s.clone(),
-                (_, Some(other)) if !other.is_null() => {
-                    return Err(ctx.wrong("question_stem", "a string", other))
-                }
-                _ => {
-                    return Err(ctx.missing(
-                        "question",
-                        "give the question as {\"stem\", \"choices\"} (ARC/OpenBookQA JSONL)",
-                    ))
-                }
+                (_, Some(other)) if !other.is_null() => return Err(ctx.wrong("question_stem", "a string", other)),
+                _ => return Err(ctx.missing("question", "give the question as {\"stem\", \"choices\"} (ARC/OpenBookQA JSONL)")),
             };
             let ch = match obj.get("choices") {
                 Some(Value::Object(m)) => m,
-                None | Some(Value::Null) => {
-                    return Err(ctx.missing(
-                        "choices",
-                        "give choices as {\"text\": [...], \"label\": [...]}",
-                    ))
-                }
-                Some(other) => {
-                    return Err(ctx.wrong(
-                        "choices",
-                        "an object {\"text\": [...], \"label\": [...]}",
-                        other,
-                    ))
-                }
+                None | Some(Value::Null) => return Err(ctx.missing("choices", "give choices as {\"text\": [...], \"label\": [...]}")),
+                Some(other) => return Err(ctx.wrong("choices", "an object {\"text\": [...], \"label\": [...]}", other)),
             };
             let texts = ctx.choice_list_unchecked("choices.text", ch.get("text"))?;
             let labels = ctx.choice_list_unchecked("choices.label", ch.get("label"))?;
             if labels.len() != texts.len() {
-                return Err(ctx.invalid(
-                    "choices.label",
-                    format!(
-                        "{} labels for {} choice texts; give one label per choice",
-                        labels.len(),
-                        texts.len()
-                    ),
-                ));
+                return Err(ctx.invalid("choices.label", format!("{} labels for {} choice texts; give one label per choice", labels.len(), texts.len())));
             }
             (stem, texts, labels, "choices")
         }
-        Some(other) => {
-            return Err(ctx.wrong(
-                "question",
-                "an object {\"stem\", \"choices\"} or a string",
-                other,
-            ))
-        }
+        Some(other) => return Err(ctx.wrong("question", "an object {\"stem\", \"choices\"} or a string", other)),
     };
     ctx.check_choice_count(choices_field, texts.len())?;
     let key = match obj.get("answerKey") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) | Some(Value::String(_)) => {
-            return Err(ctx.missing(
-                "answerKey",
-                "give the label of the correct choice (e.g. \"A\" or \"1\")",
-            ))
-        }
+        None | Some(Value::Null) | Some(Value::String(_)) => return Err(ctx.missing("answerKey", "give the label of the correct choice (e.g. \"A\" or \"1\")")),
         Some(other) => return Err(ctx.wrong("answerKey", "a string", other)),
     };
-    let label = labels
-        .iter()
-        .position(|l| l.eq_ignore_ascii_case(&key))
-        .ok_or_else(|| DataError::UnknownAnswerLabel {
-            file: ctx.file(),
-            line: ctx.line,
-            field: "answerKey".into(),
-            letter: key.clone(),
-            labels: labels.clone(),
-        })?;
+    let label = labels.iter().position(|l| l.eq_ignore_ascii_case(&key)).ok_or_else(|| DataError::UnknownAnswerLabel {
+        file: ctx.file(),
+        line: ctx.line,
+        field: "answerKey".into(),
+        letter: key.clone(),
+        labels: labels.clone(),
+    })?;
     let id = ctx.id(obj, &["id"])?;
     Ok(mcq_item(id, None, &stem, texts, label))
 }
 
 impl<'a> Ctx<'a> {
     /// A list of strings without the choice-count check.
-    fn choice_list_unchecked(
-        &self,
-        field: &str,
-        v: Option<&Value>,
-    ) -> Result<Vec<String>, DataError> {
+    fn choice_list_unchecked(&self, field: &str, v: Option<&Value>) -> Result<Vec<String>, DataError> {
         let arr = match v {
             None | Some(Value::Null) => return Err(self.missing(field, "give a list of strings")),
             Some(Value::Array(a)) => a,
@@ -616,15 +440,11 @@ fn parse_boolq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
         (Some(Value::Bool(b)), _) => *b,
         (Some(Value::String(s)), _) if s.trim().eq_ignore_ascii_case("true") => true,
         (Some(Value::String(s)), _) if s.trim().eq_ignore_ascii_case("false") => false,
-        (Some(other), _) if !other.is_null() => {
-            return Err(ctx.wrong("answer", "true or false", other))
-        }
+        (Some(other), _) if !other.is_null() => return Err(ctx.wrong("answer", "true or false", other)),
         (_, Some(Value::Bool(b))) => *b,
         (_, Some(Value::Number(n))) if n.as_i64() == Some(1) => true,
         (_, Some(Value::Number(n))) if n.as_i64() == Some(0) => false,
-        (_, Some(other)) if !other.is_null() => {
-            return Err(ctx.wrong("label", "1 (true) or 0 (false)", other))
-        }
+        (_, Some(other)) if !other.is_null() => return Err(ctx.wrong("label", "1 (true) or 0 (false)", other)),
         _ => return Err(ctx.missing("answer", "give the answer as true or false")),
     };
     let id = ctx.id(obj, &["id", "idx"])?;
@@ -641,10 +461,7 @@ fn parse_boolq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
 fn parse_winogrande(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
     let sentence = ctx.req_str(obj, "sentence", "give the sentence with a blank `_`")?;
     if !sentence.contains('_') {
-        return Err(ctx.invalid(
-            "sentence",
-            "the sentence has no blank `_` to fill; mark the blank with `_`",
-        ));
+        return Err(ctx.invalid("sentence", "the sentence has no blank `_` to fill; mark the blank with `_`"));
     }
     let o1 = ctx.req_str(obj, "option1", "give the first option")?;
     let o2 = ctx.req_str(obj, "option2", "give the second option")?;
@@ -653,23 +470,12 @@ fn parse_winogrande(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataErr
         Some(Value::String(s)) if s.trim() == "2" => 1,
         Some(Value::Number(n)) if n.as_i64() == Some(1) => 0,
         Some(Value::Number(n)) if n.as_i64() == Some(2) => 1,
-        Some(Value::String(s)) if s.trim().is_empty() => return Err(ctx.missing(
-            "answer",
-            "the item is unlabelled (WinoGrande's test split has no answers); use a labelled split",
-        )),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(ctx.missing("answer", "the item is unlabelled (WinoGrande's test split has no answers); use a labelled split"))
+        }
         None | Some(Value::Null) => return Err(ctx.missing("answer", "give \"1\" or \"2\"")),
-        Some(Value::Number(n)) => {
-            return Err(ctx.invalid(
-                "answer",
-                format!("{n} is not an option number; give \"1\" (option1) or \"2\" (option2)"),
-            ))
-        }
-        Some(Value::String(s)) => {
-            return Err(ctx.invalid(
-                "answer",
-                format!("{s:?} is not an option number; give \"1\" (option1) or \"2\" (option2)"),
-            ))
-        }
+        Some(Value::Number(n)) => return Err(ctx.invalid("answer", format!("{n} is not an option number; give \"1\" (option1) or \"2\" (option2)"))),
+        Some(Value::String(s)) => return Err(ctx.invalid("answer", format!("{s:?} is not an option number; give \"1\" (option1) or \"2\" (option2)"))),
         Some(other) => return Err(ctx.wrong("answer", "\"1\" or \"2\"", other)),
     };
     let id = ctx.id(obj, &["qID", "id"])?;
@@ -694,18 +500,11 @@ fn read_classification_rows(path: &Path) -> Result<Vec<ClassRow>, DataError> {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => b.to_string(),
-            None | Some(Value::Null) | Some(Value::String(_)) => {
-                return Err(ctx.missing("label", "give the class label as a string"))
-            }
+            None | Some(Value::Null) | Some(Value::String(_)) => return Err(ctx.missing("label", "give the class label as a string")),
             Some(other) => return Err(ctx.wrong("label", "a string", other)),
         };
         let id = ctx.id(&obj, &["id"])?;
-        rows.push(ClassRow {
-            line,
-            id,
-            text: t,
-            label,
-        });
+        rows.push(ClassRow { line, id, text: t, label });
     }
     Ok(rows)
 }
@@ -726,32 +525,18 @@ fn load_classification(path: &Path, labels: Option<&[String]>) -> Result<Vec<Ite
         }
     };
     if label_set.len() < 2 || label_set.len() > MAX_CHOICES {
-        return Err(DataError::BadLabelSet {
-            file: path.to_path_buf(),
-            n: label_set.len(),
-            labels: label_set,
-            max: MAX_CHOICES,
-        });
+        return Err(DataError::BadLabelSet { file: path.to_path_buf(), n: label_set.len(), labels: label_set, max: MAX_CHOICES });
     }
     let answer_labels: Vec<String> = label_set.iter().map(|l| format!(" {l}")).collect();
     rows.into_iter()
         .map(|r| {
-            let label = label_set
-                .iter()
-                .position(|l| *l == r.label)
-                .ok_or_else(|| DataError::UnknownClassLabel {
-                    file: path.to_path_buf(),
-                    line: r.line,
-                    label: r.label.clone(),
-                    labels: label_set.clone(),
-                })?;
-            Ok(Item {
-                id: r.id,
-                prompt: classification_prompt(&r.text, &label_set),
-                choices: label_set.clone(),
-                answer_labels: answer_labels.clone(),
-                label,
-            })
+            let label = label_set.iter().position(|l| *l == r.label).ok_or_else(|| DataError::UnknownClassLabel {
+                file: path.to_path_buf(),
+                line: r.line,
+                label: r.label.clone(),
+                labels: label_set.clone(),
+            })?;
+            Ok(Item { id: r.id, prompt: classification_prompt(&r.text, &label_set), choices: label_set.clone(), answer_labels: answer_labels.clone(), label })
         })
         .collect()
 }
@@ -773,27 +558,17 @@ enum ChoiceCols {
 fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
     // UTF-8 is checked per line first, so that the error names the line.
     read_lines(path)?;
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        file: path.to_path_buf(),
-        error: source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { file: path.to_path_buf(), error: source })?;
     let text = String::from_utf8_lossy(&bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let csv_err = |e: csv::Error| DataError::Csv {
         file: path.to_path_buf(),
         line: e.position().map(|p| p.line() as usize),
         // The template says "CSV error:" already.
         message: e.to_string().trim_start_matches("CSV error: ").to_string(),
     };
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(csv_err)?
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
+    let headers: Vec<String> = rdr.headers().map_err(csv_err)?.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let missing = |column: &str, hint: &str| DataError::CsvMissingColumn {
         file: path.to_path_buf(),
@@ -805,23 +580,9 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
     let choice_cols = if let Some(c) = col("choices") {
         ChoiceCols::One(c)
     } else {
-        let letters: Vec<usize> = LETTERS
-            .iter()
-            .map(|l| col(&l.to_ascii_lowercase()))
-            .take_while(Option::is_some)
-            .flatten()
-            .collect();
-        let prefixed: Vec<usize> = LETTERS
-            .iter()
-            .map(|l| col(&format!("choice_{}", l.to_ascii_lowercase())))
-            .take_while(Option::is_some)
-            .flatten()
-            .collect();
-        let cols = if letters.len() >= prefixed.len() {
-            letters
-        } else {
-            prefixed
-        };
+        let letters: Vec<usize> = LETTERS.iter().map(|l| col(&l.to_ascii_lowercase())).take_while(Option::is_some).flatten().collect();
+        let prefixed: Vec<usize> = LETTERS.iter().map(|l| col(&format!("choice_{}", l.to_ascii_lowercase()))).take_while(Option::is_some).flatten().collect();
+        let cols = if letters.len() >= prefixed.len() { letters } else { prefixed };
         if cols.len() < 2 {
             return Err(missing(
                 "choices",
@@ -830,12 +591,7 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
         }
         ChoiceCols::Many(cols)
     };
-    let a_col = col("answer").ok_or_else(|| {
-        missing(
-            "answer",
-            "add an `answer` column (0-based index or letter A..H)",
-        )
-    })?;
+    let a_col = col("answer").ok_or_else(|| missing("answer", "add an `answer` column (0-based index or letter A..H)"))?;
     let ctx_col = col("context");
     let id_col = col("id");
 
@@ -857,30 +613,22 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
                 let raw = cell(*c);
                 let t = raw.trim();
                 if t.is_empty() {
-                    return Err(ctx.missing(
-                        "choices",
-                        "the `choices` cell is empty; give a JSON list or `a|b|c`",
-                    ));
+                    return Err(ctx.missing("choices", "the `choices` cell is empty; give a JSON list or `a|b|c`"));
                 }
                 if t.starts_with('[') {
-                    let v: Value = serde_json::from_str(t).map_err(|e| {
-                        ctx.invalid("choices", format!("not a JSON list of strings: {e}"))
-                    })?;
+                    let v: Value = serde_json::from_str(t).map_err(|e| ctx.invalid("choices", format!("not a JSON list of strings: {e}")))?;
                     ctx.choice_list("choices", Some(&v))?
                 } else {
                     let cs: Vec<String> = t.split('|').map(|s| s.trim().to_string()).collect();
                     if cs.iter().any(|s| s.is_empty()) {
-                        return Err(
-                            ctx.invalid("choices", "an empty choice between `|` separators")
-                        );
+                        return Err(ctx.invalid("choices", "an empty choice between `|` separators"));
                     }
                     ctx.check_choice_count("choices", cs.len())?;
                     cs
                 }
             }
             ChoiceCols::Many(cols) => {
-                let mut cs: Vec<String> =
-                    cols.iter().map(|&c| cell(c).trim().to_string()).collect();
+                let mut cs: Vec<String> = cols.iter().map(|&c| cell(c).trim().to_string()).collect();
                 while cs.last().is_some_and(|s| s.is_empty()) {
                     cs.pop();
                 }
@@ -894,16 +642,11 @@ fn load_csv(path: &Path) -> Result<Vec<Item>, DataError> {
         let answer = Value::String(cell(a_col));
         let label = ctx.parse_answer("answer", Some(&answer), choices.len())?;
         let context = ctx_col.map(cell).filter(|s| !s.trim().is_empty());
-        let id = id_col
-            .map(cell)
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| default_id(path, line));
+        let id = id_col.map(cell).filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_id(path, line));
         items.push(mcq_item(id, context.as_deref(), &question, choices, label));
     }
     if items.is_empty() {
-        return Err(DataError::EmptyFile {
-            file: path.to_path_buf(),
-        });
+        return Err(DataError::EmptyFile { file: path.to_path_buf() });
     }
     Ok(items)
 }
@@ -916,10 +659,7 @@ mod tests {
     /// Writes `content` to `dir/name` and returns the path.
     fn write(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> PathBuf {
         let p = dir.path().join(name);
-        std::fs::File::create(&p)
-            .unwrap()
-            .write_all(content)
-            .unwrap();
+        std::fs::File::create(&p).unwrap().write_all(content).unwrap();
         p
     }
 
@@ -932,14 +672,8 @@ mod tests {
 
     /// The message names the file, the line and the field.
     fn assert_located(msg: &str, file: &str, line: usize, field: &str) {
-        assert!(
-            msg.contains(&format!("{file}:{line}:")),
-            "no {file}:{line} in: {msg}"
-        );
-        assert!(
-            msg.contains(&format!("`{field}`")),
-            "no field `{field}` in: {msg}"
-        );
+        assert!(msg.contains(&format!("{file}:{line}:")), "no {file}:{line} in: {msg}");
+        assert!(msg.contains(&format!("`{field}`")), "no field `{field}` in: {msg}");
     }
 
     #[test]
@@ -987,99 +721,47 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ok = r#"{"question": "Q", "choices": ["a", "b", "c"], "answer": 0}"#;
 
-        let p = write(
-            &d,
-            "bad.jsonl",
-            format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\"\n").as_bytes(),
-        );
+        let p = write(&d, "bad.jsonl", format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\"\n").as_bytes());
         let m = err(&p, Format::Mcq);
-        assert!(
-            m.contains("bad.jsonl:2:") && m.contains("malformed JSON"),
-            "{m}"
-        );
+        assert!(m.contains("bad.jsonl:2:") && m.contains("malformed JSON"), "{m}");
 
-        let p = write(
-            &d,
-            "missing.jsonl",
-            format!("{ok}\n\n{{\"choices\": [\"a\", \"b\"], \"answer\": 0}}\n").as_bytes(),
-        );
+        let p = write(&d, "missing.jsonl", format!("{ok}\n\n{{\"choices\": [\"a\", \"b\"], \"answer\": 0}}\n").as_bytes());
         let m = err(&p, Format::Mcq);
         assert_located(&m, "missing.jsonl", 3, "question");
         assert!(m.contains("missing field"), "{m}");
 
-        let p = write(
-            &d,
-            "type.jsonl",
-            br#"{"question": "Q", "choices": "a, b", "answer": 0}"#,
-        );
+        let p = write(&d, "type.jsonl", br#"{"question": "Q", "choices": "a, b", "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "type.jsonl", 1, "choices");
-        assert!(
-            m.contains("a list of strings") && m.contains("the string \"a, b\""),
-            "{m}"
-        );
+        assert!(m.contains("a list of strings") && m.contains("the string \"a, b\""), "{m}");
 
-        let p = write(
-            &d,
-            "elem.jsonl",
-            br#"{"question": "Q", "choices": ["a", null], "answer": 0}"#,
-        );
+        let p = write(&d, "elem.jsonl", br#"{"question": "Q", "choices": ["a", null], "answer": 0}"#);
         assert_located(&err(&p, Format::Mcq), "elem.jsonl", 1, "choices[1]");
 
-        let p = write(
-            &d,
-            "range.jsonl",
-            format!(
-                "{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 3}}"
-            )
-            .as_bytes(),
-        );
+        let p = write(&d, "range.jsonl", format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 3}}").as_bytes());
         let m = err(&p, Format::Mcq);
         assert_located(&m, "range.jsonl", 2, "answer");
         assert!(m.contains("out of range for 3 choices"), "{m}");
 
-        let p = write(
-            &d,
-            "neg.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b"], "answer": -1}"#,
-        );
+        let p = write(&d, "neg.jsonl", br#"{"question": "Q", "choices": ["a", "b"], "answer": -1}"#);
         assert!(err(&p, Format::Mcq).contains("out of range"));
 
-        let p = write(
-            &d,
-            "letter.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b", "c"], "answer": "E"}"#,
-        );
+        let p = write(&d, "letter.jsonl", br#"{"question": "Q", "choices": ["a", "b", "c"], "answer": "E"}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "letter.jsonl", 1, "answer");
-        assert!(
-            m.contains("\"E\" is not among the choice labels [\"A\", \"B\", \"C\"]"),
-            "{m}"
-        );
+        assert!(m.contains("\"E\" is not among the choice labels [\"A\", \"B\", \"C\"]"), "{m}");
 
-        let p = write(
-            &d,
-            "word.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b"], "answer": "yes"}"#,
-        );
+        let p = write(&d, "word.jsonl", br#"{"question": "Q", "choices": ["a", "b"], "answer": "yes"}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "word.jsonl", 1, "answer");
         assert!(m.contains("0-based choice index or a letter"), "{m}");
 
-        let p = write(
-            &d,
-            "many.jsonl",
-            br#"{"question": "Q", "choices": ["1","2","3","4","5","6","7","8","9"], "answer": 0}"#,
-        );
+        let p = write(&d, "many.jsonl", br#"{"question": "Q", "choices": ["1","2","3","4","5","6","7","8","9"], "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "many.jsonl", 1, "choices");
         assert!(m.contains("9 choices, more than the maximum of 8"), "{m}");
 
-        let p = write(
-            &d,
-            "few.jsonl",
-            br#"{"question": "Q", "choices": ["only"], "answer": 0}"#,
-        );
+        let p = write(&d, "few.jsonl", br#"{"question": "Q", "choices": ["only"], "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "few.jsonl", 1, "choices");
         assert!(m.contains("at least 2 choices"), "{m}");
@@ -1090,15 +772,10 @@ mod tests {
         let p = write(&d, "empty.jsonl", b"\n  \n\n");
         let m = err(&p, Format::Mcq);
         assert!(m.contains("empty.jsonl") && m.contains("no records"), "{m}");
-        assert!(detect_format(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("no records"));
+        assert!(detect_format(&p).unwrap_err().to_string().contains("no records"));
 
         let mut bytes = format!("{ok}\n{ok}\n").into_bytes();
-        bytes.extend_from_slice(
-            b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n",
-        );
+        bytes.extend_from_slice(b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n");
         let p = write(&d, "latin1.jsonl", &bytes);
         let m = err(&p, Format::Mcq);
         assert!(m.contains("latin1.jsonl:3:") && m.contains("UTF-8"), "{m}");
@@ -1106,10 +783,7 @@ mod tests {
         let p = write(&d, "nofile.jsonl", b"");
         std::fs::remove_file(&p).unwrap();
         let m = err(&p, Format::Auto);
-        assert!(
-            m.contains("nofile.jsonl") && m.contains("cannot read"),
-            "{m}"
-        );
+        assert!(m.contains("nofile.jsonl") && m.contains("cannot read"), "{m}");
     }
 
     #[test]
@@ -1176,12 +850,7 @@ mod tests {
             "arc_bad2.jsonl",
             br#"{"id": "a", "question": {"stem": "S", "choices": [{"label": "A"}, {"text": "y", "label": "B"}]}, "answerKey": "A"}"#,
         );
-        assert_located(
-            &err(&p, Format::Arc),
-            "arc_bad2.jsonl",
-            1,
-            "question.choices[0].text",
-        );
+        assert_located(&err(&p, Format::Arc), "arc_bad2.jsonl", 1, "question.choices[0].text");
     }
 
     #[test]
@@ -1208,11 +877,7 @@ mod tests {
         assert_eq!((items[1].label, items[1].id.as_str()), (0, "b2"));
         assert_eq!((items[2].label, items[2].id.as_str()), (0, "7"));
 
-        let p = write(
-            &d,
-            "bq.jsonl",
-            br#"{"question": "q", "passage": "p", "answer": "maybe"}"#,
-        );
+        let p = write(&d, "bq.jsonl", br#"{"question": "q", "passage": "p", "answer": "maybe"}"#);
         let m = err(&p, Format::Boolq);
         assert_located(&m, "bq.jsonl", 1, "answer");
         assert!(m.contains("true or false"), "{m}");
@@ -1239,30 +904,15 @@ mod tests {
             "Select one of the choices that answers the following question: The box did not fit in the car because the _ was too small.\nChoices:\nA. box\nB. car\nAnswer:"
         );
         assert_eq!(items[1].answer_labels, vec![" A", " B"]);
-        assert_eq!(
-            items.iter().map(|i| i.label).collect::<Vec<_>>(),
-            vec![1, 1, 0]
-        );
+        assert_eq!(items.iter().map(|i| i.label).collect::<Vec<_>>(), vec![1, 1, 0]);
 
-        let p = write(
-            &d,
-            "test.jsonl",
-            br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": ""}"#,
-        );
+        let p = write(&d, "test.jsonl", br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": ""}"#);
         let m = err(&p, Format::Winogrande);
         assert_located(&m, "test.jsonl", 1, "answer");
         assert!(m.contains("unlabelled"), "{m}");
-        let p = write(
-            &d,
-            "three.jsonl",
-            br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": "3"}"#,
-        );
+        let p = write(&d, "three.jsonl", br#"{"qID": "t", "sentence": "A _ B", "option1": "x", "option2": "y", "answer": "3"}"#);
         assert_located(&err(&p, Format::Winogrande), "three.jsonl", 1, "answer");
-        let p = write(
-            &d,
-            "noblank.jsonl",
-            br#"{"qID": "t", "sentence": "A B", "option1": "x", "option2": "y", "answer": "1"}"#,
-        );
+        let p = write(&d, "noblank.jsonl", br#"{"qID": "t", "sentence": "A B", "option1": "x", "option2": "y", "answer": "1"}"#);
         assert_located(&err(&p, Format::Winogrande), "noblank.jsonl", 1, "sentence");
     }
 
@@ -1279,64 +929,28 @@ mod tests {
         );
         assert_eq!(detect_format(&p).unwrap(), Format::Classification);
         let items = load_items(&p, Format::Auto).unwrap();
-        assert_eq!(
-            items[0].prompt,
-            "Classify the text. Options: positive, negative.\nText: A joy to watch.\nAnswer:"
-        );
+        assert_eq!(items[0].prompt, "Classify the text. Options: positive, negative.\nText: A joy to watch.\nAnswer:");
         assert_eq!(items[0].choices, vec!["positive", "negative"]);
         assert_eq!(items[0].answer_labels, vec![" positive", " negative"]);
-        assert_eq!(
-            items.iter().map(|i| i.label).collect::<Vec<_>>(),
-            vec![0, 1, 0]
-        );
+        assert_eq!(items.iter().map(|i| i.label).collect::<Vec<_>>(), vec![0, 1, 0]);
         assert_eq!(items[2].id, "s3");
-        assert_eq!(
-            classification_labels(&p).unwrap(),
-            vec!["positive", "negative"]
-        );
+        assert_eq!(classification_labels(&p).unwrap(), vec!["positive", "negative"]);
 
-        let given = vec![
-            "negative".to_string(),
-            "neutral".to_string(),
-            "positive".to_string(),
-        ];
+        let given = vec!["negative".to_string(), "neutral".to_string(), "positive".to_string()];
         let items = load_items_with_labels(&p, Format::Classification, Some(&given)).unwrap();
-        assert_eq!(
-            items.iter().map(|i| i.label).collect::<Vec<_>>(),
-            vec![2, 0, 2]
-        );
-        assert_eq!(
-            items[0].answer_labels,
-            vec![" negative", " neutral", " positive"]
-        );
+        assert_eq!(items.iter().map(|i| i.label).collect::<Vec<_>>(), vec![2, 0, 2]);
+        assert_eq!(items[0].answer_labels, vec![" negative", " neutral", " positive"]);
 
         let given = vec!["negative".to_string(), "neutral".to_string()];
-        let m = load_items_with_labels(&p, Format::Classification, Some(&given))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("sst.jsonl:1:") && m.contains("`label`") && m.contains("\"positive\""),
-            "{m}"
-        );
+        let m = load_items_with_labels(&p, Format::Classification, Some(&given)).unwrap_err().to_string();
+        assert!(m.contains("sst.jsonl:1:") && m.contains("`label`") && m.contains("\"positive\""), "{m}");
 
         let p = write(&d, "one.jsonl", br#"{"text": "x", "label": "a"}"#);
         let m = err(&p, Format::Classification);
-        assert!(
-            m.contains("one.jsonl") && m.contains("1 distinct label"),
-            "{m}"
-        );
+        assert!(m.contains("one.jsonl") && m.contains("1 distinct label"), "{m}");
 
-        let p = write(
-            &d,
-            "nolabel.jsonl",
-            b"{\"text\": \"x\", \"label\": \"a\"}\n{\"text\": \"y\"}\n",
-        );
-        assert_located(
-            &err(&p, Format::Classification),
-            "nolabel.jsonl",
-            2,
-            "label",
-        );
+        let p = write(&d, "nolabel.jsonl", b"{\"text\": \"x\", \"label\": \"a\"}\n{\"text\": \"y\"}\n");
+        assert_located(&err(&p, Format::Classification), "nolabel.jsonl", 2, "label");
     }
 
     #[test]
@@ -1360,61 +974,36 @@ mod tests {
         assert_eq!(items[1].label, 2);
         assert_eq!(items[2].id, "q.csv:4");
 
-        let p = write(
-            &d,
-            "letters.csv",
-            b"Question,A,B,C,D,Answer\nQ1,w,x,y,z,D\nQ2,u,v,,,0\n",
-        );
+        let p = write(&d, "letters.csv", b"Question,A,B,C,D,Answer\nQ1,w,x,y,z,D\nQ2,u,v,,,0\n");
         let items = load_items(&p, Format::Csv).unwrap();
         assert_eq!(items[0].choices, vec!["w", "x", "y", "z"]);
         assert_eq!(items[0].label, 3);
         assert_eq!(items[1].choices, vec!["u", "v"]);
         assert_eq!(items[1].answer_labels, vec![" A", " B"]);
 
-        let p = write(
-            &d,
-            "pref.csv",
-            b"question,choice_a,choice_b,answer\nQ,x,y,B\n",
-        );
+        let p = write(&d, "pref.csv", b"question,choice_a,choice_b,answer\nQ,x,y,B\n");
         assert_eq!(load_items(&p, Format::Csv).unwrap()[0].label, 1);
 
         let p = write(&d, "cols.csv", b"question,options,answer\nQ,a|b,0\n");
         let m = err(&p, Format::Csv);
-        assert!(
-            m.contains("cols.csv")
-                && m.contains("missing CSV column `choices`")
-                && m.contains("\"options\""),
-            "{m}"
-        );
+        assert!(m.contains("cols.csv") && m.contains("missing CSV column `choices`") && m.contains("\"options\""), "{m}");
 
         let p = write(&d, "noans.csv", b"question,choices\nQ,a|b\n");
         let m = err(&p, Format::Csv);
         assert!(m.contains("noans.csv") && m.contains("`answer`"), "{m}");
 
-        let p = write(
-            &d,
-            "range.csv",
-            b"question,choices,answer\nQ,a|b,0\nQ,a|b,5\n",
-        );
+        let p = write(&d, "range.csv", b"question,choices,answer\nQ,a|b,0\nQ,a|b,5\n");
         let m = err(&p, Format::Csv);
         assert_located(&m, "range.csv", 3, "answer");
 
-        let p = write(
-            &d,
-            "ragged.csv",
-            b"question,choices,answer\nQ,a|b,0,extra\n",
-        );
+        let p = write(&d, "ragged.csv", b"question,choices,answer\nQ,a|b,0,extra\n");
         let m = err(&p, Format::Csv);
         assert!(m.contains("ragged.csv:2") && m.contains("CSV error"), "{m}");
 
         let p = write(&d, "headeronly.csv", b"question,choices,answer\n");
         assert!(err(&p, Format::Csv).contains("no records"));
 
-        let p = write(
-            &d,
-            "bad.csv",
-            b"question,choices,answer\nQ,a|b,0\nQ\xff,a|b,1\n",
-        );
+        let p = write(&d, "bad.csv", b"question,choices,answer\nQ,a|b,0\nQ\xff,a|b,1\n");
         let m = err(&p, Format::Csv);
         assert!(m.contains("bad.csv:3:") && m.contains("UTF-8"), "{m}");
     }
@@ -1424,24 +1013,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(&d, "odd.jsonl", br#"{"foo": 1, "bar": 2}"#);
         let m = detect_format(&p).unwrap_err().to_string();
-        assert!(
-            m.contains("odd.jsonl:1:") && m.contains("[\"bar\", \"foo\"]"),
-            "{m}"
-        );
+        assert!(m.contains("odd.jsonl:1:") && m.contains("[\"bar\", \"foo\"]"), "{m}");
         assert_eq!("Winogrande".parse::<Format>().unwrap(), Format::Winogrande);
         assert_eq!("openbookqa".parse::<Format>().unwrap(), Format::Arc);
-        assert!("xml"
-            .parse::<Format>()
-            .unwrap_err()
-            .to_string()
-            .contains("\"xml\""));
-        assert_eq!(
-            serde_json::to_string(&Format::Classification).unwrap(),
-            "\"classification\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Format>("\"boolq\"").unwrap(),
-            Format::Boolq
-        );
+        assert!("xml".parse::<Format>().unwrap_err().to_string().contains("\"xml\""));
+        assert_eq!(serde_json::to_string(&Format::Classification).unwrap(), "\"classification\"");
+        assert_eq!(serde_json::from_str::<Format>("\"boolq\"").unwrap(), Format::Boolq);
     }
 }

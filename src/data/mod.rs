@@ -21,9 +21,7 @@ pub use split::{make_splits, SplitSpec, Splits};
 pub const MAX_CHOICES: usize = 8;
 
 /// A dataset file's format (`format` in the `[data]` section).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Detect from the extension and the first record's keys.
@@ -44,15 +42,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 7] = [
-        Format::Auto,
-        Format::Mcq,
-        Format::Arc,
-        Format::Boolq,
-        Format::Winogrande,
-        Format::Classification,
-        Format::Csv,
-    ];
+    pub const ALL: [Format; 7] = [Format::Auto, Format::Mcq, Format::Arc, Format::Boolq, Format::Winogrande, Format::Classification, Format::Csv];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,11 +71,7 @@ impl FromStr for Format {
         if t == "openbookqa" {
             return Ok(Format::Arc);
         }
-        Format::ALL
-            .iter()
-            .copied()
-            .find(|f| f.as_str() == t)
-            .ok_or_else(|| DataError::BadFormatName(s.to_string()))
+        Format::ALL.iter().copied().find(|f| f.as_str() == t).ok_or_else(|| DataError::BadFormatName(s.to_string()))
     }
 }
 
@@ -113,32 +99,16 @@ impl Item {
 
 /// The token ids of the K answer labels: each label encoded without special tokens must be exactly
 /// one token, and the K tokens must be distinct.
-pub fn answer_token_ids(
-    tok: &tokenizers::Tokenizer,
-    answer_labels: &[String],
-) -> Result<Vec<u32>, DataError> {
+pub fn answer_token_ids(tok: &tokenizers::Tokenizer, answer_labels: &[String]) -> Result<Vec<u32>, DataError> {
     let mut ids: Vec<u32> = Vec::with_capacity(answer_labels.len());
     for (i, label) in answer_labels.iter().enumerate() {
-        let enc = tok
-            .encode(label.as_str(), false)
-            .map_err(|e| DataError::Tokenizer {
-                label: label.clone(),
-                message: e.to_string(),
-            })?;
+        let enc = tok.encode(label.as_str(), false).map_err(|e| DataError::Tokenizer { label: label.clone(), message: e.to_string() })?;
         if enc.get_ids().len() != 1 {
-            return Err(DataError::AnswerNotOneToken {
-                label: label.clone(),
-                tokens: enc.get_tokens().to_vec(),
-                ids: enc.get_ids().to_vec(),
-            });
+            return Err(DataError::AnswerNotOneToken { label: label.clone(), tokens: enc.get_tokens().to_vec(), ids: enc.get_ids().to_vec() });
         }
         let id = enc.get_ids()[0];
         if let Some(j) = ids.iter().position(|&x| x == id) {
-            return Err(DataError::DuplicateAnswerToken {
-                first: answer_labels[j].clone(),
-                second: answer_labels[i].clone(),
-                id,
-            });
+            return Err(DataError::DuplicateAnswerToken { first: answer_labels[j].clone(), second: answer_labels[i].clone(), id });
         }
         ids.push(id);
     }
@@ -162,26 +132,13 @@ mod tests {
     #[test]
     fn answer_tokens_single_and_distinct() {
         let tok = tiny_tokenizer();
-        assert_eq!(
-            answer_token_ids(&tok, &labels(&[" A", " B", " True"])).unwrap(),
-            vec![8, 9, 13]
-        );
+        assert_eq!(answer_token_ids(&tok, &labels(&[" A", " B", " True"])).unwrap(), vec![8, 9, 13]);
 
-        let e = answer_token_ids(&tok, &labels(&[" A", " C"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("\" C\"") && e.contains("[\"Ġ\", \"C\"]") && e.contains("[0, 3]"),
-            "{e}"
-        );
+        let e = answer_token_ids(&tok, &labels(&[" A", " C"])).unwrap_err().to_string();
+        assert!(e.contains("\" C\"") && e.contains("[\"Ġ\", \"C\"]") && e.contains("[0, 3]"), "{e}");
 
-        let e = answer_token_ids(&tok, &labels(&[" A", " B", " A"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("\" A\" and \" A\" both become token id 8"),
-            "{e}"
-        );
+        let e = answer_token_ids(&tok, &labels(&[" A", " B", " A"])).unwrap_err().to_string();
+        assert!(e.contains("\" A\" and \" A\" both become token id 8"), "{e}");
     }
 
     fn manifest_path(rel: &str) -> std::path::PathBuf {
@@ -192,11 +149,7 @@ mod tests {
     /// roughly balanced labels, and unique ids.
     #[test]
     fn shipped_sample_datasets_load() {
-        let expect = [
-            ("compare4", Format::Mcq, 4usize),
-            ("yesno", Format::Boolq, 2),
-            ("cloze2", Format::Winogrande, 2),
-        ];
+        let expect = [("compare4", Format::Mcq, 4usize), ("yesno", Format::Boolq, 2), ("cloze2", Format::Winogrande, 2)];
         for (name, format, k) in expect {
             let mut all_ids = std::collections::HashSet::new();
             for (split, min) in [("train", 100usize), ("validation", 50), ("test", 100)] {
@@ -214,63 +167,30 @@ mod tests {
                 }
                 let fair = items.len() as f64 / k as f64;
                 for (c, &n) in counts.iter().enumerate() {
-                    assert!(
-                        (n as f64 - fair).abs() <= 0.2 * fair,
-                        "{name}/{split}: class {c} has {n} of {}",
-                        items.len()
-                    );
+                    assert!((n as f64 - fair).abs() <= 0.2 * fair, "{name}/{split}: class {c} has {n} of {}", items.len());
                 }
             }
             // the configs that point at them use the documented keys
-            let cfg =
-                std::fs::read_to_string(manifest_path(&format!("assets/configs/{name}.toml")))
-                    .unwrap();
-            assert!(
-                cfg.contains(&format!("train = \"sample_data/{name}/train.jsonl\"")),
-                "{cfg}"
-            );
+            let cfg = std::fs::read_to_string(manifest_path(&format!("assets/configs/{name}.toml"))).unwrap();
+            assert!(cfg.contains(&format!("train = \"sample_data/{name}/train.jsonl\"")), "{cfg}");
         }
         // one rendered prompt per dataset, pinned
-        let first = |name: &str| {
-            load_items(
-                &manifest_path(&format!("sample_data/{name}/train.jsonl")),
-                Format::Auto,
-            )
-            .unwrap()
-            .remove(0)
-        };
+        let first = |name: &str| load_items(&manifest_path(&format!("sample_data/{name}/train.jsonl")), Format::Auto).unwrap().remove(0);
         let c = first("compare4");
-        assert!(
-            c.prompt.starts_with(
-                "Select one of the choices that answers the following question: Which "
-            ),
-            "{}",
-            c.prompt
-        );
+        assert!(c.prompt.starts_with("Select one of the choices that answers the following question: Which "), "{}", c.prompt);
         assert_eq!(c.answer_labels, labels(&[" A", " B", " C", " D"]));
         let y = first("yesno");
-        assert!(
-            y.prompt
-                .starts_with("Answer the question with only True or False: ")
-                && y.prompt.contains("\nContext: ")
-        );
+        assert!(y.prompt.starts_with("Answer the question with only True or False: ") && y.prompt.contains("\nContext: "));
         assert_eq!(y.answer_labels, labels(&[" True", " False"]));
         let w = first("cloze2");
-        assert!(
-            w.prompt.contains(" _ ") && w.prompt.contains("\nA. ") && w.prompt.contains("\nB. "),
-            "{}",
-            w.prompt
-        );
+        assert!(w.prompt.contains(" _ ") && w.prompt.contains("\nA. ") && w.prompt.contains("\nB. "), "{}", w.prompt);
     }
 
     #[test]
     fn format_names_round_trip() {
         for f in Format::ALL {
             assert_eq!(f.to_string().parse::<Format>().unwrap(), f);
-            assert_eq!(
-                serde_json::to_string(&f).unwrap(),
-                format!("\"{}\"", f.as_str())
-            );
+            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
         }
     }
 }

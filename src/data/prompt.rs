@@ -52,11 +52,7 @@ pub fn mcq_prompt(context: Option<&str>, question: &str, choices: &[String]) -> 
 /// Answer:
 /// ```
 pub fn boolq_prompt(passage: &str, question: &str) -> String {
-    format!(
-        "Answer the question with only True or False: {}\nContext: {}\nAnswer:",
-        question.trim(),
-        passage.trim()
-    )
+    format!("Answer the question with only True or False: {}\nContext: {}\nAnswer:", question.trim(), passage.trim())
 }
 
 /// Plain text classification:
@@ -67,11 +63,7 @@ pub fn boolq_prompt(passage: &str, question: &str) -> String {
 /// Answer:
 /// ```
 pub fn classification_prompt(text: &str, labels: &[String]) -> String {
-    format!(
-        "Classify the text. Options: {}.\nText: {}\nAnswer:",
-        labels.join(", "),
-        text.trim()
-    )
+    format!("Classify the text. Options: {}.\nText: {}\nAnswer:", labels.join(", "), text.trim())
 }
 
 #[cfg(test)]
@@ -86,10 +78,7 @@ mod tests {
             "Select one of the choices that answers the following question: Which is a colour of the sky?\nChoices:\nA. red\nB. blue\nC. green\nAnswer:"
         );
         let p = mcq_prompt(Some("The sky is blue. "), "Q?", &ch[..2]);
-        assert_eq!(
-            p,
-            "The sky is blue.\nSelect one of the choices that answers the following question: Q?\nChoices:\nA. red\nB. blue\nAnswer:"
-        );
+        assert_eq!(p, "The sky is blue.\nSelect one of the choices that answers the following question: Q?\nChoices:\nA. red\nB. blue\nAnswer:");
         // Blank context is treated as no context.
         assert!(mcq_prompt(Some("  "), "Q?", &ch).starts_with("Select"));
     }
@@ -101,10 +90,7 @@ mod tests {
             "Answer the question with only True or False: does ann have a cat\nContext: Ann has a cat.\nAnswer:"
         );
         let labels = vec!["positive".to_string(), "negative".to_string()];
-        assert_eq!(
-            classification_prompt("Great film!", &labels),
-            "Classify the text. Options: positive, negative.\nText: Great film!\nAnswer:"
-        );
+        assert_eq!(classification_prompt("Great film!", &labels), "Classify the text. Options: positive, negative.\nText: Great film!\nAnswer:");
         assert_eq!(letter_labels(3), vec![" A", " B", " C"]);
     }
 }

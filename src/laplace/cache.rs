@@ -2,7 +2,9 @@
 //! logits and its `SpectralEntry`, so that a viewer can recompute every predictive at a new prior
 //! precision without the model (MATH.md section 8).
 
+use super::predictive::Predictor;
 use super::spectral::{SpectralEntry, SpectralGrid};
+use super::PredictiveKind;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -55,7 +57,8 @@ pub fn load_cache(path: &Path) -> Result<LoadedCache> {
     }
     let grid = SpectralGrid::new(g[0], g[1], g[2] as usize);
     let Ok(mu) = get("logit_mean") else { return Ok(LoadedCache { entries: Vec::new(), mus: Vec::new(), grid }) };
-    let mus: Vec<Vec<f64>> = mu.to_vec2::<f64>()?.into_iter().map(|r| r.into_iter().map(|x| if x <= -1e29 { f64::NEG_INFINITY } else { x }).collect()).collect();
+    let mus: Vec<Vec<f64>> =
+        mu.to_vec2::<f64>()?.into_iter().map(|r| r.into_iter().map(|x| if x <= -1e29 { f64::NEG_INFINITY } else { x }).collect()).collect();
     let w = get("w")?.to_vec2::<f32>()?;
     let wd = get("wd")?.to_vec2::<f32>()?;
     let z = get("zero")?.to_vec2::<f64>()?;
@@ -75,4 +78,19 @@ pub fn load_cache(path: &Path) -> Result<LoadedCache> {
         })
         .collect();
     Ok(LoadedCache { entries, mus, grid })
+}
+
+/// The predictive a run's Laplace fit used (`laplace/laplace.json`'s "config"), so that every
+/// view recomputes with the same one; the default where the file does not say (older runs).
+pub fn run_predictor(dir: &Path) -> Predictor {
+    let read = || -> Option<Predictor> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("laplace").join("laplace.json")).ok()?).ok()?;
+        let c = v.get("config")?;
+        Some(Predictor {
+            kind: PredictiveKind::parse(c.get("predictive")?.as_str()?)?,
+            samples: c.get("samples").and_then(|s| s.as_u64()).unwrap_or(1000) as usize,
+            seed: c.get("seed").and_then(|s| s.as_u64()).unwrap_or(0),
+        })
+    };
+    read().unwrap_or_default()
 }

@@ -243,8 +243,13 @@ pub fn sides(lora: &LoraSet, b: BlockId) -> (usize, usize) {
 
 /// The curvature of one block.
 pub enum BlockCurvature {
-    Kron { x: Factor, o: Factor },
-    Diag { d: Vec<f64> },
+    Kron {
+        x: Factor,
+        o: Factor,
+    },
+    Diag {
+        d: Vec<f64>,
+    },
     /// Covered by `Curvature::full`.
     InFull,
 }
@@ -442,10 +447,9 @@ pub fn collect(
     for &b in blocks {
         let (nx, no) = sides(lora, b);
         per_block.push(match cfg.structure {
-            Structure::Kron => BlockCurvature::Kron {
-                x: Factor::new(nx, cfg.low_rank_threshold, cfg.low_rank_k),
-                o: Factor::new(no, cfg.low_rank_threshold, cfg.low_rank_k),
-            },
+            Structure::Kron => {
+                BlockCurvature::Kron { x: Factor::new(nx, cfg.low_rank_threshold, cfg.low_rank_k), o: Factor::new(no, cfg.low_rank_threshold, cfg.low_rank_k) }
+            }
             Structure::Diag => BlockCurvature::Diag { d: vec![0.0; nx * no] },
             Structure::Full => {
                 full_p += nx * no;
@@ -595,4 +599,3 @@ mod tests {
         assert!((c2[0][0][0].abs() as f64 - r).abs() < 1e-6 && (c2[0][0][0] + c2[0][0][1]).abs() < 1e-6);
     }
 }
-

@@ -146,11 +146,7 @@ pub struct Factor {
 impl Factor {
     /// A zero factor of side n: dense if n <= threshold, else low-rank keeping the top `k` pairs.
     pub fn new(n: usize, threshold: usize, k: usize) -> Self {
-        let repr = if n <= threshold {
-            Repr::Dense(vec![0.0; n * n])
-        } else {
-            Repr::LowRank { q: Mat::zeros(n, 0), l: Vec::new() }
-        };
+        let repr = if n <= threshold { Repr::Dense(vec![0.0; n * n]) } else { Repr::LowRank { q: Mat::zeros(n, 0), l: Vec::new() } };
         Factor { n, k: k.min(n), repr, trace: 0.0, clamped: 0 }
     }
 
@@ -283,13 +279,7 @@ impl Factor {
     pub fn eig(&self) -> SymEig {
         match &self.repr {
             Repr::Dense(f) => sym_eig(f, self.n),
-            Repr::LowRank { q, l } => SymEig {
-                n: self.n,
-                k: l.len(),
-                values: l.clone(),
-                vectors: to_row_major(q.as_ref()),
-                clamped: self.clamped,
-            },
+            Repr::LowRank { q, l } => SymEig { n: self.n, k: l.len(), values: l.clone(), vectors: to_row_major(q.as_ref()), clamped: self.clamped },
         }
     }
 
@@ -428,8 +418,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let q = random_orthonormal(&mut rng, n);
         // Decaying spectrum of rank 12: 10^(-i/3).
-        let sqrt_spec: Vec<f64> =
-            (0..n).map(|i| if i < true_rank { 10f64.powf(-(i as f64) / 6.0) } else { 0.0 }).collect();
+        let sqrt_spec: Vec<f64> = (0..n).map(|i| if i < true_rank { 10f64.powf(-(i as f64) / 6.0) } else { 0.0 }).collect();
         let mut batches_v = Vec::new();
         for _ in 0..batches {
             let z = randn(&mut rng, n * m);
@@ -463,8 +452,7 @@ mod tests {
             // Error of the streamed rank-k factor against the dense one (relative Frobenius),
             // and of its kept eigenvalues against the dense top-k (relative to the largest).
             let err = rel_diff(&lr.to_dense(), &dense.to_dense());
-            let eig_err =
-                (0..k).map(|i| (le.values[i] - de.values[i]).abs()).fold(0.0, f64::max) / de.values[0];
+            let eig_err = (0..k).map(|i| (le.values[i] - de.values[i]).abs()).fold(0.0, f64::max) / de.values[0];
             eprintln!("k={k}: factor error {err:.3e}, top-k eigenvalue error {eig_err:.3e}");
             // Monotone non-increasing in k (allowing 1e-12 round-off noise once both are ~exact).
             assert!(err <= prev_err + 1e-12, "k={k}: err {err} > previous {prev_err}");

@@ -5,9 +5,9 @@ use super::curvature;
 use super::jacobian::{self, Functional, Group};
 use super::marglik;
 use super::posterior::Posterior;
-use super::predictive;
+use super::prior;
 use super::spectral::{SpectralEntry, SpectralGrid, SpectralWeights};
-use super::{subset_blocks, LaplaceConfig, PredictiveKind, PriorMethod, Subset};
+use super::{subset_blocks, LaplaceConfig, PriorMean, PriorMethod, Subset};
 use crate::calibration;
 use crate::lora::LoraSet;
 use crate::model::Llama;
@@ -49,25 +49,7 @@ pub struct LaplaceResult {
     pub seconds_per_test_example: f64,
 }
 
-/// The predictive probabilities of one example (masked classes get 0).
-pub fn predict(kind: PredictiveKind, mu: &[f64], cov: &[f64], samples: usize, seed: u64) -> Vec<f64> {
-    match kind {
-        PredictiveKind::Probit => predictive::probit(mu, cov),
-        PredictiveKind::Mc => predictive::monte_carlo(mu, cov, samples, seed),
-        PredictiveKind::Bridge => predictive::laplace_bridge(mu, cov),
-    }
-}
-
-/// Chooses prior precisions per block for the blocks `idx` by the marginal likelihood.
-fn marglik_deltas(post: &Posterior, idx: &[usize], per_layer: bool, cfg: &LaplaceConfig) -> Vec<f64> {
-    let s = post.spectra(idx);
-    let per = if per_layer && post.full.is_none() {
-        marglik::optimize_per_layer_delta(post.log_lik, &s, cfg.delta_min, cfg.delta_max)
-    } else {
-        vec![marglik::optimize_scalar_delta(post.log_lik, &s, cfg.delta_min, cfg.delta_max); s.len()]
-    };
-    post.block_deltas(idx, &per)
-}
+pub use super::predictive::{predict, Predictor};
 
 /// Validation NLL and ECE at a scalar delta, from the spectral caches.
 fn val_metrics(val: &[Functional], group: usize, labels: &[usize], delta: f64, grid: &SpectralGrid, cfg: &LaplaceConfig) -> calibration::Metrics {
@@ -77,10 +59,47 @@ fn val_metrics(val: &[Functional], group: usize, labels: &[usize], delta: f64, g
         .enumerate()
         .map(|(i, f)| {
             let cov = f.spectral[group].sigma_f_with(&wts);
-            predict(cfg.predictive, &f.mu, &cov, cfg.samples, cfg.seed.wrapping_add(i as u64))
+            cfg.predictor().apply(i, &f.mu, &cov)
         })
         .collect();
     calibration::metrics(&probs, labels)
+}
+
+/// The posterior of `cfg.subset` at the MAP adapters `lora`: the curvature over `train`, its
+/// eigendecompositions, and the distance from the initialisation (the adapter as initialised
+/// with the training seed `cfg.seed`: A_0 random, B_0 = 0) for the prior centred there and for
+/// laplace.json. None on a cancel.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_posterior(
+    model: &Llama,
+    lora: &LoraSet,
+    train: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    batch_size: usize,
+    cfg: &LaplaceConfig,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Posterior>> {
+    let blocks = subset_blocks(lora, cfg.subset);
+    let Some(curv) = curvature::collect(model, lora, &blocks, train, answer_ids, pad, batch_size, cfg, cancel, progress)? else {
+        return Ok(None);
+    };
+    let mut post = Posterior::from_curvature(curv, lora)?;
+    let init = LoraSet::new(lora.config.clone(), &model.lora_dims(), lora.answer_token_ids.clone(), cfg.seed, model.device())?;
+    post.set_init(lora, &init)?;
+    Ok(Some(post))
+}
+
+/// The delta of the prior grid with the lowest validation NLL under the run's predictive, from
+/// the validation spectral caches of `group`.
+pub fn grid_search(val: &[Functional], group: usize, labels: &[usize], grid: &SpectralGrid, cfg: &LaplaceConfig) -> f64 {
+    marglik::log_grid(cfg.delta_min, cfg.delta_max, cfg.grid_points)
+        .iter()
+        .map(|&d| (d, val_metrics(val, group, labels, d, grid, cfg).nll))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|x| x.0)
+        .unwrap_or(1.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -107,13 +126,12 @@ pub fn fit(
         cfg.positions
     )));
     let t0 = std::time::Instant::now();
-    let Some(curv) = curvature::collect(model, lora, &blocks, train, answer_ids, pad, batch_size, cfg, cancel, &mut |d, t| {
+    let Some(post) = fit_posterior(model, lora, train, answer_ids, pad, batch_size, cfg, cancel, &mut |d, t| {
         report(FitProgress::Step { phase: "curvature", done: d, total: t })
     })?
     else {
         return Ok(None);
     };
-    let post = Posterior::from_curvature(curv, lora)?;
     let seconds_curvature = t0.elapsed().as_secs_f64();
     if post.clamped > 0 {
         report(FitProgress::Message(format!(
@@ -142,35 +160,30 @@ pub fn fit(
     };
     let val_labels: Vec<usize> = validation.iter().map(|e| e.label).collect();
     let deltas_grid = marglik::log_grid(cfg.delta_min, cfg.delta_max, cfg.grid_points);
+    // The marginal likelihood (curve, reported value) with the prior mean the method uses.
+    let prior_mean = match cfg.prior {
+        PriorMethod::Marglik { mean, .. } => mean,
+        _ => PriorMean::Zero,
+    };
     let curve: Vec<CurvePoint> = deltas_grid
         .iter()
         .map(|&d| {
             let m = val_metrics(&val, 0, &val_labels, d, &grid, cfg);
-            CurvePoint { delta: d, log_marglik: post.log_marglik(&all, d), val_nll: m.nll, val_ece: m.ece }
+            CurvePoint { delta: d, log_marglik: prior::log_marglik(&post, &all, prior_mean, &vec![d; post.blocks.len()]), val_nll: m.nll, val_ece: m.ece }
         })
         .collect();
     let choose = |idx: &[usize], group: usize| -> Vec<f64> {
         match &cfg.prior {
-            PriorMethod::Marglik => marglik_deltas(&post, idx, false, cfg),
-            PriorMethod::MarglikPerLayer => marglik_deltas(&post, idx, true, cfg),
+            PriorMethod::Marglik { mean, groups } => prior::marglik_deltas(&post, idx, *mean, *groups, cfg.delta_min, cfg.delta_max),
             PriorMethod::Fixed(d) => post.block_deltas(idx, &vec![*d; post.spectra(idx).len()]),
             PriorMethod::Grid => {
-                let best = deltas_grid
-                    .iter()
-                    .map(|&d| (d, val_metrics(&val, group, &val_labels, d, &grid, cfg).nll))
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|x| x.0)
-                    .unwrap_or(1.0);
+                let best = grid_search(&val, group, &val_labels, &grid, cfg);
                 post.block_deltas(idx, &vec![best; post.spectra(idx).len()])
             }
         }
     };
     let deltas = choose(&all, 0);
-    let lml = |idx: &[usize], d: &[f64]| -> f64 {
-        let s = post.spectra(idx);
-        let per: Vec<f64> = if post.full.is_some() { vec![d[idx[0]]] } else { idx.iter().map(|&i| d[i]).collect() };
-        marglik::log_marglik(post.log_lik, &s, &per)
-    };
+    let lml = |idx: &[usize], d: &[f64]| -> f64 { prior::log_marglik(&post, idx, prior_mean, d) };
     let log_marglik = lml(&all, &deltas);
     let llla = llla_idx.as_ref().map(|l| {
         let d = choose(l, 1);
@@ -196,9 +209,7 @@ pub fn fit(
         return Ok(None);
     };
     let seconds_per_test_example = t1.elapsed().as_secs_f64() / test.len().max(1) as f64;
-    let probs_of = |g: usize| -> Vec<Vec<f64>> {
-        test_f.iter().enumerate().map(|(i, f)| predict(cfg.predictive, &f.mu, &f.sigma[g], cfg.samples, cfg.seed.wrapping_add(i as u64))).collect()
-    };
+    let probs_of = |g: usize| -> Vec<Vec<f64>> { test_f.iter().enumerate().map(|(i, f)| cfg.predictor().apply(i, &f.mu, &f.sigma[g])).collect() };
     let test_probs = probs_of(0);
     let llla_probs = llla.as_ref().map(|_| probs_of(1));
     Ok(Some(LaplaceResult {
@@ -222,12 +233,19 @@ fn summarize(d: &[f64]) -> String {
         return "-".into();
     }
     let (lo, hi) = v.iter().fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    if (hi / lo - 1.0).abs() < 1e-9 { format!("{lo:.4}") } else { format!("{lo:.4}..{hi:.4} (per layer)") }
+    if (hi / lo - 1.0).abs() < 1e-9 {
+        format!("{lo:.4}")
+    } else {
+        format!("{lo:.4}..{hi:.4} (per layer)")
+    }
 }
 
-/// Recomputes every cached example's probit predictive at a new scalar delta (the prior
-/// slider): the per-bin weights are shared, so this is a few thousand multiply-adds an example.
-pub fn recompute(entries: &[SpectralEntry], mus: &[Vec<f64>], delta: f64, grid: &SpectralGrid) -> Vec<Vec<f64>> {
+/// Recomputes every cached example's predictive at a new scalar delta (the prior slider): the
+/// per-bin weights are shared, so Sigma_f is a few thousand multiply-adds an example; the
+/// examples run in parallel. Monte Carlo uses `samples` draws seeded by the example's index, as
+/// in the fit.
+pub fn recompute(entries: &[SpectralEntry], mus: &[Vec<f64>], delta: f64, grid: &SpectralGrid, predictor: &Predictor) -> Vec<Vec<f64>> {
+    use rayon::prelude::*;
     let wts = SpectralWeights::new(grid, delta);
-    entries.iter().zip(mus).map(|(e, mu)| predictive::probit(mu, &e.sigma_f_with(&wts))).collect()
+    entries.par_iter().zip(mus.par_iter()).enumerate().map(|(i, (e, mu))| predictor.apply(i, mu, &e.sigma_f_with(&wts))).collect()
 }

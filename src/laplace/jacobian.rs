@@ -48,6 +48,8 @@ struct Projected {
 struct Bases {
     /// Kron: (Q_X (n_x, k_x), Q_O^T (k_o, n_o), low-rank?) as f32 tensors.
     kron: Vec<Option<(Tensor, Tensor, bool)>>,
+    /// Low-rank Kron blocks: (Q_X, Q_O) in f64, for the residual mass outside their span.
+    kron64: Vec<Option<(Tensor, Tensor)>>,
     /// Full: Q (P, k).
     full: Option<Tensor>,
 }
@@ -66,15 +68,33 @@ fn bases(post: &Posterior, dev: &Device) -> Result<Bases> {
             BlockBasis::Diag { .. } => Ok(None),
         })
         .collect::<Result<Vec<_>>>()?;
+    let kron64 = post
+        .basis
+        .iter()
+        .map(|b| match b {
+            BlockBasis::Kron { x, o } if x.k < x.n || o.k < o.n => {
+                Ok(Some((Tensor::from_vec(x.vectors.clone(), (x.n, x.k), dev)?, Tensor::from_vec(o.vectors.clone(), (o.n, o.k), dev)?)))
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let full = match &post.full {
         Some(f) => Some(mat(&f.vectors, f.n, f.k)?),
         None => None,
     };
-    Ok(Bases { kron, full })
+    Ok(Bases { kron, kron64, full })
 }
 
-fn gram(m: &[Vec<f32>], k: usize) -> Vec<Vec<f64>> {
-    (0..k).map(|c| (0..k).map(|d| m[c].iter().zip(&m[d]).map(|(a, b)| *a as f64 * *b as f64).sum()).collect()).collect()
+/// The Jacobian mass outside a low-rank block's kept eigenvectors, per example and class pair:
+/// <R_c, R_c'>_F with R_c = M_c - Q_O Q_O^T M_c Q_X Q_X^T, formed in f64. (Total minus kept mass,
+/// |M|^2 - |M~|^2, loses everything to cancellation when the kept basis holds nearly all of the
+/// mass, and divided by delta that error dominates Sigma_f at small delta.)
+/// `m` is (K * B, n_o, n_x), class-major; the result is indexed [example][c][c'].
+fn residual_mass(m: &Tensor, qx: &Tensor, qo: &Tensor, k: usize, nb: usize) -> Result<Vec<Vec<Vec<f64>>>> {
+    let m64 = m.to_dtype(DType::F64)?;
+    let kept = qo.broadcast_matmul(&qo.t()?.broadcast_matmul(&m64.broadcast_matmul(qx)?)?)?.broadcast_matmul(&qx.t()?)?;
+    let r = (m64 - kept)?.flatten_from(1)?.to_vec2::<f64>()?;
+    Ok((0..nb).map(|n| (0..k).map(|c| (0..k).map(|d| r[c * nb + n].iter().zip(&r[d * nb + n]).map(|(x, y)| x * y).sum()).collect()).collect()).collect())
 }
 
 /// Sigma_f contributions and spectral entries of every example of `data`.
@@ -107,9 +127,7 @@ pub fn functional(
                     }
                     let d = g.deltas[i];
                     Some(match (&post.basis.get(i), &post.full) {
-                        (Some(BlockBasis::Kron { x, o }), _) => {
-                            o.values.iter().flat_map(|gj| x.values.iter().map(move |ai| 1.0 / (ai * gj + d))).collect()
-                        }
+                        (Some(BlockBasis::Kron { x, o }), _) => o.values.iter().flat_map(|gj| x.values.iter().map(move |ai| 1.0 / (ai * gj + d))).collect(),
                         (Some(BlockBasis::Diag { d: dd }), _) => dd.iter().map(|v| 1.0 / (v + d)).collect(),
                         (None, Some(f)) => f.values.iter().map(|v| 1.0 / (v + d)).collect(),
                         (None, None) => Vec::new(),
@@ -185,24 +203,23 @@ pub fn functional(
         } else {
             for (bi, basis) in post.basis.iter().enumerate() {
                 let m = &ms[bi];
-                let (v, raw) = match (basis, &bs.kron[bi]) {
+                let (v, resid) = match (basis, &bs.kron[bi]) {
                     (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
                         let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (K*B, k_o, k_x)
-                        let raw = if *low { Some(m.flatten_from(1)?.to_vec2::<f32>()?) } else { None };
-                        (mt.flatten_from(1)?.to_vec2::<f32>()?, raw)
+                        let resid = match (&bs.kron64[bi], low) {
+                            (Some((qx64, qo64)), true) => Some(residual_mass(m, qx64, qo64, k, nb)?),
+                            _ => None,
+                        };
+                        (mt.flatten_from(1)?.to_vec2::<f32>()?, resid)
                     }
                     (BlockBasis::Diag { .. }, _) => (m.flatten_from(1)?.to_vec2::<f32>()?, None),
                     _ => unreachable!("bases match the posterior"),
                 };
                 for (n, pe) in per_example.iter_mut().enumerate() {
                     let m: Vec<Vec<f32>> = (0..k).map(|c| v[c * nb + n].clone()).collect();
-                    let resid = match &raw {
-                        // The Jacobian mass outside a low-rank basis: total minus kept (MATH.md section 7).
-                        Some(r) => {
-                            let full: Vec<Vec<f32>> = (0..k).map(|c| r[c * nb + n].clone()).collect();
-                            let (total, kept) = (gram(&full, k), gram(&m, k));
-                            (0..k).map(|c| (0..k).map(|d| total[c][d] - kept[c][d]).collect()).collect()
-                        }
+                    // The Jacobian mass outside a low-rank basis (MATH.md section 7).
+                    let resid = match &resid {
+                        Some(r) => r[n].clone(),
                         None => vec![vec![0.0; k]; k],
                     };
                     pe.push(Projected { m, resid });

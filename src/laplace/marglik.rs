@@ -69,6 +69,14 @@ impl LayerSpectrum {
         -0.5 * delta * self.theta_sq - 0.5 * s
     }
 
+    /// The effective number of parameters gamma = sum_{kept} lambda / (lambda + delta): at the
+    /// optimum of this block's delta, delta |theta*|^2 = gamma (D = 0 below).
+    pub fn effective_params(&self, delta: f64) -> f64 {
+        let mut s = 0.0;
+        self.for_each_lambda(|l| s += l / (l + delta));
+        s
+    }
+
     /// (D, D') = d log Z_l / d log delta and its derivative in log delta.
     pub fn d_log_delta(&self, delta: f64) -> (f64, f64) {
         let mut s1 = 0.0;
@@ -150,9 +158,7 @@ fn maximise_log_delta(lo: f64, hi: f64, mut deriv: impl FnMut(f64) -> (f64, f64)
 /// The delta in [lo, hi] maximising log Z with one delta shared by every layer (log scale).
 pub fn optimize_scalar_delta(log_lik: f64, layers: &[LayerSpectrum], lo: f64, hi: f64) -> f64 {
     let _ = log_lik; // log Z's maximiser does not depend on the likelihood term
-    maximise_log_delta(lo, hi, |delta| {
-        layers.iter().map(|l| l.d_log_delta(delta)).fold((0.0, 0.0), |(s, ss), (d, dd)| (s + d, ss + dd))
-    })
+    maximise_log_delta(lo, hi, |delta| layers.iter().map(|l| l.d_log_delta(delta)).fold((0.0, 0.0), |(s, ss), (d, dd)| (s + d, ss + dd)))
 }
 
 /// One delta per layer, each maximising its own term of log Z (they separate).
@@ -170,9 +176,7 @@ pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         1 => vec![lo],
         _ => {
             let (a, b) = (lo.ln(), hi.ln());
-            (0..n)
-                .map(|i| if i == n - 1 { hi } else { (a + (b - a) * i as f64 / (n - 1) as f64).exp() })
-                .collect()
+            (0..n).map(|i| if i == n - 1 { hi } else { (a + (b - a) * i as f64 / (n - 1) as f64).exp() }).collect()
         }
     }
 }
@@ -259,14 +263,7 @@ mod tests {
             let (a, xr) = truncated(&x, na, ka);
             let (g, or) = truncated(&o, ng, kg);
             let theta: Vec<f64> = (0..na * ng).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
-            layers.push(LayerSpectrum {
-                name: format!("layer{l}"),
-                a,
-                n_a: na,
-                g,
-                n_g: ng,
-                theta_sq: theta.iter().map(|t| t * t).sum(),
-            });
+            layers.push(LayerSpectrum { name: format!("layer{l}"), a, n_a: na, g, n_g: ng, theta_sq: theta.iter().map(|t| t * t).sum() });
             dense.push(kron(&xr, na, &or, ng));
         }
         (layers, dense)

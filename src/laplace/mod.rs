@@ -19,8 +19,10 @@ pub mod jacobian;
 pub mod marglik;
 pub mod posterior;
 pub mod predictive;
+pub mod prior;
 pub mod spectral;
 pub mod study;
+pub mod study_prior;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -61,24 +63,134 @@ pub enum Positions {
     Last,
 }
 
+/// Where the Gaussian prior over the LoRA parameters is centred (MATH.md section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorMean {
+    /// theta ~ N(0, I / delta): the textbook Laplace prior.
+    Zero,
+    /// A ~ N(A_0, I / delta) at A's random initialisation, B ~ N(0, I / delta) (B_0 = 0): the
+    /// prior a LoRA run actually starts from.
+    Init,
+}
+
+/// Which blocks share one prior precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaGroups {
+    /// One delta for every block.
+    Scalar,
+    /// One delta for the A matrices and one for the B matrices.
+    Ab,
+    /// One delta per LoRA matrix.
+    Layer,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PriorMethod {
-    /// One delta maximising the Laplace log marginal likelihood.
-    Marglik,
-    /// One delta per LoRA matrix, each maximising its term of the marginal likelihood.
-    MarglikPerLayer,
+    /// The deltas maximising the Laplace log marginal likelihood, with the prior centred at
+    /// `mean`, one delta per group of `groups`.
+    Marglik {
+        mean: PriorMean,
+        groups: DeltaGroups,
+    },
     /// The delta of the grid with the lowest validation NLL.
     Grid,
     Fixed(f64),
 }
 
+impl PriorMethod {
+    /// What `prior = "marglik"` means: the variant measured best on the sample datasets
+    /// (README, "Choosing the prior precision").
+    pub const MARGLIK_DEFAULT: PriorMethod = PriorMethod::Marglik { mean: PriorMean::Zero, groups: DeltaGroups::Scalar };
+
+    /// The configuration's names: "grid", "marglik" (the default variant), and every variant
+    /// spelled out as "marglik_{scalar,ab,layer}" with "_init" for the initialisation-centred
+    /// prior. (A number is `Fixed`; the caller parses it.)
+    pub fn parse(name: &str) -> Option<Self> {
+        use DeltaGroups::*;
+        use PriorMean::*;
+        Some(match name {
+            "grid" => PriorMethod::Grid,
+            "marglik" => Self::MARGLIK_DEFAULT,
+            _ => {
+                let rest = name.strip_prefix("marglik_")?;
+                let (rest, mean) = match rest.strip_suffix("_init") {
+                    Some(r) => (r, Init),
+                    None => (rest, Zero),
+                };
+                let groups = match rest {
+                    "scalar" => Scalar,
+                    "ab" => Ab,
+                    "layer" => Layer,
+                    _ => return None,
+                };
+                PriorMethod::Marglik { mean, groups }
+            }
+        })
+    }
+
+    /// Every name `parse` takes (for error messages and help).
+    pub fn names() -> Vec<String> {
+        let mut v = vec!["grid".to_string(), "marglik".to_string()];
+        for g in ["scalar", "ab", "layer"] {
+            for m in ["", "_init"] {
+                v.push(format!("marglik_{g}{m}"));
+            }
+        }
+        v
+    }
+
+    /// The explicit name of a marginal-likelihood variant (e.g. "marglik_ab_init").
+    pub fn name(&self) -> String {
+        match self {
+            PriorMethod::Grid => "grid".into(),
+            PriorMethod::Fixed(d) => format!("{d}"),
+            PriorMethod::Marglik { mean, groups } => {
+                let g = match groups {
+                    DeltaGroups::Scalar => "scalar",
+                    DeltaGroups::Ab => "ab",
+                    DeltaGroups::Layer => "layer",
+                };
+                format!("marglik_{g}{}", if *mean == PriorMean::Init { "_init" } else { "" })
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PredictiveKind {
+    /// The GLM predictive E[softmax(f)] by quadrature (within TV 0.005): the default.
+    Quadrature,
+    /// The shift-invariant pairwise probit (MacKay's at K = 2).
     Probit,
+    /// laplace-torch's per-class probit on the raw logits.
+    ProbitTorch,
+    /// Monte Carlo with `samples` correlated draws.
     Mc,
+    /// The normalised Laplace bridge.
     Bridge,
+}
+
+impl PredictiveKind {
+    pub const ALL: [PredictiveKind; 5] = [Self::Quadrature, Self::Probit, Self::ProbitTorch, Self::Mc, Self::Bridge];
+
+    /// The configuration's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quadrature => "quadrature",
+            Self::Probit => "probit",
+            Self::ProbitTorch => "probit_torch",
+            Self::Mc => "mc",
+            Self::Bridge => "bridge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
 }
 
 /// Everything that decides a Laplace fit.
@@ -111,8 +223,8 @@ impl Default for LaplaceConfig {
             structure: Structure::Kron,
             curvature: CurvatureKind::Ggn,
             positions: Positions::Reduce,
-            prior: PriorMethod::Marglik,
-            predictive: PredictiveKind::Probit,
+            prior: PriorMethod::MARGLIK_DEFAULT,
+            predictive: PredictiveKind::Quadrature,
             samples: 1000,
             low_rank_threshold: 1024,
             low_rank_k: 128,
@@ -126,6 +238,11 @@ impl Default for LaplaceConfig {
 }
 
 impl LaplaceConfig {
+    /// The predictive and its Monte Carlo settings.
+    pub fn predictor(&self) -> predictive::Predictor {
+        predictive::Predictor { kind: self.predictive, samples: self.samples, seed: self.seed }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.samples == 0 {
             bail!("laplace.samples must be at least 1");

@@ -33,6 +33,9 @@ pub struct Posterior {
     pub full: Option<SymEig>,
     /// |theta*|^2 per block.
     pub theta_sq: Vec<f64>,
+    /// |theta* - theta_0|^2 per block, theta_0 the LoRA initialisation (A_0 random, B_0 = 0):
+    /// for the prior centred there ([`Posterior::set_init`]).
+    pub theta_init_sq: Option<Vec<f64>>,
     pub log_lik: f64,
     pub n_examples: usize,
     /// Eigenvalues clamped from small negatives to 0 (round-off), reported.
@@ -72,10 +75,7 @@ fn decompose_factors(per_block: &[BlockCurvature]) -> Vec<Option<SymEig>> {
             }
         }
     }
-    let unique: Vec<Option<SymEig>> = (0..factors.len())
-        .into_par_iter()
-        .map(|i| if source[i] == i { factors[i].map(|f| f.eig()) } else { None })
-        .collect();
+    let unique: Vec<Option<SymEig>> = (0..factors.len()).into_par_iter().map(|i| if source[i] == i { factors[i].map(|f| f.eig()) } else { None }).collect();
     (0..factors.len()).map(|i| unique[source[i]].clone()).collect()
 }
 
@@ -119,11 +119,7 @@ impl Posterior {
         } else {
             Structure::Kron
         };
-        let theta_sq = c
-            .blocks
-            .iter()
-            .map(|&b| Ok(block_values(lora, b)?.iter().map(|v| v * v).sum()))
-            .collect::<Result<Vec<f64>>>()?;
+        let theta_sq = c.blocks.iter().map(|&b| Ok(block_values(lora, b)?.iter().map(|v| v * v).sum())).collect::<Result<Vec<f64>>>()?;
         Ok(Self {
             structure,
             names: c.blocks.iter().map(|&b| block_name(lora, b)).collect(),
@@ -132,6 +128,7 @@ impl Posterior {
             basis,
             full,
             theta_sq,
+            theta_init_sq: None,
             log_lik: c.log_lik,
             n_examples: c.n_examples,
             clamped,
@@ -140,6 +137,24 @@ impl Posterior {
 
     pub fn n_params(&self) -> usize {
         self.sides.iter().map(|(a, b)| a * b).sum()
+    }
+
+    /// Records |theta* - theta_0|^2 per block from `lora` (the MAP adapter) and `init` (the same
+    /// adapter as initialised before training: `LoraSet::new` with the training seed).
+    pub fn set_init(&mut self, lora: &LoraSet, init: &LoraSet) -> Result<()> {
+        let moved = self
+            .blocks
+            .iter()
+            .map(|&b| {
+                let (th, t0) = (block_values(lora, b)?, block_values(init, b)?);
+                if th.len() != t0.len() {
+                    bail!("the initial adapter's {} has {} values, the trained one {}", block_name(lora, b), t0.len(), th.len());
+                }
+                Ok(th.iter().zip(&t0).map(|(x, y)| (x - y) * (x - y)).sum())
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        self.theta_init_sq = Some(moved);
+        Ok(())
     }
 
     /// The spectra of the blocks in `which` (indices into `blocks`), for the marginal likelihood.
@@ -158,22 +173,12 @@ impl Posterior {
         which
             .iter()
             .map(|&i| match &self.basis[i] {
-                BlockBasis::Kron { x, o } => LayerSpectrum {
-                    name: self.names[i].clone(),
-                    a: x.values.clone(),
-                    n_a: x.n,
-                    g: o.values.clone(),
-                    n_g: o.n,
-                    theta_sq: self.theta_sq[i],
-                },
-                BlockBasis::Diag { d } => LayerSpectrum {
-                    name: self.names[i].clone(),
-                    a: d.clone(),
-                    n_a: d.len(),
-                    g: vec![1.0],
-                    n_g: 1,
-                    theta_sq: self.theta_sq[i],
-                },
+                BlockBasis::Kron { x, o } => {
+                    LayerSpectrum { name: self.names[i].clone(), a: x.values.clone(), n_a: x.n, g: o.values.clone(), n_g: o.n, theta_sq: self.theta_sq[i] }
+                }
+                BlockBasis::Diag { d } => {
+                    LayerSpectrum { name: self.names[i].clone(), a: d.clone(), n_a: d.len(), g: vec![1.0], n_g: 1, theta_sq: self.theta_sq[i] }
+                }
             })
             .collect()
     }
@@ -218,6 +223,9 @@ impl Posterior {
         }
         t.insert("prior_precision".into(), vec(deltas)?);
         t.insert("theta_sq".into(), vec(&self.theta_sq)?);
+        if let Some(m) = &self.theta_init_sq {
+            t.insert("theta_init_sq".into(), vec(m)?);
+        }
         let tmp = path.with_extension("safetensors.tmp");
         candle_core::safetensors::save(&t, &tmp)?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
@@ -265,6 +273,7 @@ impl Posterior {
                 basis,
                 full,
                 theta_sq: get("theta_sq")?,
+                theta_init_sq: get("theta_init_sq").ok(),
                 log_lik: meta.log_lik,
                 n_examples: meta.n_examples,
                 clamped: 0,

@@ -248,14 +248,7 @@ impl SpectralEntry {
     /// `residual[p] = <M_c, M_c'>_F - <M~_c, M~_c'>_F` (the Frobenius inner product is invariant
     /// under the orthogonal change of basis, so total minus projected is the mass on the missing
     /// directions; [`pair_inner`] computes both sides). Pass `&[]` when both factors are full.
-    pub fn add_block<M: AsRef<[f32]>>(
-        &mut self,
-        a: &[f64],
-        g: &[f64],
-        m: &[M],
-        residual: &[f64],
-        grid: &SpectralGrid,
-    ) {
+    pub fn add_block<M: AsRef<[f32]>>(&mut self, a: &[f64], g: &[f64], m: &[M], residual: &[f64], grid: &SpectralGrid) {
         let bins = grid.bin_block(a, g);
         self.add_block_binned(&bins, m, residual);
     }
@@ -374,8 +367,7 @@ impl SpectralEntry {
 
     /// Bytes of payload (the slider's memory per example).
     pub fn size_bytes(&self) -> usize {
-        4 * (self.w.len() + self.wd.len())
-            + 8 * (self.zero.len() + self.zero_l.len() + self.over_inv.len() + self.over_inv2.len())
+        4 * (self.w.len() + self.wd.len()) + 8 * (self.zero.len() + self.zero_l.len() + self.over_inv.len() + self.over_inv2.len())
     }
 }
 
@@ -428,43 +420,43 @@ pub fn sigma_f_exact(blocks: &[(Vec<f64>, Vec<f64>, Vec<Vec<f32>>)], k: usize, d
     out
 }
 
-/// Seconds to recompute Sigma_f and the probit predictive for `n_examples` cache entries at a new
-/// delta (K classes, a 200-bin grid over 12 decades, random entries): the slider's redraw cost.
-/// The entries are built outside the timing; the figure is the fastest of 5 recomputations, each
-/// at a different delta (shared [`SpectralWeights`] built inside the timing).
-pub fn bench_sigma_f(n_examples: usize, k: usize) -> f64 {
+/// Seconds to recompute every predictive and the metrics of `n_examples` cache entries at a new
+/// delta (K classes, a 200-bin grid over 12 decades, random entries): the prior slider's redraw
+/// cost, through the same [`crate::laplace::fit::recompute`] the slider calls. The entries are
+/// built outside the timing; the figure is the fastest of 5 recomputations, each at a different
+/// delta (deltas 1e-2 .. 1e2: at the small ones the logit differences have sds of tens, where the
+/// quadrature default uses its most points).
+pub fn bench_prior_recompute(n_examples: usize, k: usize, predictor: &crate::laplace::predictive::Predictor) -> f64 {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     let grid = SpectralGrid::new(-6.0, 6.0, 200);
     let mut rng = StdRng::seed_from_u64(0);
     let np = n_pairs(k);
-    let entries: Vec<(Vec<f64>, SpectralEntry)> = (0..n_examples)
-        .map(|_| {
-            let mut e = SpectralEntry::new(k, &grid);
-            for x in e.w.iter_mut() {
-                *x = rng.random::<f32>();
-            }
-            for x in e.wd.iter_mut() {
-                *x = rng.random::<f32>() * 0.1 - 0.05;
-            }
-            for p in 0..np {
-                e.zero[p] = rng.random::<f64>();
-            }
-            let mu = (0..k).map(|_| rng.random::<f64>() * 4.0 - 2.0).collect();
-            (mu, e)
-        })
-        .collect();
+    let mut entries = Vec::with_capacity(n_examples);
+    let mut mus = Vec::with_capacity(n_examples);
+    for _ in 0..n_examples {
+        let mut e = SpectralEntry::new(k, &grid);
+        for x in e.w.iter_mut() {
+            *x = rng.random::<f32>();
+        }
+        for x in e.wd.iter_mut() {
+            *x = rng.random::<f32>() * 0.1 - 0.05;
+        }
+        for p in 0..np {
+            e.zero[p] = rng.random::<f64>();
+        }
+        mus.push((0..k).map(|_| rng.random::<f64>() * 4.0 - 2.0).collect::<Vec<f64>>());
+        entries.push(e);
+    }
+    let labels: Vec<usize> = (0..n_examples).map(|i| i % k).collect();
     let mut best = f64::INFINITY;
     let mut sink = 0.0;
     for rep in 0..5 {
         let delta = 10f64.powf(-2.0 + rep as f64);
         let t0 = std::time::Instant::now();
-        let wts = SpectralWeights::new(&grid, delta);
-        for (mu, e) in &entries {
-            let s = e.sigma_f_with(&wts);
-            let p = crate::laplace::predictive::probit(mu, &s);
-            sink += p[0];
-        }
+        let probs = crate::laplace::fit::recompute(&entries, &mus, delta, &grid, predictor);
+        let m = crate::calibration::metrics(&probs, &labels);
+        sink += m.nll;
         best = best.min(t0.elapsed().as_secs_f64());
     }
     std::hint::black_box(sink);
@@ -491,9 +483,7 @@ mod tests {
                 let g: Vec<f64> = (0..ng).map(|_| 10f64.powf(rng.random_range(-1.0..2.0))).collect();
                 // Correlated classes: m_c = common + own, so off-diagonals are not ~0.
                 let common: Vec<f64> = (0..na * ng).map(|_| rng.sample(StandardNormal)).collect();
-                let m = (0..k)
-                    .map(|_| common.iter().map(|&x| (x + rng.sample::<f64, _>(StandardNormal)) as f32).collect())
-                    .collect();
+                let m = (0..k).map(|_| common.iter().map(|&x| (x + rng.sample::<f64, _>(StandardNormal)) as f32).collect()).collect();
                 (a, g, m)
             })
             .collect()
@@ -632,8 +622,7 @@ mod tests {
         let ex = psd(&mut rng, na);
         let eo = psd(&mut rng, ng);
         // M_c in the original basis (n_g x n_a), then M~_full = Q_O^T M Q_X.
-        let ms: Vec<Vec<f32>> =
-            (0..k).map(|_| (0..ng * na).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()).collect();
+        let ms: Vec<Vec<f32>> = (0..k).map(|_| (0..ng * na).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()).collect();
         let project = |m: &[f32], cols: usize| -> Vec<f32> {
             let mut out = vec![0.0f32; ng * cols];
             for j in 0..ng {
@@ -650,8 +639,7 @@ mod tests {
             out
         };
         let full: Vec<Vec<f32>> = ms.iter().map(|m| project(m, na)).collect();
-        let kept: Vec<Vec<f32>> =
-            full.iter().map(|f| (0..ng).flat_map(|j| f[j * na..j * na + ka].to_vec()).collect()).collect();
+        let kept: Vec<Vec<f32>> = full.iter().map(|f| (0..ng).flat_map(|j| f[j * na..j * na + ka].to_vec()).collect()).collect();
         let mut a_full = ex.values.clone();
         a_full[ka..].iter_mut().for_each(|x| *x = 0.0);
         let reference = vec![(a_full, eo.values.clone(), full)];
@@ -682,8 +670,8 @@ mod tests {
 
     #[test]
     fn bench_runs() {
-        let s = bench_sigma_f(1000, 4);
-        eprintln!("bench_sigma_f(1000, 4): {:.3} ms", s * 1e3);
+        let s = bench_prior_recompute(1000, 4, &Default::default());
+        eprintln!("bench_prior_recompute(1000, 4, quadrature): {:.3} ms", s * 1e3);
         assert!(s.is_finite() && s > 0.0);
         let e = SpectralEntry::new(4, &SpectralGrid::new(-6.0, 6.0, 200));
         eprintln!("entry size: {} bytes", e.size_bytes());

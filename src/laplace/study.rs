@@ -51,8 +51,9 @@ pub fn positions_study(
         };
         let sigma = |post: &Posterior| -> Result<Vec<f64>> {
             let g = Group { blocks: vec![0], deltas: vec![delta] };
-            let f = functional(model, lora, post, eval_data, answer_ids, pad, 4, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &cancel, &mut |_, _| {})?
-                .expect("not cancelled");
+            let f =
+                functional(model, lora, post, eval_data, answer_ids, pad, 4, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &cancel, &mut |_, _| {})?
+                    .expect("not cancelled");
             Ok(f.iter().flat_map(|x| x.sigma[0].clone()).collect())
         };
         let exact = fit(Structure::Full, Positions::Reduce)?;

@@ -59,8 +59,7 @@ struct HfConfig {
 
 impl Config {
     pub fn from_hf_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading model config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading model config {}", path.display()))?;
         Self::from_hf_str(&text).with_context(|| format!("parsing model config {}", path.display()))
     }
 
@@ -114,11 +113,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
-            bail!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.num_key_value_heads
-            );
+            bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.num_key_value_heads);
         }
         if self.head_dim % 2 != 0 {
             bail!("head_dim {} must be even for rotary embeddings", self.head_dim);
@@ -129,9 +124,7 @@ impl Config {
     /// Rotary inverse frequencies theta_i = base^(-2i/d), with llama3 scaling where configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;
-        let base: Vec<f64> = (0..d / 2)
-            .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64))
-            .collect();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
         let Some(s) = &self.rope_scaling else {
             return base.into_iter().map(|f| f as f32).collect();
         };
@@ -172,14 +165,20 @@ mod tests {
             "use_sliding_window":false}"#;
         let c = Config::from_hf_str(qwen).unwrap();
         assert!(c.qkv_bias && c.sliding_window.is_none());
-        assert!(Config::from_hf_str(r#"{"model_type":"gpt2","hidden_size":8,"intermediate_size":8,"vocab_size":8,"num_hidden_layers":1,"num_attention_heads":1}"#).is_err());
+        assert!(Config::from_hf_str(
+            r#"{"model_type":"gpt2","hidden_size":8,"intermediate_size":8,"vocab_size":8,"num_hidden_layers":1,"num_attention_heads":1}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
-        let mut c = Config::from_hf_str(r#"{"hidden_size":64,"intermediate_size":8,"vocab_size":8,
+        let mut c = Config::from_hf_str(
+            r#"{"hidden_size":64,"intermediate_size":8,"vocab_size":8,
             "num_hidden_layers":1,"num_attention_heads":1,"rope_theta":500000,
-            "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#).unwrap();
+            "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#,
+        )
+        .unwrap();
         let scaled = c.rope_inv_freq();
         c.rope_scaling = None;
         let plain = c.rope_inv_freq();

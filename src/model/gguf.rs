@@ -21,9 +21,7 @@ pub struct GgufModel {
 
 pub fn read_content(path: &Path) -> Result<(Content, std::fs::File)> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
-    let content = Content::read(&mut file).map_err(|e| {
-        anyhow!("{} is not a readable GGUF file ({e}); is it truncated or not a GGUF?", path.display())
-    })?;
+    let content = Content::read(&mut file).map_err(|e| anyhow!("{} is not a readable GGUF file ({e}); is it truncated or not a GGUF?", path.display()))?;
     Ok((content, file))
 }
 
@@ -62,30 +60,17 @@ fn unpermute(t: &Tensor, n_head: usize) -> Result<Tensor> {
 pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     let (content, mut file) = read_content(path)?;
     let md = &content.metadata;
-    let arch = meta(md, "general.architecture")?
-        .to_string()
-        .map_err(|_| anyhow!("general.architecture is not a string"))?
-        .clone();
+    let arch = meta(md, "general.architecture")?.to_string().map_err(|_| anyhow!("general.architecture is not a string"))?.clone();
     if !matches!(arch.as_str(), "llama" | "qwen2") {
-        bail!(
-            "{}: GGUF architecture {arch:?} is not supported; this workbench trains llama-family models (llama, qwen2)",
-            path.display()
-        );
+        bail!("{}: GGUF architecture {arch:?} is not supported; this workbench trains llama-family models (llama, qwen2)", path.display());
     }
     let key = |k: &str| format!("{arch}.{k}");
     let heads = meta_usize(md, &key("attention.head_count"))?;
     let kv_heads = meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads);
     let hidden = meta_usize(md, &key("embedding_length"))?;
-    let embd_info = content
-        .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| anyhow!("{}: tensor token_embd.weight is missing", path.display()))?;
+    let embd_info = content.tensor_infos.get("token_embd.weight").ok_or_else(|| anyhow!("{}: tensor token_embd.weight is missing", path.display()))?;
     let vocab = embd_info.shape.dims()[0].max(embd_info.shape.dims().get(1).copied().unwrap_or(0));
-    let vocab = if embd_info.shape.dims().len() == 2 && embd_info.shape.dims()[1] == hidden {
-        embd_info.shape.dims()[0]
-    } else {
-        vocab
-    };
+    let vocab = if embd_info.shape.dims().len() == 2 && embd_info.shape.dims()[1] == hidden { embd_info.shape.dims()[0] } else { vocab };
     let config = Config {
         model_type: if arch == "qwen2" { "qwen2".into() } else { "llama".into() },
         hidden_size: hidden,

@@ -23,12 +23,8 @@ pub fn load_tensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
         vec![single]
     } else if index.exists() {
         let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| anyhow!("{}: no \"weight_map\" object", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| anyhow!("{}: no \"weight_map\" object", index.display()))?;
         let shards: BTreeSet<String> = map
             .values()
             .map(|s| s.as_str().map(str::to_string).ok_or_else(|| anyhow!("{}: weight_map holds a non-string", index.display())))
@@ -47,8 +43,7 @@ pub fn load_tensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
     };
     let mut all = HashMap::new();
     for f in files {
-        let t = candle_core::safetensors::load(&f, &Device::Cpu)
-            .map_err(|e| anyhow!("cannot read {}: {e}", f.display()))?;
+        let t = candle_core::safetensors::load(&f, &Device::Cpu).map_err(|e| anyhow!("cannot read {}: {e}", f.display()))?;
         all.extend(t);
     }
     Ok(all)

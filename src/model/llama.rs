@@ -72,10 +72,7 @@ impl Batch {
         let choice_mask = if num_choices.iter().all(|&n| n == k) {
             None
         } else {
-            let m: Vec<f32> = num_choices
-                .iter()
-                .flat_map(|&n| (0..k).map(move |j| if j < n { 0.0 } else { -1e9 }))
-                .collect();
+            let m: Vec<f32> = num_choices.iter().flat_map(|&n| (0..k).map(move |j| if j < n { 0.0 } else { -1e9 })).collect();
             Some(Tensor::from_vec(m, (prompts.len(), k), device)?)
         };
         Ok(Self { input_ids, lengths: prompts.iter().map(|p| p.len()).collect(), choice_mask })
@@ -218,9 +215,7 @@ impl Llama {
     /// Additive causal mask (t, t): 0 where key <= query (and within the sliding window), -inf elsewhere.
     fn causal_mask(&self, t: usize) -> Result<Tensor> {
         let win = self.cfg.sliding_window.unwrap_or(usize::MAX);
-        let m: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
+        let m: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i && i - j < win { 0.0 } else { f32::NEG_INFINITY })).collect();
         Ok(Tensor::from_vec(m, (t, t), &self.device)?)
     }
 

@@ -2,7 +2,7 @@
 
 pub mod config;
 mod fast;
-mod fastmath;
+pub(crate) mod fastmath;
 mod fused;
 pub mod gguf;
 pub mod hf;
@@ -83,7 +83,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim().to_ascii_lowercase();
     match s.as_str() {
         "cpu" => Ok(Device::Cpu),
-        "metal" => Device::new_metal(0).context("device \"metal\": this build has no Metal support (build with --features metal) or no Metal device is present"),
+        "metal" => {
+            Device::new_metal(0).context("device \"metal\": this build has no Metal support (build with --features metal) or no Metal device is present")
+        }
         _ if s == "cuda" || s.starts_with("cuda:") => {
             let idx: usize = match s.strip_prefix("cuda:") {
                 Some(n) => n.parse().with_context(|| format!("device {s:?}: expected cuda:N"))?,

