@@ -9,6 +9,7 @@ pub mod data;
 pub mod experiment;
 pub mod laplace;
 pub mod lora;
+pub mod methods;
 pub mod model;
 pub mod optim;
 pub mod peft;

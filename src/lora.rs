@@ -204,6 +204,24 @@ impl LoraSet {
         Self { config, layers, answer_token_ids, lookup, head }
     }
 
+    /// A copy with variables of its own (training one leaves the other as it was): epoch
+    /// checkpoints, ensemble members.
+    pub fn deep_clone(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LoraLayer {
+                    layer: l.layer,
+                    target: l.target,
+                    a: Var::from_tensor(&l.a.as_tensor().copy()?)?,
+                    b: Var::from_tensor(&l.b.as_tensor().copy()?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::from_layers(self.config.clone(), layers, self.answer_token_ids.clone(), self.lookup.len()))
+    }
+
     pub fn get(&self, layer: usize, target: Target) -> Option<&LoraLayer> {
         self.index_of(layer, target).map(|i| &self.layers[i])
     }

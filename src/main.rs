@@ -5,7 +5,6 @@ mod app;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use laplace_lora::calibration::Metrics;
 use laplace_lora::experiment::{self, Event, ExperimentConfig, Outcome, Stage};
 use laplace_lora::model::{self, FetchProgress};
 use laplace_lora::worker::{on_compute_pool, Worker};
@@ -59,6 +58,25 @@ laplace-lora laplace runs/demo --prior grid --predictive mc")]
         config: Option<PathBuf>,
         #[command(flatten)]
         set: LaplaceOverrides,
+    },
+    /// Evaluate every method of a finished run on another data set (distribution shift).
+    #[command(long_about = "Evaluate every method of a finished run on another data set, from the \
+adapters, posterior and settings the run saved (no training): the set's items get every method's \
+predictive, written to RUN/eval/NAME/{metrics.json,predictions.jsonl} (NAME defaults to the data \
+file's name). The set's answer labels must fit the run's (letters for multiple choice, True/False \
+for yes/no).\n\nExample: laplace-lora eval runs/compare4 --data sample_data/compare4/validation.jsonl --name val")]
+    Eval {
+        /// A finished run directory.
+        run: PathBuf,
+        /// The data set: a file in any format the run's data accepts.
+        #[arg(long)]
+        data: PathBuf,
+        /// The evaluation set's name (its folder under RUN/eval/).
+        #[arg(long)]
+        name: Option<String>,
+        /// The data file's format ("auto" detects it).
+        #[arg(long, default_value = "auto")]
+        format: String,
     },
     /// Put a known model into the local cache (default SmolLM2-135M-Instruct).
     #[command(long_about = "Put a known model into the local cache ($LAPLACE_LORA_CACHE, else the \
@@ -259,6 +277,7 @@ fn main() {
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
+        Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype }) => {
             let source = match (&synthetic_config, synthetic) {
                 (Some(p), _) => BenchModel::SyntheticConfig(p.clone()),
@@ -465,6 +484,66 @@ fn cmd_laplace(run: PathBuf, config: Option<PathBuf>, set: LaplaceOverrides) -> 
     follow(worker, &run)
 }
 
+/// Every method's metrics and cost, for the test split and each evaluation set of a run
+/// directory (what its metrics.json files hold), and where the run's time went.
+fn print_tables(run_dir: &std::path::Path) {
+    let mut sets = vec![("test".to_string(), run_dir.to_path_buf())];
+    if let Ok(rd) = std::fs::read_dir(run_dir.join("eval")) {
+        let mut ev: Vec<_> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("metrics.json").is_file())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        ev.sort();
+        sets.extend(ev);
+    }
+    for (name, dir) in sets {
+        let Ok(mf) = experiment::MetricsFile::read(&dir.join("metrics.json")) else { continue };
+        if mf.methods.is_empty() {
+            continue;
+        }
+        let n = mf.methods[0].1.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
+        println!("\n{name} ({n} items)");
+        println!(
+            "{:<20} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8}",
+            "method", "ACC", "ECE", "MCE", "NLL", "Brier", "train s", "prep. s", "eval s", "peak MiB"
+        );
+        for (m, e) in &mf.methods {
+            let f = |k: &str| e.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            let c = |k: &str| e.get("cost").and_then(|c| c.get(k)).and_then(|v| v.as_f64()).map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9} {:>9} {:>8} {:>8}",
+                m,
+                f("accuracy"),
+                f("ece"),
+                f("mce"),
+                f("nll"),
+                f("brier"),
+                c("train_seconds"),
+                c("prepare_seconds"),
+                c("eval_seconds"),
+                e.get("cost").and_then(|c| c.get("peak_rss_mib")).and_then(|v| v.as_f64()).map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let Ok(stages) = experiment::time_by_stage(&run_dir.join("events.jsonl")) {
+        let total: f64 = stages.iter().map(|(_, s)| s).sum();
+        if total > 0.0 {
+            let parts: Vec<String> = stages.iter().filter(|(_, s)| *s >= 0.05).map(|(st, s)| format!("{} {:.1} s", stage_name(*st), s)).collect();
+            println!("\ntime by stage (last session of events.jsonl, {total:.1} s): {}", parts.join(", "));
+        }
+    }
+}
+
+fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str) -> Result<i32> {
+    let format: laplace_lora::data::Format = format.parse()?;
+    let items = laplace_lora::data::load_items(&data, format)?;
+    let name = name.unwrap_or_else(|| data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into()));
+    eprintln!("evaluating {} on {} items of {} as eval/{name}", run.display(), items.len(), data.display());
+    let worker = Worker::spawn_eval(run.clone(), items, name);
+    follow(worker, &run)
+}
+
 /// Prints a worker's progress and final table; Ctrl-C cancels at the next batch.
 fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
     let flag = worker.cancel_flag();
@@ -478,7 +557,6 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
     bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})").unwrap().progress_chars("=> "));
     // Without a terminal the bar is hidden and so would be its println: print plain lines then.
     let say = |b: &ProgressBar, line: String| if b.is_hidden() { eprintln!("{line}") } else { b.println(line) };
-    let mut results: Vec<(String, Metrics)> = Vec::new();
     let mut failed = None;
     for e in worker.events.iter() {
         match &e {
@@ -500,7 +578,6 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
             Event::Validation { epoch, summary, .. } => {
                 say(&bar, format!("[train] epoch {}: validation acc {:.3} ece {:.3} nll {:.3}", epoch + 1, summary.accuracy, summary.ece, summary.nll))
             }
-            Event::Metrics { name, metrics } => results.push((name.clone(), metrics.clone())),
             Event::Failed { error, .. } => failed = Some(error.clone()),
             Event::Cancelled { message, .. } => say(&bar, format!("cancelled: {message}")),
             _ => {}
@@ -508,28 +585,7 @@ fn follow(worker: Worker, run_dir: &std::path::Path) -> Result<i32> {
     }
     bar.finish_and_clear();
     let outcome = worker.join();
-    // A Laplace refit emits only its own metrics: the table shows the run's others beside them.
-    if let Ok(text) = std::fs::read_to_string(run_dir.join("metrics.json")) {
-        if let Ok(serde_json::Value::Object(saved)) = serde_json::from_str::<serde_json::Value>(&text) {
-            for name in ["zero_shot", "map", "temperature", "llla", "laplace"] {
-                if results.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                if let Some(m) = saved.get(name).and_then(|v| serde_json::from_value::<Metrics>(v.clone()).ok()) {
-                    results.push((name.to_string(), m));
-                }
-            }
-        }
-    }
-    let order = |n: &str| ["zero_shot", "map", "temperature", "llla", "laplace"].iter().position(|x| *x == n).unwrap_or(9);
-    results.sort_by_key(|(n, _)| order(n));
-    if !results.is_empty() {
-        println!("\n{:<12} {:>7} {:>7} {:>7} {:>7} {:>7}", "method", "ACC", "ECE", "MCE", "NLL", "Brier");
-        for (name, m) in &results {
-            println!("{:<12} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}", name, m.accuracy, m.ece, m.mce, m.nll, m.brier);
-        }
-        println!("({} test items)", results[0].1.n);
-    }
+    print_tables(run_dir);
     match outcome {
         Ok(Outcome::Finished) => {
             println!("\nwrote {}", run_dir.display());

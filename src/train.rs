@@ -152,6 +152,37 @@ pub fn train(
     on_step: &mut dyn FnMut(&StepReport),
     on_epoch: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<TrainOutcome> {
+    train_with(model, lora, data, answer_ids, pad, cfg, None, cancel, on_step, on_epoch)
+}
+
+/// How a training method other than plain MAP changes the loop (BLoB: a sampled A each step,
+/// the reparameterisation gradient, a KL step), leaving batches, schedule, clipping and AdamW as
+/// they are.
+pub trait StepHook {
+    /// The variables AdamW updates, in the order of `LoraSet::vars` where they stand for those.
+    fn vars(&self, lora: &LoraSet) -> Vec<candle_core::Var>;
+    /// Before step `step`'s forward pass (e.g. draws the adapter's A).
+    fn before(&mut self, lora: &LoraSet, step: usize) -> Result<()>;
+    /// Maps the gradients of the forward's variables onto [`StepHook::vars`].
+    fn grads(&mut self, lora: &LoraSet, grads: &mut candle_core::backprop::GradStore) -> Result<()>;
+    /// After the AdamW step, with the schedule's learning-rate factor lr / base lr.
+    fn after(&mut self, lora: &LoraSet, step: usize, total: usize, lr_factor: f64) -> Result<()>;
+}
+
+/// [`train`] with a [`StepHook`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    model: &Llama,
+    lora: &LoraSet,
+    data: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    cfg: &TrainConfig,
+    mut hook: Option<&mut dyn StepHook>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepReport),
+    on_epoch: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<TrainOutcome> {
     cfg.validate()?;
     if data.is_empty() {
         bail!("the training set is empty");
@@ -160,7 +191,11 @@ pub fn train(
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warmup = ((total as f64) * cfg.warmup_ratio).ceil() as usize;
-    let mut opt = FlatAdamW::new(lora.vars(), ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let vars = match hook.as_deref() {
+        Some(h) => h.vars(lora),
+        None => lora.vars(),
+    };
+    let mut opt = FlatAdamW::new(vars, ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() })?;
     let mut dropout = LoraDropout::new(lora.config.dropout, cfg.seed);
     let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
     let mut step = 0;
@@ -172,7 +207,13 @@ pub fn train(
             let t0 = std::time::Instant::now();
             let (batch, labels) = make_batch(model, data, &idx, k, pad)?;
             let d = if lora.config.dropout > 0.0 { Some(&mut dropout) } else { None };
-            let (loss, acc, grads) = loss_and_grads(model, lora, &batch, &labels, answer_ids, d)?;
+            if let Some(h) = hook.as_deref_mut() {
+                h.before(lora, step)?;
+            }
+            let (loss, acc, mut grads) = loss_and_grads(model, lora, &batch, &labels, answer_ids, d)?;
+            if let Some(h) = hook.as_deref_mut() {
+                h.grads(lora, &mut grads)?;
+            }
             if !loss.is_finite() {
                 bail!("training loss became {loss} at step {step} (epoch {epoch}); stopped before applying it, the adapter keeps its last good values. Try a smaller learning_rate");
             }
@@ -187,6 +228,9 @@ pub fn train(
             let lr = lr_at(cfg.learning_rate, step, total, warmup);
             opt.set_learning_rate(lr);
             opt.step_flat(&g)?;
+            if let Some(h) = hook.as_deref_mut() {
+                h.after(lora, step, total, lr / cfg.learning_rate)?;
+            }
             step += 1;
             on_step(&StepReport {
                 step,
@@ -216,6 +260,23 @@ pub fn predict_logits(
     cancel: &AtomicBool,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Vec<Vec<f64>>>> {
+    predict_logits_with(model, lora, None, data, answer_ids, pad, batch_size, cancel, on_batch)
+}
+
+/// [`predict_logits`] with LoRA dropout active (MC dropout's stochastic passes): each batch draws
+/// its masks from `dropout`'s seeded generator, in the order of the length-sorted batches.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_logits_with(
+    model: &Llama,
+    lora: Option<&LoraSet>,
+    mut dropout: Option<&mut LoraDropout>,
+    data: &[Encoded],
+    answer_ids: &[u32],
+    pad: u32,
+    batch_size: usize,
+    cancel: &AtomicBool,
+    on_batch: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Vec<Vec<f64>>>> {
     let k = answer_ids.len();
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.sort_by_key(|&i| data[i].ids.len());
@@ -226,7 +287,7 @@ pub fn predict_logits(
             return Ok(None);
         }
         let (batch, _) = make_batch(model, data, idx, k, pad)?;
-        let mut opts = ForwardOpts::new(lora);
+        let mut opts = ForwardOpts { lora, dropout: dropout.as_deref_mut(), tap: None };
         let f = model.answer_logits(&batch, answer_ids, &mut opts)?.to_vec2::<f32>()?;
         for (row, &i) in f.into_iter().zip(idx) {
             out[i] = row.into_iter().enumerate().map(|(j, v)| if j < data[i].num_choices { v as f64 } else { f64::NEG_INFINITY }).collect();

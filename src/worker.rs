@@ -28,6 +28,12 @@ impl Worker {
         Self::spawn_job(move |cancel, emit| experiment::refit_laplace(&run_dir, laplace.as_ref(), cancel, emit))
     }
 
+    /// Starts `experiment::evaluate_run`: every method of a finished run on `items`, into
+    /// `eval/NAME/`.
+    pub fn spawn_eval(run_dir: PathBuf, items: Vec<crate::data::Item>, name: String) -> Self {
+        Self::spawn_job(move |cancel, emit| experiment::evaluate_run(&run_dir, items, &name, cancel, emit))
+    }
+
     fn spawn_job(job: impl FnOnce(&AtomicBool, &mut dyn FnMut(&Event)) -> Result<Outcome> + Send + 'static) -> Self {
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));

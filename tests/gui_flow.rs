@@ -160,7 +160,7 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     assert!(h.query_all_by_label(&format!("{:.4}", after.nll)).next().is_some(), "the table shows the new NLL");
     // The examples follow the slider too (probabilities and logit covariance at the new delta).
     let p0 = h.state().store.prior_probs.as_ref().unwrap()[0].clone();
-    assert_eq!(p0.len(), h.state().store.predictions[0].map_probs.len());
+    assert_eq!(p0.len(), h.state().store.predictions[0].choices.len());
     let (_, cov, at_slider) = h.state().store.item_logits(0).unwrap();
     assert!(at_slider && cov.len() == p0.len());
 

@@ -68,13 +68,13 @@ fn synthetic_store() -> RunStore {
             choices: (0..4).map(|c| format!("{}", 10 * (c + 1) + i)).collect(),
             label,
             map_logits: Some(f.clone()),
-            map_probs: m.clone(),
-            temperature_probs: Some(t.clone()),
-            zero_shot_probs: Some(z.clone()),
-            laplace_probs: Some(l.clone()),
-            llla_probs: Some(ll.clone()),
-            logit_mean: Some(f.clone()),
-            logit_cov: Some(cov),
+            probs: [("map", &m), ("temperature", &t), ("zero_shot", &z), ("laplace", &l), ("llla", &ll)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), (*v).clone()))
+                .collect(),
+            logit_mean: [("laplace".to_string(), f.clone())].into_iter().collect(),
+            logit_cov: [("laplace".to_string(), cov)].into_iter().collect(),
+            ..Default::default()
         });
         map.push(m);
         temp.push(t);
@@ -85,6 +85,7 @@ fn synthetic_store() -> RunStore {
     }
     for (k, p) in [("zero_shot", &zs), ("map", &map), ("temperature", &temp), ("llla", &llla), ("laplace", &lap)] {
         s.metrics.insert(k.into(), metrics(p, &labels));
+        s.method_order.push(k.into());
     }
     s.temperature = Some(1.8);
     s.prior_curve = Some(

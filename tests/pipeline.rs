@@ -56,9 +56,11 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
     // config.toml is the resolved configuration and parses back to the same thing.
     let back = ExperimentConfig::from_toml_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
     assert_eq!(&back, cfg);
-    // Every event line parses; the last says finished.
-    let lines: Vec<Event> =
-        std::fs::read_to_string(dir.join("events.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).expect("event line parses")).collect();
+    // Every event line parses and carries its time; the last says finished.
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let lines: Vec<Event> = text.lines().map(|l| serde_json::from_str(l).expect("event line parses")).collect();
+    let stamps: Vec<f64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["t"].as_f64().expect("every event is stamped")).collect();
+    assert!(stamps.windows(2).all(|w| w[1] >= w[0]), "event times go back");
     assert_eq!(lines.len(), events.len());
     assert!(matches!(lines.last(), Some(Event::Finished { .. })));
     assert!(lines.iter().any(|e| matches!(e, Event::TrainStep { .. })));
@@ -77,7 +79,7 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
         std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(preds.len(), 16);
     for p in &preds {
-        let probs: Vec<f64> = p["map_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let probs: Vec<f64> = p["probs"]["map"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert_eq!(probs.len(), p["choices"].as_array().unwrap().len());
     }
@@ -151,9 +153,9 @@ fn tiny_model_fine_tune_then_fit_laplace_on_the_run() {
     }
     for l in std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines() {
         let p: serde_json::Value = serde_json::from_str(l).unwrap();
-        let lp: Vec<f64> = p["laplace_probs"].as_array().expect("laplace_probs").iter().map(|v| v.as_f64().unwrap()).collect();
+        let lp: Vec<f64> = p["probs"]["laplace"].as_array().expect("laplace probs").iter().map(|v| v.as_f64().unwrap()).collect();
         assert!((lp.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-        assert!(p["logit_cov"].is_array());
+        assert!(p["logit_cov"]["laplace"].is_array() && p["logit_cov"]["llla"].is_array());
     }
     let lj = read_json(&dir.join("laplace").join("laplace.json"));
     assert_eq!(lj["config"]["predictive"], "mc");

@@ -3,6 +3,7 @@
 
 use laplace_lora::data::{self, Format, Item};
 use laplace_lora::experiment::{DataSection, ExperimentConfig, LaplaceSection, LoraSection, ModelSection, PriorChoice};
+use laplace_lora::methods::settings::{MethodsSection, KNOWN as KNOWN_METHODS};
 use laplace_lora::model::source::{DEFAULT_MODEL, KNOWN_MODELS};
 use laplace_lora::train::TrainConfig;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,7 @@ pub struct SetupState {
     pub lora: LoraSection,
     pub train_cfg: TrainConfig,
     pub laplace: LaplaceSection,
+    pub methods: MethodsSection,
     pub out_dir: String,
     pub preview: Option<Preview>,
     pending_preview: Option<Receiver<Preview>>,
@@ -110,6 +112,7 @@ impl SetupState {
             lora: LoraSection::default(),
             train_cfg: TrainConfig::default(),
             laplace: LaplaceSection::default(),
+            methods: MethodsSection::default(),
             out_dir: String::new(),
             preview: None,
             pending_preview: None,
@@ -155,6 +158,7 @@ impl SetupState {
             lora: self.lora.clone(),
             train: self.train_cfg.clone(),
             laplace: self.laplace.clone(),
+            methods: self.methods.clone(),
         };
         cfg.validate().map_err(|e| format!("{e:#}"))?;
         Ok(cfg)
@@ -377,6 +381,49 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                     ui.end_row();
                     let l = tip(ui, "Seed", "Fixes the shuffle, the LoRA initialisation and the data split, so a run can be repeated");
                     ui.add(egui::DragValue::new(&mut s.train_cfg.seed)).labelled_by(l);
+                    ui.end_row();
+                });
+            });
+            egui::CollapsingHeader::new("Methods").default_open(false).show(ui, |ui| {
+                ui.weak("Evaluated in this order on the test split; each adds its own training or fitting time.");
+                let tips = [
+                    ("zero_shot", "The base model without the adapter"),
+                    ("map", "The fine-tuned adapter (always trained: every other method builds on this run)"),
+                    ("temperature", "MAP with one temperature fitted on validation NLL"),
+                    ("llla", "Laplace over the last LoRA-carrying layer (the LM head's LoRA)"),
+                    ("laplace", "Laplace-LoRA: the posterior over every LoRA parameter"),
+                    ("mc_dropout", "LoRA dropout kept at test, several passes averaged (trains its own adapter unless LoRA dropout already equals its p)"),
+                    ("checkpoint_ensemble", "The adapters of the MAP run's last epochs, averaged"),
+                    ("deep_ensemble", "Adapters trained from several seeds, averaged (costs one training run per member)"),
+                    ("blob", "BLoB: a Gaussian over the LoRA A matrices trained by the ELBO (one variational training run)"),
+                ];
+                for m in KNOWN_METHODS {
+                    let mut on = s.methods.has(m);
+                    let tip = tips.iter().find(|(n, _)| *n == m).map(|(_, t)| *t).unwrap_or("");
+                    if ui.checkbox(&mut on, m).on_hover_text(tip).changed() {
+                        if on {
+                            // Keep the display order of KNOWN_METHODS.
+                            s.methods.list.push(m.to_string());
+                            s.methods.list.sort_by_key(|x| KNOWN_METHODS.iter().position(|k| k == x).unwrap_or(99));
+                        } else {
+                            s.methods.list.retain(|x| x != m);
+                        }
+                    }
+                }
+                egui::Grid::new("method_settings").num_columns(2).show(ui, |ui| {
+                    tip(ui, "MC dropout p", "LoRA dropout rate kept at test time (the paper: 0.1)");
+                    ui.add(egui::DragValue::new(&mut s.methods.mc_dropout.p).range(0.0..=0.9).speed(0.01));
+                    ui.end_row();
+                    tip(ui, "MC dropout passes", "Stochastic passes averaged (the paper: 10)");
+                    ui.add(egui::DragValue::new(&mut s.methods.mc_dropout.samples).range(1..=100));
+                    ui.end_row();
+                    tip(ui, "Ensemble members", "Members of the checkpoint and deep ensembles (the paper: 3)");
+                    if ui.add(egui::DragValue::new(&mut s.methods.deep_ensemble.members).range(1..=10)).changed() {
+                        s.methods.checkpoint_ensemble.members = s.methods.deep_ensemble.members;
+                    }
+                    ui.end_row();
+                    tip(ui, "BLoB samples", "Draws of A averaged at prediction (0: the posterior mean)");
+                    ui.add(egui::DragValue::new(&mut s.methods.blob.samples).range(0..=100));
                     ui.end_row();
                 });
             });

@@ -5,13 +5,9 @@ use laplace_lora::calibration::{self, Metrics};
 use laplace_lora::experiment::{Event, ExperimentConfig, Stage, Summary};
 use laplace_lora::laplace::predictive::Predictor;
 pub use laplace_lora::train::StepReport;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// The methods a run can hold metrics for, in display order.
-pub const METHODS: [&str; 5] = ["zero_shot", "map", "temperature", "llla", "laplace"];
 
 /// A display name for a method key.
 pub fn method_label(m: &str) -> &str {
@@ -21,6 +17,10 @@ pub fn method_label(m: &str) -> &str {
         "temperature" => "temperature",
         "llla" => "LLLA",
         "laplace" => "Laplace-LoRA",
+        "mc_dropout" => "MC dropout",
+        "checkpoint_ensemble" => "checkpoint ens.",
+        "deep_ensemble" => "deep ensemble",
+        "blob" => "BLoB",
         PRIOR_METHOD => "Laplace @ slider",
         other => other,
     }
@@ -85,50 +85,12 @@ pub struct ValPoint {
     pub summary: Summary,
 }
 
-/// One line of `predictions.jsonl`; every field the Laplace stage adds is optional.
-#[derive(Clone, Debug, Deserialize)]
-pub struct PredRow {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub prompt: String,
-    #[serde(default)]
-    pub choices: Vec<String>,
-    #[serde(default)]
-    pub label: usize,
-    #[serde(default)]
-    pub map_logits: Option<Vec<f64>>,
-    #[serde(default)]
-    pub map_probs: Vec<f64>,
-    #[serde(default)]
-    pub temperature_probs: Option<Vec<f64>>,
-    #[serde(default)]
-    pub zero_shot_probs: Option<Vec<f64>>,
-    #[serde(default)]
-    pub laplace_probs: Option<Vec<f64>>,
-    #[serde(default)]
-    pub llla_probs: Option<Vec<f64>>,
-    #[serde(default)]
-    pub logit_mean: Option<Vec<f64>>,
-    #[serde(default)]
-    pub logit_cov: Option<Vec<Vec<f64>>>,
-}
+/// One line of `predictions.jsonl` (either layout: `experiment::parse_prediction`).
+pub type PredRow = laplace_lora::experiment::Prediction;
 
-impl PredRow {
-    pub fn probs(&self, method: &str) -> Option<&[f64]> {
-        match method {
-            "map" => Some(&self.map_probs),
-            "temperature" => self.temperature_probs.as_deref(),
-            "zero_shot" => self.zero_shot_probs.as_deref(),
-            "laplace" => self.laplace_probs.as_deref(),
-            "llla" => self.llla_probs.as_deref(),
-            _ => None,
-        }
-    }
-    /// Standard deviation of each logit (from the diagonal of `logit_cov`).
-    pub fn logit_sd(&self) -> Option<Vec<f64>> {
-        self.logit_cov.as_ref().map(|c| c.iter().enumerate().map(|(i, r)| r.get(i).copied().unwrap_or(0.0).max(0.0).sqrt()).collect())
-    }
+/// The MAP probabilities of a line (every run has them; empty if missing).
+pub fn map_probs(p: &PredRow) -> &[f64] {
+    p.probs.get("map").map(|v| v.as_slice()).unwrap_or(&[])
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -200,6 +162,12 @@ pub struct RunStore {
     pub total_steps: usize,
     pub validation: Vec<ValPoint>,
     pub metrics: BTreeMap<String, Metrics>,
+    /// The run's methods in its order (metrics.json's `methods`, or as their metrics arrived).
+    pub method_order: Vec<String>,
+    /// Each method's metrics.json entry beyond the metrics: its cost and own numbers.
+    pub method_details: BTreeMap<String, serde_json::Value>,
+    /// Metrics per evaluation set beyond the test split (eval/NAME/metrics.json, or as they arrive).
+    pub eval_metrics: BTreeMap<String, BTreeMap<String, Metrics>>,
     pub temperature: Option<f64>,
     pub predictions: Vec<PredRow>,
     pub prior_curve: Option<Vec<PriorPoint>>,
@@ -231,6 +199,9 @@ impl Default for RunStore {
             total_steps: 0,
             validation: Vec::new(),
             metrics: BTreeMap::new(),
+            method_order: Vec::new(),
+            method_details: BTreeMap::new(),
+            eval_metrics: BTreeMap::new(),
             temperature: None,
             predictions: Vec::new(),
             prior_curve: None,
@@ -256,11 +227,11 @@ impl RunStore {
         self.status == RunStatus::Running
     }
 
-    /// The methods with metrics, in display order (the slider's entry last).
+    /// The methods with metrics, in the run's order (the slider's entry last).
     pub fn methods(&self) -> Vec<String> {
-        let mut v: Vec<String> = METHODS.iter().filter(|m| self.metrics.contains_key(**m)).map(|m| m.to_string()).collect();
+        let mut v: Vec<String> = self.method_order.iter().filter(|m| self.metrics.contains_key(*m)).cloned().collect();
         for k in self.metrics.keys() {
-            if !METHODS.contains(&k.as_str()) && k != PRIOR_METHOD {
+            if !v.contains(k) && k != PRIOR_METHOD {
                 v.push(k.clone());
             }
         }
@@ -323,9 +294,21 @@ impl RunStore {
                 self.validation.push(ValPoint { epoch: *epoch, step: *step, summary: summary.clone() });
                 self.log.push(format!("epoch {epoch}: validation acc {:.3} ECE {:.3} NLL {:.3}", summary.accuracy, summary.ece, summary.nll));
             }
-            Event::Metrics { name, metrics } => {
-                self.metrics.insert(name.clone(), metrics.clone());
-                self.log.push(format!("{}: acc {:.3} ECE {:.3} NLL {:.3}", method_label(name), metrics.accuracy, metrics.ece, metrics.nll));
+            Event::Metrics { name, metrics, set } => {
+                let on = match set {
+                    Some(s) => {
+                        self.eval_metrics.entry(s.clone()).or_default().insert(name.clone(), metrics.clone());
+                        format!(" on {s}")
+                    }
+                    None => {
+                        self.metrics.insert(name.clone(), metrics.clone());
+                        if !self.method_order.contains(name) {
+                            self.method_order.push(name.clone());
+                        }
+                        String::new()
+                    }
+                };
+                self.log.push(format!("{}{on}: acc {:.3} ECE {:.3} NLL {:.3}", method_label(name), metrics.accuracy, metrics.ece, metrics.nll));
             }
             Event::Artifact { path } => self.log.push(format!("wrote {path}")),
             Event::Finished { seconds } => {
@@ -366,33 +349,41 @@ impl RunStore {
     /// Laplace files) into the store; a missing file is skipped, a broken one is a warning.
     pub fn load_result_files(&mut self, dir: &Path) {
         self.revision += 1;
-        if let Ok(text) = std::fs::read_to_string(dir.join("metrics.json")) {
-            match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(v) => {
-                    for m in METHODS {
-                        if let Some(x) = v.get(m) {
-                            match serde_json::from_value::<Metrics>(x.clone()) {
-                                Ok(mm) => {
-                                    self.metrics.insert(m.to_string(), mm);
-                                }
-                                Err(e) => self.warnings.push(format!("metrics.json: {m}: {e}")),
+        if dir.join("metrics.json").is_file() {
+            match laplace_lora::experiment::MetricsFile::read(&dir.join("metrics.json")) {
+                Ok(mf) => {
+                    self.method_order = mf.methods.iter().map(|(n, _)| n.clone()).collect();
+                    for (m, x) in &mf.methods {
+                        match serde_json::from_value::<Metrics>(x.clone()) {
+                            Ok(mm) => {
+                                self.metrics.insert(m.clone(), mm);
                             }
+                            Err(e) => self.warnings.push(format!("metrics.json: {m}: {e}")),
                         }
+                        self.method_details.insert(m.clone(), x.clone());
                     }
-                    self.temperature = v.get("temperature").and_then(|t| t.get("temperature")).and_then(|t| t.as_f64());
+                    self.temperature = mf.methods.iter().find(|(n, _)| n == "temperature").and_then(|(_, t)| t.get("temperature")).and_then(|t| t.as_f64());
                 }
-                Err(e) => self.warnings.push(format!("metrics.json: {e}")),
+                Err(e) => self.warnings.push(format!("{e:#}")),
             }
         }
-        if let Ok(text) = std::fs::read_to_string(dir.join("predictions.jsonl")) {
-            let mut rows = Vec::new();
-            for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                match serde_json::from_str::<PredRow>(l) {
-                    Ok(r) => rows.push(r),
-                    Err(e) => self.warnings.push(format!("predictions.jsonl line {}: {e}", i + 1)),
+        if let Ok(rd) = std::fs::read_dir(dir.join("eval")) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let Ok(mf) = laplace_lora::experiment::MetricsFile::read(&e.path().join("metrics.json")) else { continue };
+                let set = self.eval_metrics.entry(e.file_name().to_string_lossy().into_owned()).or_default();
+                for (m, x) in mf.methods {
+                    if let Ok(mm) = serde_json::from_value::<Metrics>(x) {
+                        set.insert(m, mm);
+                    }
                 }
             }
-            self.predictions = rows;
+        }
+        let preds = dir.join("predictions.jsonl");
+        if preds.is_file() {
+            match laplace_lora::experiment::read_predictions(&preds) {
+                Ok(rows) => self.predictions = rows,
+                Err(e) => self.warnings.push(format!("{e:#}")),
+            }
         }
         if let Ok(text) = std::fs::read_to_string(dir.join("prior_curve.csv")) {
             match parse_prior_curve(&text) {
@@ -427,7 +418,7 @@ impl RunStore {
                 // The cache holds every answer token of the task; an item shows only its own
                 // choices (the others are masked to probability 0).
                 for (q, p) in probs.iter_mut().zip(&self.predictions) {
-                    let nc = p.map_probs.len();
+                    let nc = p.choices.len();
                     if nc > 0 && q.len() > nc {
                         q.truncate(nc);
                         let z: f64 = q.iter().sum();
@@ -448,7 +439,7 @@ impl RunStore {
     /// at the prior slider's delta when the cache can give them, else the run's (chosen delta).
     pub fn item_logits(&self, i: usize) -> Option<(Vec<f64>, Vec<Vec<f64>>, bool)> {
         let p = self.predictions.get(i)?;
-        let nc = p.map_probs.len();
+        let nc = p.choices.len();
         if let (Some(r), Some(d)) = (&self.recompute, self.prior_delta) {
             if let Some((mu, cov)) = r.logits_at(i, d) {
                 let k = mu.len();
@@ -458,7 +449,7 @@ impl RunStore {
                 }
             }
         }
-        Some((p.logit_mean.clone()?, p.logit_cov.clone()?, false))
+        Some((p.logit_mean.get("laplace")?.clone(), p.logit_cov.get("laplace")?.clone(), false))
     }
 }
 

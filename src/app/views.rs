@@ -1,12 +1,14 @@
 //! The tabs: training, calibration, examples, prior precision, runs. Each draws from the store.
 
 use super::figure::{csv_button, csv_field, export_buttons, Figure, Series};
-use super::store::{conf_correct, interp_prior, method_label, RunEntry, RunStore, PRIOR_METHOD};
+use super::store::{conf_correct, interp_prior, map_probs, method_label, RunEntry, RunStore, PRIOR_METHOD};
 use egui::{Color32, RichText};
 use laplace_lora::calibration::{self, Metrics};
 use std::path::Path;
 use std::sync::mpsc::Sender;
 
+/// A method's colour: fixed for the known methods (so a figure reads the same in every run), a
+/// hash of the name into a palette for any other.
 pub fn method_color(m: &str) -> Color32 {
     match m {
         "zero_shot" => Color32::from_rgb(140, 140, 150),
@@ -14,8 +16,16 @@ pub fn method_color(m: &str) -> Color32 {
         "temperature" => Color32::from_rgb(70, 130, 230),
         "llla" => Color32::from_rgb(225, 170, 30),
         "laplace" => Color32::from_rgb(50, 175, 95),
+        "mc_dropout" => Color32::from_rgb(0, 180, 180),
+        "checkpoint_ensemble" => Color32::from_rgb(160, 110, 70),
+        "deep_ensemble" => Color32::from_rgb(235, 120, 180),
+        "blob" => Color32::from_rgb(120, 120, 240),
         PRIOR_METHOD => Color32::from_rgb(175, 95, 215),
-        _ => Color32::from_rgb(0, 180, 180),
+        other => {
+            const PALETTE: [Color32; 4] =
+                [Color32::from_rgb(200, 200, 90), Color32::from_rgb(90, 200, 140), Color32::from_rgb(210, 140, 90), Color32::from_rgb(150, 150, 210)];
+            PALETTE[other.bytes().map(|b| b as usize).sum::<usize>() % PALETTE.len()]
+        }
     }
 }
 
@@ -325,7 +335,7 @@ fn laplace_probs<'a>(s: &'a RunStore, i: usize) -> Option<(&'static str, &'a [f6
     if let Some(p) = s.prior_probs.as_ref().and_then(|p| p.get(i)) {
         return Some((PRIOR_METHOD, p.as_slice()));
     }
-    s.predictions[i].laplace_probs.as_deref().map(|p| ("laplace", p))
+    s.predictions[i].probs.get("laplace").map(|p| ("laplace", p.as_slice()))
 }
 
 pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc: &ViewCtx) {
@@ -340,7 +350,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let (pred, conf, correct) = conf_correct(&p.map_probs, p.label);
+            let (pred, conf, correct) = conf_correct(map_probs(p), p.label);
             let lap = laplace_probs(s, i).map(|(_, q)| calibration::top_label(q).1);
             Row { i, pred, conf, correct, lap }
         })
@@ -365,7 +375,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
         ui.checkbox(&mut st.wrong_confident, "wrong and confident").on_hover_text("Only the items the MAP model got wrong with at least this confidence");
         ui.add(egui::Slider::new(&mut st.threshold, 0.3..=0.99).text("confidence at least"));
         ui.label(format!("{} of {} items", rows.len(), s.predictions.len()));
-        let has_lap = s.predictions.iter().any(|p| p.laplace_probs.is_some()) || s.prior_probs.is_some();
+        let has_lap = s.predictions.iter().any(|p| p.probs.contains_key("laplace")) || s.prior_probs.is_some();
         csv_button(
             ui,
             "examples",
@@ -463,7 +473,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
             for (k, ch) in p.choices.iter().enumerate() {
                 let mark = if k == p.label { "(correct)" } else { "" };
                 let lap = laplace_probs(s, i).and_then(|(_, q)| q.get(k).copied()).map(|x| format!("   Laplace {x:.3}")).unwrap_or_default();
-                let t = format!("{}: {ch}   MAP {:.3}{lap} {mark}", letter(k), p.map_probs.get(k).copied().unwrap_or(f64::NAN));
+                let t = format!("{}: {ch}   MAP {:.3}{lap} {mark}", letter(k), map_probs(p).get(k).copied().unwrap_or(f64::NAN));
                 if k == p.label {
                     ui.colored_label(Color32::from_rgb(50, 175, 95), t);
                 } else {
@@ -495,17 +505,16 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                 ui.weak(format!("MAP logits: {}", l.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")));
             }
             let ui = &mut c[1];
-            let k = p.map_probs.len();
-            let mut methods: Vec<(&str, &[f64])> = vec![("map", &p.map_probs)];
-            if let Some(t) = &p.temperature_probs {
-                methods.push(("temperature", t));
-            }
-            if let Some(z) = &p.zero_shot_probs {
-                methods.push(("zero_shot", z));
-            }
-            if let Some(l) = &p.llla_probs {
-                methods.push(("llla", l));
-            }
+            let k = p.choices.len();
+            // Every method of the run, in its order; Laplace-LoRA last (at the slider's delta when
+            // it has moved), so that its error bars below sit on its bars.
+            let mut methods: Vec<(&str, &[f64])> = s
+                .methods()
+                .iter()
+                .filter(|m| m.as_str() != "laplace")
+                .filter_map(|m| p.probs.get_key_value(m.as_str()))
+                .map(|(m, q)| (m.as_str(), q.as_slice()))
+                .collect();
             if let Some((name, l)) = laplace_probs(s, i) {
                 methods.push((name, l));
             }
