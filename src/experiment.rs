@@ -40,14 +40,14 @@ pub struct ModelSection {
     pub source: String,
     /// "cpu", "cuda", "cuda:N", "metal".
     pub device: String,
-    /// The frozen matrices' storage: "f32", "bf16", "f16" (`model::parse_frozen_dtype`).
+    /// The frozen matrices' storage: "auto", "f32", "bf16", "f16", "q8_0", "keep" (`model::parse_frozen_dtype`).
     /// Activations, LoRA matrices and curvature are f32 whatever this says.
     pub dtype: String,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into() }
+        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "auto".into() }
     }
 }
 
@@ -916,9 +916,8 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
         return Ok(None);
     }
     let dtype = model::parse_frozen_dtype(&cfg.model.dtype).context("model.dtype")?;
-    let mut m = LoadedModel::load(&files, &device)?;
-    m.model.cast_frozen(dtype)?;
-    send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size) })?;
+    let (m, used) = LoadedModel::load_as(&files, &device, dtype)?;
+    send(Event::Stage { stage: Stage::LoadModel, message: format!("loaded {} ({} layers, hidden {}, frozen weights {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size, used.name()) })?;
     Ok(Some(m))
 }
 

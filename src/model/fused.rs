@@ -85,13 +85,14 @@ pub(super) fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, u
     // The furthest element each operand is read or written at must lie inside its slice.
     assert!(dst.len() >= m * n && lhs.len() > (m - 1) * l_rs + (k - 1) * l_cs && rhs.len() > (k - 1) * r_rs + (n - 1) * r_cs);
     // SAFETY: the assert above bounds every address gemm touches.
+    // Through `isa::gemm_f32`: gemm's own kernels, or its AVX2 ones under the AVX2 switch.
     unsafe {
-        gemm::gemm(
+        super::isa::gemm_f32(
             m, n, k,
             dst.as_mut_ptr(), 1, n as isize, accumulate,
             lhs.as_ptr(), l_cs as isize, l_rs as isize,
             rhs.as_ptr(), r_cs as isize, r_rs as isize,
-            1.0, c, false, false, false, par,
+            c, par,
         );
     }
 }
