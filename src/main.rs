@@ -122,6 +122,10 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// kernels off (the common laptop's path, measurable here); same as LAPLACE_LORA_CPU=avx2.
         #[arg(long, default_value = "native")]
         cpu: String,
+        /// Skip the check of a non-f32 storage against the f32 model (it loads the model a second
+        /// time in f32: a 7B model would not fit).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
     #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
@@ -260,13 +264,13 @@ fn main() {
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu }) => {
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu, no_check }) => {
             let source = match (&synthetic_config, synthetic) {
                 (Some(p), _) => BenchModel::SyntheticConfig(p.clone()),
                 (None, true) => BenchModel::Synthetic,
                 (None, false) => BenchModel::Source(model),
             };
-            let opts = BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape: bench::Shape { batch, seq_len } };
+            let opts = BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape: bench::Shape { batch, seq_len }, check: !no_check };
             match cpu.trim().to_ascii_lowercase().as_str() {
                 "native" => on_compute_pool(|| cmd_bench(source, &device, &dtype, opts, json)),
                 "avx2" => {
@@ -333,10 +337,12 @@ struct BenchOpts {
     kfac_examples: usize,
     test_examples: usize,
     shape: bench::Shape,
+    /// Check a non-f32 storage (or a GPU) against the CPU's f32 model first.
+    check: bool,
 }
 
 fn cmd_bench(source: BenchModel, device: &str, dtype: &str, opts: BenchOpts, json: Option<PathBuf>) -> Result<i32> {
-    let BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape } = opts;
+    let BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape, check } = opts;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
     }
@@ -376,7 +382,7 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, opts: BenchOpts, jso
     let used = frozen_dtype.resolve(&dev);
     let m = load(&dev, used)?;
     // Off the CPU or off f32, first check the numbers against the CPU's f32 on one LoRA step.
-    let check = if dev.is_cpu() && used == model::frozen::FrozenDtype::F32 {
+    let check = if !check || (dev.is_cpu() && used == model::frozen::FrozenDtype::F32) {
         None
     } else {
         let (l, g) = bench::device_check(&m, &load(&candle_core::Device::Cpu, model::frozen::FrozenDtype::F32)?)?;
