@@ -88,6 +88,7 @@ pub(super) fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, u
     // Through `isa::gemm_f32`: gemm's own kernels, or its AVX2 ones under the AVX2 switch.
     unsafe {
         super::isa::gemm_f32(
+            super::isa::avx2_forced(),
             m, n, k,
             dst.as_mut_ptr(), 1, n as isize, accumulate,
             lhs.as_ptr(), l_cs as isize, l_rs as isize,

@@ -66,34 +66,12 @@ pub fn describe() -> String {
 }
 
 /// dst (m x n) = [dst +] c lhs rhs through gemm, with gemm's arguments (strides in elements):
-/// the AVX2 microkernels when `avx2_forced()`, gemm's own choice otherwise.
+/// its AVX2 microkernels when `avx2` (callers pass `avx2_forced()`), gemm's own choice otherwise.
 ///
 /// # Safety
 /// As `gemm::gemm`: every address implied by the sizes and strides must be valid.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_cs: isize,
-    dst_rs: isize,
-    read_dst: bool,
-    lhs: *const f32,
-    lhs_cs: isize,
-    lhs_rs: isize,
-    rhs: *const f32,
-    rhs_cs: isize,
-    rhs_rs: isize,
-    c: f32,
-    par: gemm::Parallelism,
-) {
-    gemm_f32_on(avx2_forced(), m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, c, par)
-}
-
-/// `gemm_f32` with the choice made by the caller.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32_on(
     avx2: bool,
     m: usize,
     n: usize,
@@ -159,7 +137,7 @@ mod tests {
         let run = |forced: bool| {
             let mut c = vec![0f32; m * n];
             unsafe {
-                super::gemm_f32_on(forced, m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 1.0, gemm::Parallelism::None);
+                super::gemm_f32(forced, m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 1.0, gemm::Parallelism::None);
             }
             c
         };

@@ -165,6 +165,7 @@ impl QuantMatrix {
             // tile (rows r, d_in) read transposed. SAFETY: tasks write disjoint columns of y.
             unsafe {
                 super::isa::gemm_f32(
+                    super::isa::avx2_forced(),
                     n, r1 - r0, self.d_in,
                     out.0.add(r0), 1, self.d_out as isize, false,
                     x.as_ptr(), 1, self.d_in as isize,
@@ -196,6 +197,7 @@ impl QuantMatrix {
                 // dx[:, c0..c1] += dy[:, r0..r1] tile. SAFETY: tasks write disjoint columns of dx.
                 unsafe {
                     super::isa::gemm_f32(
+                        super::isa::avx2_forced(),
                         n, cols, r1 - r0,
                         out.0.add(c0), 1, self.d_in as isize, r0 > 0,
                         dy.as_ptr().add(r0), 1, self.d_out as isize,
