@@ -5,6 +5,7 @@ mod app;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use laplace_lora::bench;
 use laplace_lora::experiment::{self, Event, ExperimentConfig, Outcome, Stage};
 use laplace_lora::model::{self, FetchProgress};
 use laplace_lora::worker::{on_compute_pool, Worker};
@@ -125,9 +126,24 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// benches/reference/configs/tinyllama-1.1b.json) instead of --model.
         #[arg(long, conflicts_with_all = ["model", "synthetic"])]
         synthetic_config: Option<PathBuf>,
-        /// The frozen matrices' storage: "f32", "bf16", "f16".
-        #[arg(long, default_value = "f32")]
+        /// The frozen matrices' storage: "auto" (bf16 on a CPU with AVX512_BF16, else f32), "f32",
+        /// "bf16", "f16", "q8_0" (requantized at load), "keep" (a GGUF's own blocks).
+        #[arg(long, default_value = "auto")]
         dtype: String,
+        /// Tokens per example.
+        #[arg(long, default_value_t = bench::SEQ_LEN)]
+        seq_len: usize,
+        /// Examples per batch (every phase).
+        #[arg(long, default_value_t = bench::BATCH)]
+        batch: usize,
+        /// CPU vector path: "native", or "avx2" to force gemm's AVX2 kernels and turn the bf16
+        /// kernels off (the common laptop's path, measurable here); same as LAPLACE_LORA_CPU=avx2.
+        #[arg(long, default_value = "native")]
+        cpu: String,
+        /// Skip the check of a non-f32 storage against the f32 model (it loads the model a second
+        /// time in f32: a 7B model would not fit).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Measure how far KFAC's position variants are from the exact GGN on a finished run.
     #[command(long_about = "For a few LoRA matrices of a finished run (its model, data and adapter), \
@@ -278,13 +294,21 @@ fn main() {
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype }) => {
+        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu, no_check }) => {
             let source = match (&synthetic_config, synthetic) {
                 (Some(p), _) => BenchModel::SyntheticConfig(p.clone()),
                 (None, true) => BenchModel::Synthetic,
                 (None, false) => BenchModel::Source(model),
             };
-            on_compute_pool(|| cmd_bench(source, &device, &dtype, repeats, laplace_repeats, kfac_examples, test_examples, json))
+            let opts = BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape: bench::Shape { batch, seq_len }, check: !no_check };
+            match cpu.trim().to_ascii_lowercase().as_str() {
+                "native" => on_compute_pool(|| cmd_bench(source, &device, &dtype, opts, json)),
+                "avx2" => {
+                    model::isa::force_avx2();
+                    on_compute_pool(|| cmd_bench(source, &device, &dtype, opts, json))
+                }
+                other => Err(anyhow::anyhow!("--cpu {other:?}: expected \"native\" or \"avx2\"")),
+            }
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
         Some(Command::StudyPrior { run }) => on_compute_pool(|| cmd_study_prior(&run)),
@@ -337,19 +361,24 @@ enum BenchModel {
     SyntheticConfig(PathBuf),
 }
 
-fn cmd_bench(
-    source: BenchModel,
-    device: &str,
-    dtype: &str,
+/// `bench`'s counts and shapes.
+struct BenchOpts {
     repeats: usize,
     laplace_repeats: usize,
     kfac_examples: usize,
     test_examples: usize,
-    json: Option<PathBuf>,
-) -> Result<i32> {
-    use laplace_lora::bench;
+    shape: bench::Shape,
+    /// Check a non-f32 storage (or a GPU) against the CPU's f32 model first.
+    check: bool,
+}
+
+fn cmd_bench(source: BenchModel, device: &str, dtype: &str, opts: BenchOpts, json: Option<PathBuf>) -> Result<i32> {
+    let BenchOpts { repeats, laplace_repeats, kfac_examples, test_examples, shape, check } = opts;
     if repeats == 0 || kfac_examples == 0 || test_examples == 0 {
         anyhow::bail!("--repeats, --kfac-examples and --test-examples must be at least 1");
+    }
+    if shape.batch == 0 || shape.seq_len == 0 {
+        anyhow::bail!("--batch and --seq-len must be at least 1");
     }
     let dev = model::parse_device(device)?;
     let frozen_dtype = model::parse_frozen_dtype(dtype).context("--dtype")?;
@@ -371,30 +400,46 @@ fn cmd_bench(
             Loaded::Shapes(json, p.display().to_string())
         }
     };
-    let load = |d: &candle_core::Device| match &what {
-        Loaded::Files(files) => model::LoadedModel::load(files, d),
-        Loaded::Shapes(json, name) => bench::synthetic_model_of(json, name, d).with_context(|| format!("synthetic model of {name}")),
+    let load = |d: &candle_core::Device, dt: model::frozen::FrozenDtype| -> Result<model::LoadedModel> {
+        match &what {
+            Loaded::Files(files) => Ok(model::LoadedModel::load_as(files, d, dt)?.0),
+            Loaded::Shapes(json, name) => {
+                let mut m = bench::synthetic_model_of(json, name, d).with_context(|| format!("synthetic model of {name}"))?;
+                m.model.cast_frozen(dt)?;
+                Ok(m)
+            }
+        }
     };
-    let mut m = load(&dev)?;
-    m.model.cast_frozen(frozen_dtype)?;
+    let used = frozen_dtype.resolve(&dev);
+    let m = load(&dev, used)?;
     // Off the CPU or off f32, first check the numbers against the CPU's f32 on one LoRA step.
-    let check = if dev.is_cpu() && frozen_dtype == candle_core::DType::F32 {
+    let check = if !check || (dev.is_cpu() && used == model::frozen::FrozenDtype::F32) {
         None
     } else {
-        let (l, g) = bench::device_check(&m, &load(&candle_core::Device::Cpu)?)?;
+        let (l, g) = bench::device_check(&m, &load(&candle_core::Device::Cpu, model::frozen::FrozenDtype::F32)?)?;
         eprintln!("check against the CPU in f32: answer logits differ by {l:.1e}, LoRA gradients by {g:.1e} (relative to their largest magnitudes)");
         Some((l, g))
     };
-    eprintln!("model {} on {device}, frozen weights in {frozen_dtype:?}", m.path.display());
+    let (storage, frozen_bytes) = m.model.frozen_storage();
+    let cpu = model::isa::describe();
+    eprintln!("model {} on {device}, frozen weights {storage} ({:.0} MiB); {cpu}", m.path.display(), frozen_bytes as f64 / 1048576.0);
+    // The GEMM rates of the frozen products on B x T rows (the floors' denominators).
+    let rows = shape.batch * shape.seq_len;
+    let rate = |dt: model::frozen::FrozenDtype| bench::floor::gemm_rate(&m.model.cfg, rows, |f| Ok(f.convert(dt, &candle_core::Device::Cpu)?), 0.3);
+    let gemm_f32 = rate(model::frozen::FrozenDtype::F32)?;
+    let gemm_bf16 = if model::bf16::available() { Some(rate(model::frozen::FrozenDtype::Bf16)?) } else { None };
+    eprintln!("frozen products on {rows} rows: f32 {gemm_f32:.1} GFLOP/s{}", gemm_bf16.map(|r| format!(", bf16 kernels {r:.1} GFLOP/s")).unwrap_or_default());
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
     }
-    let step = bench::lora_step(&m, repeats, &mut |rep, dt| eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" }))?;
+    let step = bench::lora_step(&m, shape, repeats, &mut |rep, dt| {
+        eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" })
+    })?;
     let peak_step = bench::peak_rss_mib();
     let (mut kfac, mut dec, mut pred, mut params, mut peak_laplace) = (f64::NAN, f64::NAN, f64::NAN, 0, f64::NAN);
     if laplace_repeats > 0 {
         bench::reset_peak_rss();
-        let t = bench::laplace_phases(&m, kfac_examples, test_examples, laplace_repeats, &mut |r| {
+        let t = bench::laplace_phases(&m, shape, kfac_examples, test_examples, laplace_repeats, &mut |r| {
             eprintln!(
                 "  laplace {} kfac {:.2} s ({:.3} s/example), decompose {:.2} s, predictive {:.2} s ({:.3} s/example){}",
                 r.rep,
@@ -410,6 +455,12 @@ fn cmd_bench(
         peak_laplace = bench::peak_rss_mib();
     }
     let prior_ms = 1e3 * bench::median((0..5).map(|_| laplace_lora::laplace::spectral::bench_prior_recompute(1000, 4, &Default::default())).collect());
+    let flops = bench::floor::flops(&m.model.cfg, shape.batch, shape.seq_len, bench::K, bench::RANK);
+    let floor_gflops = match (used, gemm_bf16) {
+        (model::frozen::FrozenDtype::Bf16, Some(r)) => r,
+        _ => gemm_f32,
+    };
+    let floor_x = |t: f64, f: f64| t / (f / (floor_gflops * 1e9));
     let report = bench::BenchReport {
         lora_step_s: step,
         kfac_per_example_s: kfac,
@@ -420,15 +471,25 @@ fn cmd_bench(
         peak_rss_laplace_mib: peak_laplace,
         threads: candle_core::utils::get_num_threads(),
         device: device.to_string(),
-        frozen_dtype: format!("{frozen_dtype:?}").to_lowercase(),
+        frozen_dtype: storage,
+        frozen_mib: frozen_bytes as f64 / 1048576.0,
+        cpu,
+        f32_path: model::isa::f32_path().into(),
+        gemm_f32_gflops: gemm_f32,
+        gemm_bf16_gflops: gemm_bf16,
+        flops,
+        floor_gflops,
+        lora_step_floor_x: floor_x(step, flops.step),
+        kfac_floor_x: floor_x(kfac, flops.kfac_per_example),
+        predictive_floor_x: floor_x(pred, flops.predictive_per_example),
         check_logits_rel: check.map(|c| c.0),
         check_grads_rel: check.map(|c| c.1),
         repeats,
         laplace_repeats,
         kfac_examples,
         predictive_examples: test_examples,
-        batch: bench::BATCH,
-        seq_len: bench::SEQ_LEN,
+        batch: shape.batch,
+        seq_len: shape.seq_len,
         k: bench::K,
         rank: bench::RANK,
         alpha: 2.0 * bench::RANK as f64,

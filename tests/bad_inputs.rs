@@ -642,3 +642,46 @@ fn library_rejects_bad_configuration_values() {
     let e = experiment::prepare_run_dir(tmp.path(), false).unwrap_err();
     assert!(format!("{e:#}").contains("--force"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Frozen-weight storage and bench shapes (the "speed" work): bad values of `model.dtype`,
+// `bench --cpu`, `--batch`, `--seq-len`, and a "keep" that has no blocks to keep.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn frozen_storage_and_bench_shape_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = Fx::new(tmp.path());
+    let keep_cfg = fx.config(None, None, None, None, "", "").replace("[data]", "dtype = \"keep\"\n[data]");
+    let int4_cfg = fx.config(None, None, None, None, "", "").replace("[data]", "dtype = \"int4\"\n[data]");
+    let cases = vec![
+        case("bench_bad_cpu", vec!["bench".into(), "--cpu".into(), "sse".into()], &["--cpu", "\"sse\"", "avx2"]),
+        case("bench_zero_batch", vec!["bench".into(), "--synthetic".into(), "--batch".into(), "0".into()], &["--batch", "--seq-len", "at least 1"]),
+        case("bench_zero_seq_len", vec!["bench".into(), "--synthetic".into(), "--seq-len".into(), "0".into()], &["--seq-len", "at least 1"]),
+        case("bench_bad_dtype_names_new_ones", vec!["bench".into(), "--dtype".into(), "int4".into()], &["--dtype", "\"int4\"", "q8_0", "keep"]),
+        // "keep" keeps a GGUF's blocks: a safetensors folder has none.
+        case("config_keep_on_a_folder", fx.run_args("config_keep_on_a_folder", &keep_cfg), &["keep", "safetensors folder", "q8_0"]),
+        case("config_bad_dtype_names_new_ones", fx.run_args("config_bad_dtype_names_new_ones", &int4_cfg), &["model.dtype", "\"int4\"", "auto", "keep"]),
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let (code, stdout, stderr) = run_cli(&c.args);
+        let all = format!("{stdout}\n{stderr}");
+        let mut why = Vec::new();
+        if code == 0 {
+            why.push("exit code 0".to_string());
+        }
+        if all.contains("panicked") {
+            why.push("it panicked".to_string());
+        }
+        for n in &c.needles {
+            if !all.contains(n.as_str()) {
+                why.push(format!("the message lacks `{n}`"));
+            }
+        }
+        if !why.is_empty() {
+            failures.push(format!("case {}: {}\n--- output (exit {code}):\n{all}", c.name, why.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

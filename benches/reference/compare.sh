@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Races `laplace-lora bench` against the PyTorch reference (reference.py) on this machine, one after
-# the other (never at the same time), and prints the ratios ours / PyTorch.
+# Races `laplace-lora bench` against the PyTorch reference (reference.py) on this machine, one run
+# after another (never at the same time), at every shape of the matrix, and writes one report:
+# per shape (tokens x batch), each phase's time for
+#   ours f32 | ours bf16 (CPUs with AVX512_BF16) | ours forced to AVX2 | PyTorch | PyTorch forced to AVX2
+# the ratios ours / PyTorch (f32, bf16 and AVX2 against PyTorch's AVX2) and each side's multiple of
+# its arithmetic floor (the phase's FLOPs / that side's measured GEMM rate on the same rows).
 #
 #   benches/reference/setup.sh          # once: the reference's virtual environment
-#   benches/reference/compare.sh        # [--repeats N --laplace-repeats N --kfac-examples N --test-examples N]
+#   benches/reference/compare.sh        # the whole matrix (about 45 minutes on a quiet 2-core Zen 5)
+#   SHAPES="64x4" VARIANTS="f32 torch" benches/reference/compare.sh   # a part of it
 #
-# Arguments are passed to both sides unchanged; REFERENCE_ARGS (e.g. "--attn eager") go to the
-# reference only. Builds the release binary only if it is missing.
-# Writes results/rust.json and results/pytorch.json (ignored by git) and results/compare-<UTC>.md
-# (a small markdown table, meant to be committed), and copies that to results/latest.md.
+# SHAPES: "TOKENSxBATCH" items (default "64x4 64x8 256x4 256x8"). VARIANTS: any of
+# "f32 bf16 avx2 torch torch-avx2" (default all; bf16 is skipped where the CPU lacks AVX512_BF16).
+# PyTorch is forced to AVX2 with ATEN_CPU_CAPABILITY=avx2 (its own kernels), MKL_ENABLE_INSTRUCTIONS=AVX2
+# (its f32 GEMM) and ONEDNN_MAX_CPU_ISA=AVX2; ours with `bench --cpu avx2`.
+# Arguments are passed to both sides unchanged (e.g. --kfac-examples 8); REFERENCE_ARGS (e.g.
+# "--attn eager") go to the reference only. Repeats: 5 steps / 3 Laplace repeats at 64 tokens,
+# 3 / 1 at 256 (REPEATS and LAPLACE_REPEATS override). Builds the release binary only if missing.
+# Writes results/{rust,pytorch}-*.json (ignored by git) and results/compare-<UTC>.md (meant to be
+# committed), and copies that to results/latest.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -25,79 +35,43 @@ if [ ! -x "$bin" ]; then
     (cd "$root" && cargo build --release)
 fi
 
+shapes="${SHAPES:-64x4 64x8 256x4 256x8}"
+variants="${VARIANTS:-f32 bf16 avx2 torch torch-avx2}"
+has_bf16=0
+grep -qw avx512_bf16 /proc/cpuinfo && has_bf16=1
+
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "load average before: $(load)" >&2
-load_before="$(load)"
-
-echo "== laplace-lora bench" >&2
-"$bin" bench --json "$out/rust.json" "$@"
-load_mid="$(load)"
-echo "== PyTorch reference (load average $load_mid)" >&2
-# shellcheck disable=SC2086
-"$py" "$here/reference.py" --json "$out/pytorch.json" "$@" ${REFERENCE_ARGS:-}
-load_after="$(load)"
-
+loads="$(load)"
 stamp="$(date -u +%Y%m%d-%H%M%S)"
+started=$(date +%s)
+files=()
+for shape in $shapes; do
+    t="${shape%x*}"
+    b="${shape#*x}"
+    if [ "$t" -ge 256 ]; then rep="${REPEATS:-3}"; lrep="${LAPLACE_REPEATS:-1}"; else rep="${REPEATS:-5}"; lrep="${LAPLACE_REPEATS:-3}"; fi
+    common=(--seq-len "$t" --batch "$b" --repeats "$rep" --laplace-repeats "$lrep")
+    for v in $variants; do
+        f="$out/run-$stamp-$t-$b-$v.json"
+        echo "== $shape $v (load average $(load))" >&2
+        case "$v" in
+            f32) "$bin" bench --dtype f32 "${common[@]}" --json "$f" "$@" ;;
+            bf16)
+                if [ "$has_bf16" = 0 ]; then echo "   (no AVX512_BF16 on this CPU: skipped)" >&2; continue; fi
+                "$bin" bench --dtype bf16 "${common[@]}" --json "$f" "$@" ;;
+            avx2) "$bin" bench --dtype f32 --cpu avx2 "${common[@]}" --json "$f" "$@" ;;
+            # shellcheck disable=SC2086
+            torch) "$py" "$here/reference.py" "${common[@]}" --json "$f" "$@" ${REFERENCE_ARGS:-} ;;
+            # shellcheck disable=SC2086
+            torch-avx2) ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 "$py" "$here/reference.py" "${common[@]}" --json "$f" "$@" ${REFERENCE_ARGS:-} ;;
+            *) echo "unknown variant $v" >&2; exit 2 ;;
+        esac
+        files+=("$v=$f")
+    done
+    loads="$loads | $(load)"
+done
+elapsed=$(( $(date +%s) - started ))
+
 report="$out/compare-$stamp.md"
-LOADS="$load_before | $load_mid | $load_after" "$py" - "$out/rust.json" "$out/pytorch.json" "$report" <<'PY'
-import json, os, platform, sys
-
-rust = json.load(open(sys.argv[1]))
-torch = json.load(open(sys.argv[2]))
-path = sys.argv[3]
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-# key, unit, format, target (ratio ours / PyTorch, or absolute for the prior recompute)
-rows = [
-    ("lora_step_s", "s", "{:.3f}", ("ratio", 0.7)),
-    ("kfac_per_example_s", "s", "{:.3f}", ("ratio", 0.7)),
-    ("kfac_decompose_s", "s", "{:.3f}", None),
-    ("predictive_per_example_s", "s", "{:.3f}", ("ratio", 0.7)),
-    ("prior_recompute_ms", "ms", "{:.2f}", ("abs", 16.0)),
-    ("peak_rss_mib", "MiB", "{:.0f}", ("ratio", 1.0)),
-    ("peak_rss_laplace_mib", "MiB", "{:.0f}", None),
-]
-
-def fmt(f, v):
-    return "-" if v is None else f.format(v)
-
-lines = []
-lines.append(f"# laplace-lora bench against PyTorch, {rust['date'][:10]}")
-lines.append("")
-lines.append(f"- machine: {cpu_name()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB; load average (1/5/15 min) before | between | after: {os.environ.get('LOADS', '?')}")
-lines.append(f"- ours: {rust['implementation']}, {rust['threads']} threads; reference: {torch['implementation']}, {torch['threads']} threads, {torch.get('attention')} attention, laplace-torch backend {torch.get('laplace_backend')} ({torch.get('curvature')})")
-lines.append(
-    f"- shapes: batch {rust['batch']} x {rust['seq_len']} tokens, K = {rust['k']}, LoRA r = {rust['rank']} alpha {rust['alpha']:g} on "
-    f"{', '.join(rust['targets'])} ({rust['lora_params']} parameters); KFAC over {rust['kfac_examples']} examples, predictive over "
-    f"{rust['predictive_examples']}; medians of {rust['repeats']} steps / {rust['laplace_repeats']} Laplace repeats after a warm-up"
-)
-lines.append("")
-lines.append("| key | ours | PyTorch | ours / PyTorch | target |")
-lines.append("|---|---|---|---|---|")
-for key, unit, f, target in rows:
-    a, b = rust.get(key), torch.get(key)
-    ratio = a / b if (a is not None and b not in (None, 0)) else None
-    if target is None:
-        t = ""
-    elif target[0] == "ratio":
-        ok = ratio is not None and ratio <= target[1]
-        t = f"<= {target[1]:g} ({'met' if ok else 'not met'})"
-    else:
-        ok = a is not None and a < target[1]
-        t = f"< {target[1]:g} {unit} ({'met' if ok else 'not met'})"
-    lines.append(f"| {key} ({unit}) | {fmt(f, a)} | {fmt(f, b)} | {fmt('{:.2f}', ratio)} | {t} |")
-text = "\n".join(lines) + "\n"
-open(path, "w").write(text)
-print(text)
-PY
+LOADS="$loads" ELAPSED="$elapsed" "$py" "$here/report.py" "$report" "${files[@]}"
 cp "$report" "$out/latest.md"
-echo "wrote $report" >&2
+echo "wrote $report ($elapsed s)" >&2

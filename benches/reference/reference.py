@@ -4,27 +4,32 @@
 Run it with the interpreter of the virtual environment that setup.sh creates:
 
     benches/reference/.venv/bin/python benches/reference/reference.py [--json FILE] [--device cuda] [--synthetic]
+        [--seq-len T] [--batch B]
 
-Shapes and inputs (as in src/bench.rs):
-- example i: 64 token ids, token t = (i * 7919 + t * 104729) % vocab, label i % 4, K = 4 answer
+Shapes and inputs (as in src/bench/mod.rs):
+- example i: T token ids (--seq-len, default 64), token t = (i * 7919 + t * 104729) % vocab, label i % 4, K = 4 answer
   tokens 330..333 whose logits are read at the last position (f(x) in R^4);
 - LoRA (peft): r = 8, alpha = 16, dropout 0, on q_proj and v_proj of every block;
 - lora_step_s: forward to the answer logits, mean cross-entropy, backward, AdamW (lr 1e-4), on
-  examples 0..4 as one batch of 4 x 64, adapters as peft initialises them (A random, B = 0);
+  examples 0..B as one batch of B x T (--batch, default 4), adapters as peft initialises them (A random, B = 0);
 - kfac_per_example_s: laplace-torch `Laplace(model, 'classification', subset_of_weights='all',
   hessian_structure='kron')` over the LoRA parameters only (everything else requires_grad=False),
   default backend CurvlinopsGGN (curvlinops KFAC, fisher_type type-2 = exact GGN, kfac_approx
-  'expand'), `fit` over training examples 0..N in batches of 4: (fit time - the eigendecomposition
+  'expand'), `fit` over training examples 0..N in batches of B: (fit time - the eigendecomposition
   that ends it) / N; kfac_decompose_s: that eigendecomposition (`Kron.decompose`, timed inside `fit`);
 - predictive_per_example_s: `la(x, pred_type='glm', link_approx='probit')` over test examples
-  1000..1000+M in batches of 4 (torch.func Jacobians of the 4 answer logits w.r.t. every LoRA
+  1000..1000+M in batches of B (torch.func Jacobians of the 4 answer logits w.r.t. every LoRA
   parameter, the Kronecker functional variance, probit), per example;
 - the Laplace phases use deterministic adapters: A[j, i] = ((n * 37 % 101) / 50 - 1) / sqrt(d_in)
   with n = j * d_in + i, B[o, j] = 0.01 * ((n * 53 % 97) / 48 - 1) with n = o * 8 + j;
 - peak_rss_mib: VmHWM of the LoRA step phase, reset (/proc/self/clear_refs) after the model is
   loaded; peak_rss_laplace_mib: the same for the two Laplace phases;
 - prior_recompute_ms: null (laplace-torch has no cache that recomputes the predictive at a new
-  prior precision without the Jacobians).
+  prior precision without the Jacobians);
+- gemm_f32_gflops: torch's f32 matmul rate on the frozen products of one block (x W^T and dy W for
+  every projection shape, B x T rows; best of 3 timings of >= 0.3 s), as `laplace-lora bench`
+  measures its own: compare.sh divides each phase's FLOPs (counted by the Rust bench) by it for
+  PyTorch's floor. `ATEN_CPU_CAPABILITY=avx2` in the environment forces PyTorch's AVX2 kernels.
 
 The model is the cached GGUF of SmolLM2-135M-Instruct (transformers dequantises it; it also undoes
 llama.cpp's q/k permutation), or a Hugging Face folder given with --model.
@@ -62,8 +67,40 @@ def default_gguf() -> Path:
     return base / "models" / "smollm2-135m-instruct" / "smollm2-135m-instruct.gguf"
 
 
-def synthetic_ids(i: int, vocab: int) -> list[int]:
-    return [(i * 7919 + t * 104729) % vocab for t in range(SEQ_LEN)]
+def synthetic_ids(i: int, vocab: int, seq_len: int = SEQ_LEN) -> list[int]:
+    return [(i * 7919 + t * 104729) % vocab for t in range(seq_len)]
+
+
+def gemm_rate(torch, cfg, rows: int, device) -> float:
+    """GFLOP/s of y = x W^T and dx = dy W over one block's projection shapes (as the Rust bench)."""
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    qd, kvd = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    shapes = [(qd, h), (kvd, h), (kvd, h), (h, qd), (f, h), (f, h), (h, f)]
+    work = []
+    for d_out, d_in in shapes:
+        w = torch.randn(d_out, d_in, device=device) * 0.02
+        work.append((w, torch.randn(rows, d_in, device=device), torch.randn(rows, d_out, device=device), 2.0 * rows * d_in * d_out))
+
+    def once():
+        flop = 0.0
+        with torch.no_grad():
+            for w, x, dy, fl in work:
+                x @ w.T
+                dy @ w
+                flop += 2 * fl
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return flop
+
+    once()
+    best = 0.0
+    for _ in range(3):
+        t0, flop = time.perf_counter(), 0.0
+        while time.perf_counter() - t0 < 0.3:
+            flop += once()
+        best = max(best, flop / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def peak_rss_mib() -> float:
@@ -107,6 +144,8 @@ def main() -> int:
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="transformers' attention implementation")
     ap.add_argument("--json", default=None, help="also write the figures as JSON to this file")
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    ap.add_argument("--seq-len", type=int, default=SEQ_LEN, help="tokens per example")
+    ap.add_argument("--batch", type=int, default=BATCH, help="examples per batch (every phase)")
     ap.add_argument(
         "--synthetic",
         action="store_true",
@@ -192,8 +231,11 @@ def main() -> int:
     model = AnswerLogits(peft_model.base_model.model)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == n_lora
 
+    rate = gemm_rate(torch, base.config, args.batch * args.seq_len, device)
+    log(f"frozen products on {args.batch * args.seq_len} rows: {rate:.1f} GFLOP/s (cpu capability {torch.backends.cpu.get_cpu_capability()})")
+
     def batch_of(indices):
-        ids = torch.tensor([synthetic_ids(i, vocab) for i in indices], dtype=torch.long, device=device)
+        ids = torch.tensor([synthetic_ids(i, vocab, args.seq_len) for i in indices], dtype=torch.long, device=device)
         labels = torch.tensor([i % K for i in indices], dtype=torch.long, device=device)
         return ids, labels
 
@@ -202,7 +244,7 @@ def main() -> int:
         log("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)")
 
     # 1. LoRA step.
-    ids, labels = batch_of(range(BATCH))
+    ids, labels = batch_of(range(args.batch))
     opt = torch.optim.AdamW(lora_params, lr=1e-4, weight_decay=0.0)
     model.train()
     steps = []
@@ -268,7 +310,7 @@ def main() -> int:
                     b = 0.01 * (((n * 53) % 97).to(torch.float32) / 48.0 - 1.0)
                     mod.weight.copy_(b.reshape(d_out, r))
         train_ids, train_labels = batch_of(range(args.kfac_examples))
-        loader = DataLoader(TensorDataset(train_ids, train_labels), batch_size=BATCH, shuffle=False)
+        loader = DataLoader(TensorDataset(train_ids, train_labels), batch_size=args.batch, shuffle=False)
         test_ids, _ = batch_of(range(TEST_OFFSET, TEST_OFFSET + args.test_examples))
         reset_peak_rss()
         for rep in range(args.laplace_repeats + 1):
@@ -283,8 +325,8 @@ def main() -> int:
             dec_s = decompose_s[0]
             t2 = time.perf_counter()
             probs = []
-            for s in range(0, args.test_examples, BATCH):
-                probs.append(la(test_ids[s : s + BATCH], pred_type="glm", link_approx="probit"))
+            for s in range(0, args.test_examples, args.batch):
+                probs.append(la(test_ids[s : s + args.batch], pred_type="glm", link_approx="probit"))
             sync()
             pred_s = time.perf_counter() - t2
             assert torch.isfinite(torch.cat(probs)).all()
@@ -318,8 +360,10 @@ def main() -> int:
         "laplace_repeats": args.laplace_repeats,
         "kfac_examples": args.kfac_examples,
         "predictive_examples": args.test_examples,
-        "batch": BATCH,
-        "seq_len": SEQ_LEN,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "gemm_f32_gflops": rate,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "k": K,
         "rank": RANK,
         "alpha": float(ALPHA),

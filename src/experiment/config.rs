@@ -34,14 +34,14 @@ pub struct ModelSection {
     pub source: String,
     /// "cpu", "cuda", "cuda:N", "metal".
     pub device: String,
-    /// The frozen matrices' storage: "f32", "bf16", "f16" (`model::parse_frozen_dtype`).
+    /// The frozen matrices' storage: "auto", "f32", "bf16", "f16", "q8_0", "keep" (`model::parse_frozen_dtype`).
     /// Activations, LoRA matrices and curvature are f32 whatever this says.
     pub dtype: String,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into() }
+        Self { source: model::source::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "auto".into() }
     }
 }
 

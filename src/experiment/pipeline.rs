@@ -423,11 +423,10 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
         return Ok(None);
     }
     let dtype = model::parse_frozen_dtype(&cfg.model.dtype).context("model.dtype")?;
-    let mut m = LoadedModel::load(&files, &device)?;
-    m.model.cast_frozen(dtype)?;
+    let (m, used) = LoadedModel::load_as(&files, &device, dtype)?;
     send(Event::Stage {
         stage: Stage::LoadModel,
-        message: format!("loaded {} ({} layers, hidden {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size),
+        message: format!("loaded {} ({} layers, hidden {}, frozen weights {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size, used.name()),
     })?;
     Ok(Some(m))
 }

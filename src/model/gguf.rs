@@ -7,6 +7,8 @@
 //! the HF "rotate half" rotary and makes our LoRA matrices PEFT-compatible with the HF checkpoint.
 
 use super::config::Config;
+use super::frozen::{Frozen, FrozenDtype};
+use super::quant::QuantMatrix;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
@@ -58,6 +60,36 @@ fn unpermute(t: &Tensor, n_head: usize) -> Result<Tensor> {
 }
 
 pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+    Ok(load_impl(path, device, None)?.0)
+}
+
+/// As `load`, with the projection matrices (q, k, v, o, gate, up, down) kept in block format
+/// (`dtype` "keep": each in the file's own type where it is a block type; "q8_0": requantized to
+/// Q8_0 one tensor at a time) and returned apart, under their Hugging Face names. The rest
+/// (embedding, norms, biases, LM head) is dequantized to f32 as by `load`.
+pub fn load_kept(path: &Path, device: &Device, dtype: FrozenDtype) -> Result<(GgufModel, HashMap<String, Frozen>)> {
+    load_impl(path, device, Some(dtype))
+}
+
+/// Whether a Hugging Face tensor name is one of the frozen projection matrices.
+fn is_projection(hf: &str) -> bool {
+    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].iter().any(|p| hf.ends_with(&format!("{p}.weight")))
+}
+
+/// The row order of `unpermute` for a (rows, ...) tensor of `n_head` heads: HF row
+/// h hd + s hd/2 + j comes from GGUF row h hd + 2 j + s.
+fn unpermute_order(rows: usize, n_head: usize) -> Vec<usize> {
+    let hd = rows / n_head.max(1);
+    (0..rows)
+        .map(|r| {
+            let (h, within) = (r / hd, r % hd);
+            let (s, j) = (within / (hd / 2), within % (hd / 2));
+            h * hd + 2 * j + s
+        })
+        .collect()
+}
+
+fn load_impl(path: &Path, device: &Device, kept_as: Option<FrozenDtype>) -> Result<(GgufModel, HashMap<String, Frozen>)> {
     let (content, mut file) = read_content(path)?;
     let md = &content.metadata;
     let arch = meta(md, "general.architecture")?.to_string().map_err(|_| anyhow!("general.architecture is not a string"))?.clone();
@@ -91,6 +123,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     config.validate().with_context(|| format!("{}: inconsistent GGUF metadata", path.display()))?;
 
     let mut tensors = HashMap::new();
+    let mut kept = HashMap::new();
     let permuted = arch == "llama";
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
@@ -99,6 +132,32 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         let q = content
             .tensor(&mut file, name, &Device::Cpu)
             .map_err(|e| anyhow!("{}: cannot read tensor {name} ({e}); the file may be truncated", path.display()))?;
+        if let Some(dtype) = kept_as.filter(|_| is_projection(&hf)) {
+            // Kept in blocks: rows move whole, so the rotary un-permutation is a row order.
+            let (d_out, d_in) = q.shape().dims2().map_err(|e| anyhow!("{}: tensor {name} is not a matrix ({e})", path.display()))?;
+            let heads_of = if hf.ends_with("q_proj.weight") { Some(heads) } else if hf.ends_with("k_proj.weight") { Some(kv_heads) } else { None };
+            let order = heads_of.filter(|_| permuted).map(|h| unpermute_order(d_out, h));
+            let frozen = if dtype == FrozenDtype::Keep && super::quant::keepable(q.dtype()) {
+                let m = QuantMatrix::from_bytes(&q.data()?, q.dtype(), d_out, d_in).with_context(|| format!("{}: tensor {name}", path.display()))?;
+                Some(match &order {
+                    Some(o) => m.permute_rows(o)?,
+                    None => m,
+                })
+            } else if dtype == FrozenDtype::Q8_0 {
+                let mut t = q.dequantize(&Device::Cpu)?;
+                if let Some(h) = heads_of.filter(|_| permuted) {
+                    t = unpermute(&t, h)?;
+                }
+                let w = t.flatten_all()?.to_vec1::<f32>()?;
+                Some(QuantMatrix::quantize_q8_0(&w, d_out, d_in).with_context(|| format!("{}: tensor {name} to Q8_0", path.display()))?)
+            } else {
+                None // not a block type ("keep" keeps it as f32, below)
+            };
+            if let Some(m) = frozen {
+                kept.insert(hf, Frozen::Quant(std::sync::Arc::new(m)));
+                continue;
+            }
+        }
         let mut t = q.dequantize(&Device::Cpu)?;
         if permuted && (hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias")) {
             t = unpermute(&t, heads)?;
@@ -107,7 +166,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         }
         tensors.insert(hf, t.to_device(device)?);
     }
-    Ok(GgufModel { config, tensors, metadata: content.metadata })
+    Ok((GgufModel { config, tensors, metadata: content.metadata }, kept))
 }
 
 /// GGUF tensor name -> Hugging Face name.
@@ -161,6 +220,16 @@ mod tests {
         // llama.cpp: within a head, HF rows [0 1 | 2 3] (halves) interleave to [0 2 1 3].
         assert_eq!(g.flatten_all()?.to_vec1::<f32>()?, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
         assert_eq!(unpermute(&g, 2)?.flatten_all()?.to_vec1::<f32>()?, (0..8).map(|x| x as f32).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    #[test]
+    fn unpermute_order_moves_rows_as_unpermute_does() -> Result<()> {
+        let t = Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((12, 2))?; // 2 heads of dim 6
+        let u = unpermute(&t, 2)?.to_vec2::<f32>()?;
+        let rows = t.to_vec2::<f32>()?;
+        let by_order: Vec<Vec<f32>> = unpermute_order(12, 2).iter().map(|&r| rows[r].clone()).collect();
+        assert_eq!(u, by_order);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! pushed through the LM head, and only through the K answer rows (DESIGN.md section 2).
 
 use super::config::Config;
+use super::frozen::{Frozen, FrozenDtype};
 use super::ops::{attention, frozen_linear, rms_norm, silu_mul, AttnShape};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,8 +16,8 @@ use std::collections::HashMap;
 
 /// A frozen linear map with an optional LoRA slot.
 struct Proj {
-    /// (d_out, d_in)
-    weight: Tensor,
+    /// (d_out, d_in), in its storage (`frozen.rs`).
+    weight: Frozen,
     /// (d_out)
     bias: Option<Tensor>,
     target: Target,
@@ -123,7 +124,13 @@ impl Tap {
 impl Llama {
     /// Builds the model from f32 tensors named as in Hugging Face checkpoints
     /// (`model.layers.{i}.self_attn.q_proj.weight`, ...).
-    pub fn from_tensors(cfg: Config, mut w: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+    pub fn from_tensors(cfg: Config, w: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        Self::from_parts(cfg, w, HashMap::new(), device)
+    }
+
+    /// As `from_tensors`, with some projection matrices already in a frozen storage (`frozen`,
+    /// same names; the GGUF loader's kept blocks): those are used as they are.
+    pub fn from_parts(cfg: Config, mut w: HashMap<String, Tensor>, mut frozen: HashMap<String, Frozen>, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let mut take = |name: &str| -> Result<Tensor> {
             let t = w.remove(name).ok_or_else(|| anyhow!("weight {name} is missing from the checkpoint"))?;
@@ -140,8 +147,12 @@ impl Llama {
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut proj = |name: &str, target: Target, shape: (usize, usize), bias: bool| -> Result<Proj> {
-                let weight = take(&format!("{p}.{name}.weight"))?;
-                if weight.dims2()? != shape {
+                let key = format!("{p}.{name}.weight");
+                let weight = match frozen.remove(&key) {
+                    Some(f) => f,
+                    None => Frozen::Dense(take(&key)?),
+                };
+                if weight.dims() != shape {
                     bail!("{p}.{name}.weight has shape {:?}, expected {:?}", weight.dims(), shape);
                 }
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
@@ -173,17 +184,43 @@ impl Llama {
         Ok(Self { cfg, embed, blocks, final_norm, lm_head, device: device.clone() })
     }
 
-    /// Stores the frozen projection matrices and the LM head in `dtype` (bf16 / f16 on a GPU):
-    /// half the memory and cuBLAS's half-precision tensor cores, with f32 accumulation and f32
-    /// activations (`ops::frozen_linear`). The embedding, norms, biases and LoRA matrices stay f32.
-    pub fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+    /// Stores the frozen projection matrices as `dtype` (`frozen.rs`; `auto` is resolved for the
+    /// model's device). On a GPU the LM head follows a half-precision dtype (cuBLAS's tensor cores
+    /// for the full-vocabulary product); on the CPU it stays f32 (only its K answer rows are used in
+    /// training). The embedding, norms, biases and LoRA matrices stay f32. Returns the dtype used.
+    pub fn cast_frozen(&mut self, dtype: FrozenDtype) -> Result<FrozenDtype> {
+        let dtype = dtype.resolve(&self.device);
         for b in &mut self.blocks {
             for p in [&mut b.q, &mut b.k, &mut b.v, &mut b.o, &mut b.gate, &mut b.up, &mut b.down] {
-                p.weight = p.weight.to_dtype(dtype)?;
+                p.weight = p.weight.convert(dtype, &self.device).with_context(|| format!("frozen matrices as {}", dtype.name()))?;
             }
         }
-        self.lm_head = self.lm_head.to_dtype(dtype)?;
-        Ok(())
+        if !self.device.is_cpu() {
+            let head = match dtype {
+                FrozenDtype::Bf16 => DType::BF16,
+                FrozenDtype::F16 => DType::F16,
+                _ => DType::F32,
+            };
+            self.lm_head = self.lm_head.to_dtype(head)?;
+        }
+        Ok(dtype)
+    }
+
+    /// The frozen projections' storage ("f32", "bf16", "q4k", or a mix such as "q4k+q6k") and
+    /// their bytes.
+    pub fn frozen_storage(&self) -> (String, usize) {
+        let mut kinds: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        for b in &self.blocks {
+            for p in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+                let k = p.weight.kind();
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+                bytes += p.weight.bytes();
+            }
+        }
+        (kinds.join("+"), bytes)
     }
 
     pub fn device(&self) -> &Device {
@@ -221,7 +258,7 @@ impl Llama {
 
     fn proj(&self, x: &Tensor, p: &Proj, layer: usize, opts: &mut ForwardOpts) -> Result<Tensor> {
         // x: (N, d_in) -> (N, d_out)
-        let mut y = frozen_linear(x, &p.weight)?;
+        let mut y = p.weight.linear(x)?;
         if let Some(b) = &p.bias {
             y = y.broadcast_add(b)?;
         }

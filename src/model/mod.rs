@@ -1,13 +1,17 @@
 //! The base model: a LoRA-capable llama-family decoder, its loaders, tokenizer and sources.
 
+pub mod bf16;
 pub mod config;
 mod fast;
 pub(crate) mod fastmath;
+pub mod frozen;
 mod fused;
 pub mod gguf;
 pub mod hf;
+pub mod isa;
 pub mod llama;
 pub mod ops;
+pub mod quant;
 pub mod source;
 #[cfg(test)]
 mod test_support;
@@ -38,14 +42,40 @@ impl LoadedModel {
         }
     }
 
+    /// Loads the model with its frozen matrices stored as `dtype` (`Llama::cast_frozen`); for
+    /// "q8_0" and "keep" a GGUF's projection matrices never exist in f32 at once (a 7B model
+    /// fits where its f32 weights would not). Returns the dtype used (`auto` resolved).
+    pub fn load_as(files: &ModelFiles, device: &Device, dtype: frozen::FrozenDtype) -> Result<(Self, frozen::FrozenDtype)> {
+        let mut m = match files {
+            ModelFiles::Gguf { path } if dtype.is_quantized() => Self::load_gguf_kept(path, device, dtype)?,
+            ModelFiles::HfFolder { path } if dtype == frozen::FrozenDtype::Keep => {
+                bail!("model.dtype = \"keep\" keeps a GGUF's quantized blocks; {} is a safetensors folder (use \"q8_0\" or \"f32\")", path.display())
+            }
+            _ => Self::load(files, device)?,
+        };
+        let used = m.model.cast_frozen(dtype)?;
+        Ok((m, used))
+    }
+
+    fn load_gguf_kept(path: &Path, device: &Device, dtype: frozen::FrozenDtype) -> Result<Self> {
+        let (g, kept) = gguf::load_kept(path, device, dtype)?;
+        let tokenizer = Self::gguf_tokenizer(path, &g.metadata)?;
+        let model = Llama::from_parts(g.config, g.tensors, kept, device).with_context(|| format!("building model from {}", path.display()))?;
+        Ok(Self { model, tokenizer, path: path.to_path_buf() })
+    }
+
+    fn gguf_tokenizer(path: &Path, metadata: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>) -> Result<Tokenizer> {
+        let sidecar = path.with_file_name("tokenizer.json");
+        if sidecar.exists() {
+            tokenizer::from_file(&sidecar)
+        } else {
+            tokenizer::from_gguf_metadata(metadata).with_context(|| format!("tokenizer of {}", path.display()))
+        }
+    }
+
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
         let g = gguf::load(path, device)?;
-        let sidecar = path.with_file_name("tokenizer.json");
-        let tokenizer = if sidecar.exists() {
-            tokenizer::from_file(&sidecar)?
-        } else {
-            tokenizer::from_gguf_metadata(&g.metadata).with_context(|| format!("tokenizer of {}", path.display()))?
-        };
+        let tokenizer = Self::gguf_tokenizer(path, &g.metadata)?;
         let model = Llama::from_tensors(g.config, g.tensors, device).with_context(|| format!("building model from {}", path.display()))?;
         Ok(Self { model, tokenizer, path: path.to_path_buf() })
     }
@@ -63,19 +93,12 @@ impl LoadedModel {
     }
 }
 
-/// The dtype the frozen matrices are stored in (`Llama::cast_frozen`): "f32" (the default),
-/// "bf16" or "f16". Half precision halves the weights' memory (a larger model on a GPU) but did
-/// not pay in time on an H200 at 135M or 1.1B parameters (batch 4 x 64: the step is bound by
-/// kernel launches, and the casts add some; README, "GPU"), and it moves the answer logits by
-/// ~2e-2 relative. On the CPU candle converts half-precision matmuls to f32 on every call.
-pub fn parse_frozen_dtype(s: &str) -> Result<candle_core::DType> {
-    use candle_core::DType;
-    match s.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => bail!("unknown dtype {other:?}; expected \"f32\", \"bf16\" or \"f16\""),
-    }
+/// The frozen matrices' storage from `model.dtype` / `bench --dtype` (`frozen::FrozenDtype`):
+/// "auto" (bf16 on a CPU with AVX512_BF16, else f32), "f32", "bf16", "f16", "q8_0", "keep".
+/// On a GPU half precision halves the weights' memory but did not pay in time on an H200 at 135M
+/// or 1.1B parameters (the step is bound by kernel launches; README, "GPU").
+pub fn parse_frozen_dtype(s: &str) -> Result<frozen::FrozenDtype> {
+    frozen::FrozenDtype::parse(s)
 }
 
 /// Parses a device string from the configuration: "cpu", "cuda", "cuda:N", "metal".

@@ -76,12 +76,7 @@ impl CustomOp1 for FrozenMatmul {
         let x = super::fused::slice(self.name(), storage, layout)?;
         let w = super::fused::slice(self.name(), ws, wl)?;
         let (n, d_in, d_out, shape) = self.dims(layout)?;
-        let threads = candle_core::utils::get_num_threads();
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        // y (n, d_out) = x (n, d_in) W^T, W^T read from W (d_out, d_in) with strides (1, d_in).
-        let mut y = vec![0f32; n * d_out];
-        super::fused::mm(&mut y, false, 1.0, (n, d_out, d_in), x, (d_in, 1), w, (1, d_in), par);
-        Ok((CpuStorage::F32(y), shape))
+        Ok((CpuStorage::F32(dense_product(w, d_out, d_in, x, n, false)), shape))
     }
 
     /// The GPU path: one cuBLAS call, and no dL/dW in backward (a plain matmul's backward would
@@ -96,16 +91,57 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         // dL/dx = dL/dy W, shape (..., d_in), in W's dtype and back (as in forward). Through
-        // `frozen_linear` again would be pointless (no graph is built in backward), so a plain matmul.
+        // `frozen_linear` again would be pointless (no graph is built in backward), so a plain
+        // product: gemm on the storages on the CPU in f32 (as forward), the back end's matmul elsewhere.
         let dims = grad_res.dims().to_vec();
         let d_out = *dims.last().unwrap_or(&0);
         let n = grad_res.elem_count() / d_out.max(1);
-        let g = grad_res.reshape((n, d_out))?;
-        let dx = g.to_dtype(self.weight.dtype())?.matmul(&self.weight)?.to_dtype(grad_res.dtype())?;
         let mut in_dims = dims;
         *in_dims.last_mut().expect("rank >= 1") = self.weight.dim(1)?;
+        if grad_res.device().is_cpu() && !self.via_backend && self.weight.dtype() == DType::F32 && grad_res.dtype() == DType::F32 {
+            let g = grad_res.contiguous()?;
+            let dx = {
+                let (st, l) = g.storage_and_layout();
+                let candle_core::Storage::Cpu(s) = &*st else { candle_core::bail!("frozen-matmul: gradient not on the CPU") };
+                dense_rows(&self.weight, super::fused::slice(self.name(), s, l)?, n, true)?
+            };
+            return Tensor::from_vec(dx, in_dims, grad_res.device()).map(Some);
+        }
+        let g = grad_res.reshape((n, d_out))?;
+        let dx = g.to_dtype(self.weight.dtype())?.matmul(&self.weight)?.to_dtype(grad_res.dtype())?;
         Ok(Some(dx.reshape(in_dims)?))
     }
+}
+
+/// On the CPU, with W (d_out, d_in) row-major f32: y (n, d_out) = x (n, d_in) W^T (`transposed`
+/// false), or dx (n, d_in) = dy (n, d_out) W (`transposed` true), one gemm call split over the
+/// threads (through `isa::gemm_f32`, so the AVX2 switch reaches it).
+fn dense_product(w: &[f32], d_out: usize, d_in: usize, x: &[f32], n: usize, transposed: bool) -> Vec<f32> {
+    let threads = candle_core::utils::get_num_threads();
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    if transposed {
+        // dx (n, d_in) = dy (n, d_out) W, W read row-major (d_out, d_in).
+        let mut dx = vec![0f32; n * d_in];
+        super::fused::mm(&mut dx, false, 1.0, (n, d_in, d_out), x, (d_out, 1), w, (d_in, 1), par);
+        dx
+    } else {
+        // y (n, d_out) = x (n, d_in) W^T, W^T read from W (d_out, d_in) with strides (1, d_in).
+        let mut y = vec![0f32; n * d_out];
+        super::fused::mm(&mut y, false, 1.0, (n, d_out, d_in), x, (d_in, 1), w, (1, d_in), par);
+        y
+    }
+}
+
+/// `dense_product` for a contiguous f32 CPU weight tensor.
+pub(crate) fn dense_rows(w: &Tensor, x: &[f32], n: usize, transposed: bool) -> Result<Vec<f32>> {
+    let (d_out, d_in) = w.dims2()?;
+    let (st, wl) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(ws) = &*st else { candle_core::bail!("frozen-matmul: weight not on the CPU") };
+    let wv = super::fused::slice("frozen-matmul", ws, wl)?;
+    if x.len() != n * if transposed { d_out } else { d_in } {
+        candle_core::bail!("frozen-matmul: {} values are not {n} rows of the product's input", x.len());
+    }
+    Ok(dense_product(wv, d_out, d_in, x, n, transposed))
 }
 
 /// x (..., d_in) times a frozen weight (d_out, d_in) transposed: (..., d_out), in x's dtype
