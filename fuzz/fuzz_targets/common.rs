@@ -71,3 +71,24 @@ pub fn config_toml(bytes: &[u8]) {
         assert_eq!(back, cfg, "the configuration changed on a round trip:\n{out}");
     }
 }
+
+/// A Hugging Face table file (Parquet or Arrow IPC) through the Arrow readers (unguarded: a panic
+/// of theirs must show) and every format.
+fn dataset_table(bytes: &[u8], ext: &str) {
+    let p = scratch(ext, bytes);
+    let _ = data::read_table_unguarded(&p);
+    for f in [Format::Auto, Format::Mcq, Format::Arc, Format::Boolq, Format::Winogrande, Format::Classification] {
+        if let Ok(items) = data::load_items(&p, f) {
+            check_items(&items, f.as_str());
+        }
+    }
+    let _ = std::fs::remove_file(&p);
+}
+
+pub fn dataset_parquet(bytes: &[u8]) {
+    dataset_table(bytes, "parquet")
+}
+
+pub fn dataset_arrow(bytes: &[u8]) {
+    dataset_table(bytes, "arrow")
+}

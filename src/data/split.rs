@@ -17,17 +17,24 @@ pub struct Splits {
     pub train: Vec<Item>,
     pub validation: Vec<Item>,
     pub test: Vec<Item>,
+    /// Per role ("train", "validation", "test"), where its items came from: a path, or a known
+    /// dataset's split (and how it was cut); empty when not recorded.
+    pub origin: std::collections::BTreeMap<String, String>,
 }
 
 impl Splits {
     /// The ids of each split, for `splits.json`.
     pub fn ids(&self) -> serde_json::Value {
         let ids = |v: &[Item]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "train": ids(&self.train),
             "validation": ids(&self.validation),
             "test": ids(&self.test),
-        })
+        });
+        if !self.origin.is_empty() {
+            j["origin"] = serde_json::json!(self.origin);
+        }
+        j
     }
 }
 
@@ -61,7 +68,7 @@ const SALT_VALIDATION: u64 = 0x5eed_0003;
 const SALT_TEST: u64 = 0x5eed_0004;
 
 /// Seeded permutation of 0..n.
-fn permutation(n: usize, seed: u64, salt: u64) -> Vec<usize> {
+pub(crate) fn permutation(n: usize, seed: u64, salt: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     idx.shuffle(&mut rng);
@@ -82,6 +89,11 @@ fn cap(items: Vec<Item>, cap: Option<usize>, seed: u64, salt: u64) -> Vec<Item> 
         }
         _ => items,
     }
+}
+
+/// A seeded cap for an evaluation set (the `k`-th of the configuration): its own stream.
+pub(crate) fn cap_items(items: Vec<Item>, n: Option<usize>, seed: u64, k: u64) -> Vec<Item> {
+    cap(items, n, seed, 0x5eed_0100 + k)
 }
 
 pub fn make_splits(
@@ -129,6 +141,7 @@ pub fn make_splits(
         train: cap(train, spec.max_train, spec.seed, SALT_TRAIN),
         validation: cap(validation, spec.max_validation, spec.seed, SALT_VALIDATION),
         test: cap(test, spec.max_test, spec.seed, SALT_TEST),
+        origin: Default::default(),
     };
     for (name, items, max) in [
         ("train", &splits.train, spec.max_train),
