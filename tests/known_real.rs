@@ -26,7 +26,7 @@ fn the_cached_real_datasets_have_the_documented_sizes() {
         assert_eq!(items.len(), n, "{name} {split}");
         // Most items have K choices (ARC has a few with 3 or 5).
         let typical = items.iter().filter(|i| i.num_choices() == k).count();
-        assert!(typical as f64 >= 0.99 * n as f64, "{name}: {typical} of {n} items have {k} choices");
+        assert!(typical as f64 >= 0.98 * n as f64, "{name}: {typical} of {n} items have {k} choices");
         let unique: std::collections::HashSet<_> = items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(unique.len(), n, "{name}: ids are unique");
         eprintln!("{name}: {n} items ({})", r.units[0].manifest.origin);

@@ -13,8 +13,7 @@ pub fn run(names: &[String], list: bool) -> Result<i32> {
         print_list();
         return Ok(0);
     }
-    let names: Vec<String> =
-        if names.is_empty() { known::default_names().into_iter().map(String::from).collect() } else { names.to_vec() };
+    let names: Vec<String> = if names.is_empty() { known::default_names().into_iter().map(String::from).collect() } else { names.to_vec() };
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"));
@@ -41,11 +40,14 @@ fn licence(r: &Resolved) -> &'static str {
     if r.name.is_mmlu() {
         known::MMLU_LICENCE
     } else {
-        r.name.units.first().and_then(|u| match u {
-            known::Unit::Task(t) => known::task(t).map(|k| k.licence),
-            known::Unit::Mmlu(_) => None,
-        })
-        .unwrap_or("")
+        r.name
+            .units
+            .first()
+            .and_then(|u| match u {
+                known::Unit::Task(t) => known::task(t).map(|k| k.licence),
+                known::Unit::Mmlu(_) => None,
+            })
+            .unwrap_or("")
     }
 }
 

@@ -264,12 +264,9 @@ pub fn load_splits_with(cfg: &DataSection, seed: u64, progress: &mut dyn FnMut(F
     };
     let load = |role: &'static str, src: Source| -> Result<RoleItems> {
         Ok(match src {
-            Source::File(p) => RoleItems {
-                role,
-                items: super::load_items_opts(&p, cfg.format, labels.as_deref(), &cols)?,
-                pool: None,
-                origin: p.display().to_string(),
-            },
+            Source::File(p) => {
+                RoleItems { role, items: super::load_items_opts(&p, cfg.format, labels.as_deref(), &cols)?, pool: None, origin: p.display().to_string() }
+            }
             Source::Known(r) => {
                 let split = r.split_for(role);
                 RoleItems { role, items: r.items(&split)?, pool: Some(format!("{}/{split}", r.name.name)), origin: r.describe(&split) }
@@ -285,13 +282,8 @@ pub fn load_splits_with(cfg: &DataSection, seed: u64, progress: &mut dyn FnMut(F
 
     let mut take = |name: &str| roles.iter_mut().find(|r| r.role == name).map(|r| std::mem::take(&mut r.items));
     let (train, validation, test) = (take("train").unwrap_or_default(), take("validation"), take("test").unwrap_or_default());
-    let spec = SplitSpec {
-        validation_fraction: cfg.validation_fraction,
-        max_train: cfg.max_train,
-        max_validation: cfg.max_validation,
-        max_test: cfg.max_test,
-        seed,
-    };
+    let spec =
+        SplitSpec { validation_fraction: cfg.validation_fraction, max_train: cfg.max_train, max_validation: cfg.max_validation, max_test: cfg.max_test, seed };
     let mut splits = super::make_splits(train, validation, test, &spec)?;
     for r in &roles {
         splits.origin.insert(r.role.to_string(), r.origin.clone());
@@ -347,7 +339,7 @@ fn cut_shared_pools(roles: &mut [RoleItems], cfg: &DataSection, seed: u64) -> Re
         let mut slots: Vec<Option<Item>> = items.into_iter().map(Some).collect();
         for (&i, idx) in members.iter().zip(parts) {
             roles[i].items = idx.into_iter().filter_map(|j| slots[j].take()).collect();
-            roles[i].origin = format!("{} (cut with the seed: {} of {n} items)", roles[i].origin, roles[i].items.len());
+            roles[i].origin = format!("{} (cut with the seed: {} of its {n} items for this role, before the caps)", roles[i].origin, roles[i].items.len());
         }
     }
     Ok(())

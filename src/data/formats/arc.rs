@@ -6,7 +6,6 @@ use super::record::{mcq_item, Ctx};
 use crate::data::error::DataError;
 use crate::data::Item;
 
-
 /// ARC / OpenBookQA. Publisher layout:
 /// `{"id", "question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}`;
 /// Hugging Face layout: `{"id", "question" | "question_stem", "choices": {"text": [...], "label": [...]}, "answerKey"}`.
@@ -15,26 +14,11 @@ use crate::data::Item;
 pub(crate) fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
     let (stem, texts, labels, choices_field) = match obj.get("question") {
         Some(Value::Object(q)) => {
-            let stem = ctx.req_str_named(
-                q.get("stem"),
-                "question.stem",
-                "give the question text in question.stem",
-            )?;
+            let stem = ctx.req_str_named(q.get("stem"), "question.stem", "give the question text in question.stem")?;
             let arr = match q.get("choices") {
-                None | Some(Value::Null) => {
-                    return Err(ctx.missing(
-                        "question.choices",
-                        "give the choices as a list of {\"text\", \"label\"} objects",
-                    ))
-                }
+                None | Some(Value::Null) => return Err(ctx.missing("question.choices", "give the choices as a list of {\"text\", \"label\"} objects")),
                 Some(Value::Array(a)) => a,
-                Some(other) => {
-                    return Err(ctx.wrong(
-                        "question.choices",
-                        "a list of {\"text\", \"label\"} objects",
-                        other,
-                    ))
-                }
+                Some(other) => return Err(ctx.wrong("question.choices", "a list of {\"text\", \"label\"} objects", other)),
             };
             let mut texts = Vec::new();
             let mut labels = Vec::new();
@@ -42,27 +26,14 @@ pub(crate) fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, Dat
                 let field = format!("question.choices[{i}]");
                 let c = match c {
                     Value::Object(m) => m,
-                    other => {
-                        return Err(ctx.wrong(&field, "an object {\"text\", \"label\"}", other))
-                    }
+                    other => return Err(ctx.wrong(&field, "an object {\"text\", \"label\"}", other)),
                 };
-                texts.push(ctx.req_str_named(
-                    c.get("text"),
-                    &format!("{field}.text"),
-                    "give the choice text",
-                )?);
+                texts.push(ctx.req_str_named(c.get("text"), &format!("{field}.text"), "give the choice text")?);
                 let label = match c.get("label") {
                     Some(Value::String(s)) => s.trim().to_string(),
                     Some(Value::Number(n)) => n.to_string(),
-                    None | Some(Value::Null) => {
-                        return Err(ctx.missing(
-                            &format!("{field}.label"),
-                            "give the choice label (\"A\" or \"1\")",
-                        ))
-                    }
-                    Some(other) => {
-                        return Err(ctx.wrong(&format!("{field}.label"), "a string", other))
-                    }
+                    None | Some(Value::Null) => return Err(ctx.missing(&format!("{field}.label"), "give the choice label (\"A\" or \"1\")")),
+                    Some(other) => return Err(ctx.wrong(&format!("{field}.label"), "a string", other)),
                 };
                 labels.push(label);
             }
@@ -72,85 +43,44 @@ pub(crate) fn parse_arc(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, Dat
             let stem = match (obj.get("question"), obj.get("question_stem")) {
                 (Some(Value::String(s)), _) => s.clone(),
                 (_, Some(Value::String(s))) => s.clone(),
-                (_, Some(other)) if !other.is_null() => {
-                    return Err(ctx.wrong("question_stem", "a string", other))
-                }
-                _ => {
-                    return Err(ctx.missing(
-                        "question",
-                        "give the question as {\"stem\", \"choices\"} (ARC/OpenBookQA JSONL)",
-                    ))
-                }
+                (_, Some(other)) if !other.is_null() => return Err(ctx.wrong("question_stem", "a string", other)),
+                _ => return Err(ctx.missing("question", "give the question as {\"stem\", \"choices\"} (ARC/OpenBookQA JSONL)")),
             };
             let ch = match obj.get("choices") {
                 Some(Value::Object(m)) => m,
-                None | Some(Value::Null) => {
-                    return Err(ctx.missing(
-                        "choices",
-                        "give choices as {\"text\": [...], \"label\": [...]}",
-                    ))
-                }
-                Some(other) => {
-                    return Err(ctx.wrong(
-                        "choices",
-                        "an object {\"text\": [...], \"label\": [...]}",
-                        other,
-                    ))
-                }
+                None | Some(Value::Null) => return Err(ctx.missing("choices", "give choices as {\"text\": [...], \"label\": [...]}")),
+                Some(other) => return Err(ctx.wrong("choices", "an object {\"text\": [...], \"label\": [...]}", other)),
             };
             let texts = ctx.choice_list_unchecked("choices.text", ch.get("text"))?;
             let labels = ctx.choice_list_unchecked("choices.label", ch.get("label"))?;
             if labels.len() != texts.len() {
-                return Err(ctx.invalid(
-                    "choices.label",
-                    format!(
-                        "{} labels for {} choice texts; give one label per choice",
-                        labels.len(),
-                        texts.len()
-                    ),
-                ));
+                return Err(ctx.invalid("choices.label", format!("{} labels for {} choice texts; give one label per choice", labels.len(), texts.len())));
             }
             (stem, texts, labels, "choices")
         }
-        Some(other) => {
-            return Err(ctx.wrong(
-                "question",
-                "an object {\"stem\", \"choices\"} or a string",
-                other,
-            ))
-        }
+        Some(other) => return Err(ctx.wrong("question", "an object {\"stem\", \"choices\"} or a string", other)),
     };
     ctx.check_choice_count(choices_field, texts.len())?;
     let key = match obj.get("answerKey") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) | Some(Value::String(_)) => {
-            return Err(ctx.missing(
-                "answerKey",
-                "give the label of the correct choice (e.g. \"A\" or \"1\")",
-            ))
-        }
+        None | Some(Value::Null) | Some(Value::String(_)) => return Err(ctx.missing("answerKey", "give the label of the correct choice (e.g. \"A\" or \"1\")")),
         Some(other) => return Err(ctx.wrong("answerKey", "a string", other)),
     };
-    let label = labels
-        .iter()
-        .position(|l| l.eq_ignore_ascii_case(&key))
-        .ok_or_else(|| DataError::UnknownAnswerLabel {
-            at: ctx.at.clone(),
-            field: "answerKey".into(),
-            letter: key.clone(),
-            labels: labels.clone(),
-        })?;
+    let label = labels.iter().position(|l| l.eq_ignore_ascii_case(&key)).ok_or_else(|| DataError::UnknownAnswerLabel {
+        at: ctx.at.clone(),
+        field: "answerKey".into(),
+        letter: key.clone(),
+        labels: labels.clone(),
+    })?;
     let id = ctx.id(obj, &["id"])?;
     Ok(mcq_item(id, None, &stem, texts, label))
 }
 
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::data::formats::test_util::*;
-    use crate::data::formats::{detect_format, load_items, load_items_with_labels, classification_labels};
+    use crate::data::formats::{detect_format, load_items};
     use crate::data::Format;
 
     #[test]
@@ -204,12 +134,6 @@ mod tests {
             "arc_bad2.jsonl",
             br#"{"id": "a", "question": {"stem": "S", "choices": [{"label": "A"}, {"text": "y", "label": "B"}]}, "answerKey": "A"}"#,
         );
-        assert_located(
-            &err(&p, Format::Arc),
-            "arc_bad2.jsonl",
-            1,
-            "question.choices[0].text",
-        );
+        assert_located(&err(&p, Format::Arc), "arc_bad2.jsonl", 1, "question.choices[0].text");
     }
-
 }

@@ -16,15 +16,11 @@ pub(crate) fn parse_boolq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, D
         (Some(Value::Bool(b)), _) => *b,
         (Some(Value::String(s)), _) if s.trim().eq_ignore_ascii_case("true") => true,
         (Some(Value::String(s)), _) if s.trim().eq_ignore_ascii_case("false") => false,
-        (Some(other), _) if !other.is_null() => {
-            return Err(ctx.wrong("answer", "true or false", other))
-        }
+        (Some(other), _) if !other.is_null() => return Err(ctx.wrong("answer", "true or false", other)),
         (_, Some(Value::Bool(b))) => *b,
         (_, Some(Value::Number(n))) if n.as_i64() == Some(1) => true,
         (_, Some(Value::Number(n))) if n.as_i64() == Some(0) => false,
-        (_, Some(other)) if !other.is_null() => {
-            return Err(ctx.wrong("label", "1 (true) or 0 (false)", other))
-        }
+        (_, Some(other)) if !other.is_null() => return Err(ctx.wrong("label", "1 (true) or 0 (false)", other)),
         _ => return Err(ctx.missing("answer", "give the answer as true or false")),
     };
     let id = ctx.id(obj, &["id", "idx"])?;
@@ -37,12 +33,10 @@ pub(crate) fn parse_boolq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, D
     })
 }
 
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::data::formats::test_util::*;
-    use crate::data::formats::{detect_format, load_items, load_items_with_labels, classification_labels};
+    use crate::data::formats::{detect_format, load_items};
     use crate::data::Format;
 
     #[test]
@@ -69,16 +63,11 @@ mod tests {
         assert_eq!((items[1].label, items[1].id.as_str()), (0, "b2"));
         assert_eq!((items[2].label, items[2].id.as_str()), (0, "7"));
 
-        let p = write(
-            &d,
-            "bq.jsonl",
-            br#"{"question": "q", "passage": "p", "answer": "maybe"}"#,
-        );
+        let p = write(&d, "bq.jsonl", br#"{"question": "q", "passage": "p", "answer": "maybe"}"#);
         let m = err(&p, Format::Boolq);
         assert_located(&m, "bq.jsonl", 1, "answer");
         assert!(m.contains("true or false"), "{m}");
         let p = write(&d, "bq2.jsonl", br#"{"question": "q", "answer": true}"#);
         assert_located(&err(&p, Format::Boolq), "bq2.jsonl", 1, "passage");
     }
-
 }

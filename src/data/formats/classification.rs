@@ -8,7 +8,6 @@ use crate::data::error::DataError;
 use crate::data::prompt::classification_prompt;
 use crate::data::{Item, MAX_CHOICES};
 
-
 use std::path::Path;
 
 use super::record::Rec;
@@ -29,9 +28,7 @@ fn class_rows(records: Vec<Rec>) -> Result<Vec<ClassRow>, DataError> {
                 Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
                 Some(Value::Number(n)) => n.to_string(),
                 Some(Value::Bool(b)) => b.to_string(),
-                None | Some(Value::Null) | Some(Value::String(_)) => {
-                    return Err(ctx.missing("label", "give the class label as a string"))
-                }
+                None | Some(Value::Null) | Some(Value::String(_)) => return Err(ctx.missing("label", "give the class label as a string")),
                 Some(other) => return Err(ctx.wrong("label", "a string", other)),
             };
             let id = ctx.id(&obj, &["id"])?;
@@ -53,14 +50,8 @@ pub(crate) fn label_set(records: Vec<Rec>) -> Result<Vec<String>, DataError> {
 
 /// Classification records: `{"text", "label", "id"?}`. `labels` fixes the label set and its
 /// order; without it the file's labels are used in order of first appearance.
-pub(crate) fn load(
-    path: &Path,
-    records: Vec<Rec>,
-    labels: Option<&[String]>,
-) -> Result<Vec<Item>, DataError> {
-    let table = records
-        .first()
-        .is_some_and(|r| r.ctx.at.noun() == "column");
+pub(crate) fn load(path: &Path, records: Vec<Rec>, labels: Option<&[String]>) -> Result<Vec<Item>, DataError> {
+    let table = records.first().is_some_and(|r| r.ctx.at.noun() == "column");
     let rows = class_rows(records)?;
     let label_set: Vec<String> = match labels {
         Some(l) => l.iter().map(|s| s.trim().to_string()).collect(),
@@ -75,42 +66,26 @@ pub(crate) fn load(
         }
     };
     if label_set.len() < 2 || label_set.len() > MAX_CHOICES {
-        return Err(DataError::BadLabelSet {
-            file: path.to_path_buf(),
-            field: "label".into(),
-            table,
-            n: label_set.len(),
-            labels: label_set,
-            max: MAX_CHOICES,
-        });
+        return Err(DataError::BadLabelSet { file: path.to_path_buf(), field: "label".into(), table, n: label_set.len(), labels: label_set, max: MAX_CHOICES });
     }
     let answer_labels: Vec<String> = label_set.iter().map(|l| format!(" {l}")).collect();
     rows.into_iter()
         .map(|r| {
-            let label = label_set.iter().position(|l| *l == r.label).ok_or_else(|| {
-                DataError::UnknownClassLabel {
-                    at: r.ctx.at.clone(),
-                    field: "label".into(),
-                    label: r.label.clone(),
-                    labels: label_set.clone(),
-                }
+            let label = label_set.iter().position(|l| *l == r.label).ok_or_else(|| DataError::UnknownClassLabel {
+                at: r.ctx.at.clone(),
+                field: "label".into(),
+                label: r.label.clone(),
+                labels: label_set.clone(),
             })?;
-            Ok(Item {
-                id: r.id,
-                prompt: classification_prompt(&r.text, &label_set),
-                choices: label_set.clone(),
-                answer_labels: answer_labels.clone(),
-                label,
-            })
+            Ok(Item { id: r.id, prompt: classification_prompt(&r.text, &label_set), choices: label_set.clone(), answer_labels: answer_labels.clone(), label })
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::data::formats::test_util::*;
-    use crate::data::formats::{detect_format, load_items, load_items_with_labels, classification_labels};
+    use crate::data::formats::{classification_labels, detect_format, load_items, load_items_with_labels};
     use crate::data::Format;
 
     #[test]
@@ -126,64 +101,27 @@ mod tests {
         );
         assert_eq!(detect_format(&p).unwrap(), Format::Classification);
         let items = load_items(&p, Format::Auto).unwrap();
-        assert_eq!(
-            items[0].prompt,
-            "Classify the text. Options: positive, negative.\nText: A joy to watch.\nAnswer:"
-        );
+        assert_eq!(items[0].prompt, "Classify the text. Options: positive, negative.\nText: A joy to watch.\nAnswer:");
         assert_eq!(items[0].choices, vec!["positive", "negative"]);
         assert_eq!(items[0].answer_labels, vec![" positive", " negative"]);
-        assert_eq!(
-            items.iter().map(|i| i.label).collect::<Vec<_>>(),
-            vec![0, 1, 0]
-        );
+        assert_eq!(items.iter().map(|i| i.label).collect::<Vec<_>>(), vec![0, 1, 0]);
         assert_eq!(items[2].id, "s3");
-        assert_eq!(
-            classification_labels(&p).unwrap(),
-            vec!["positive", "negative"]
-        );
+        assert_eq!(classification_labels(&p).unwrap(), vec!["positive", "negative"]);
 
-        let given = vec![
-            "negative".to_string(),
-            "neutral".to_string(),
-            "positive".to_string(),
-        ];
+        let given = vec!["negative".to_string(), "neutral".to_string(), "positive".to_string()];
         let items = load_items_with_labels(&p, Format::Classification, Some(&given)).unwrap();
-        assert_eq!(
-            items.iter().map(|i| i.label).collect::<Vec<_>>(),
-            vec![2, 0, 2]
-        );
-        assert_eq!(
-            items[0].answer_labels,
-            vec![" negative", " neutral", " positive"]
-        );
+        assert_eq!(items.iter().map(|i| i.label).collect::<Vec<_>>(), vec![2, 0, 2]);
+        assert_eq!(items[0].answer_labels, vec![" negative", " neutral", " positive"]);
 
         let given = vec!["negative".to_string(), "neutral".to_string()];
-        let m = load_items_with_labels(&p, Format::Classification, Some(&given))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("sst.jsonl:1:") && m.contains("`label`") && m.contains("\"positive\""),
-            "{m}"
-        );
+        let m = load_items_with_labels(&p, Format::Classification, Some(&given)).unwrap_err().to_string();
+        assert!(m.contains("sst.jsonl:1:") && m.contains("`label`") && m.contains("\"positive\""), "{m}");
 
         let p = write(&d, "one.jsonl", br#"{"text": "x", "label": "a"}"#);
         let m = err(&p, Format::Classification);
-        assert!(
-            m.contains("one.jsonl") && m.contains("1 distinct label"),
-            "{m}"
-        );
+        assert!(m.contains("one.jsonl") && m.contains("1 distinct label"), "{m}");
 
-        let p = write(
-            &d,
-            "nolabel.jsonl",
-            b"{\"text\": \"x\", \"label\": \"a\"}\n{\"text\": \"y\"}\n",
-        );
-        assert_located(
-            &err(&p, Format::Classification),
-            "nolabel.jsonl",
-            2,
-            "label",
-        );
+        let p = write(&d, "nolabel.jsonl", b"{\"text\": \"x\", \"label\": \"a\"}\n{\"text\": \"y\"}\n");
+        assert_located(&err(&p, Format::Classification), "nolabel.jsonl", 2, "label");
     }
-
 }

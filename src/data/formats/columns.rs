@@ -29,14 +29,7 @@ pub struct ColumnKeys {
 }
 
 /// What a [`ColumnKeys`] entry is called in `[data]`, for messages.
-const KEY_NAMES: [&str; 6] = [
-    "question_column",
-    "choices_column",
-    "answer_column",
-    "context_column",
-    "id_column",
-    "text_column",
-];
+const KEY_NAMES: [&str; 6] = ["question_column", "choices_column", "answer_column", "context_column", "id_column", "text_column"];
 
 impl ColumnKeys {
     pub fn is_empty(&self) -> bool {
@@ -80,10 +73,7 @@ impl ColumnKeys {
                 return Err(format!("data.{} is empty; remove it or name a column", KEY_NAMES[i]));
             }
             if let Some((other, _)) = seen.iter().find(|(_, s)| *s == c) {
-                return Err(format!(
-                    "data.{} and data.{other} both name the column {c:?}; each column can play one part",
-                    KEY_NAMES[i]
-                ));
+                return Err(format!("data.{} and data.{other} both name the column {c:?}; each column can play one part", KEY_NAMES[i]));
             }
             seen.push((KEY_NAMES[i], c));
         }
@@ -103,12 +93,7 @@ impl ColumnKeys {
             let Some(c) = c else { continue };
             match obj.remove(c) {
                 Some(v) => moved.push((Self::target(i, format), v)),
-                None => {
-                    return Err(rec.ctx.missing(
-                        c,
-                        &format!("data.{} names this column; fix the name or remove the key", KEY_NAMES[i]),
-                    ))
-                }
+                None => return Err(rec.ctx.missing(c, &format!("data.{} names this column; fix the name or remove the key", KEY_NAMES[i]))),
             }
         }
         for (name, v) in moved {

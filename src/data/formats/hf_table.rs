@@ -36,23 +36,14 @@ pub(crate) fn read_rows(path: &Path) -> Result<Vec<Rec>, DataError> {
 
 /// The first row only (for format detection).
 pub(crate) fn first_row(path: &Path) -> Result<Rec, DataError> {
-    read(path, Some(1))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| DataError::EmptyFile { file: path.to_path_buf() })
+    read(path, Some(1))?.into_iter().next().ok_or_else(|| DataError::EmptyFile { file: path.to_path_buf() })
 }
 
 fn read(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, DataError> {
     // The readers check what they decode; a panic in them on a malformed file would still be a
     // bug of theirs, and must not take the program down with it.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_inner(path, limit)));
-    let rows = r.unwrap_or_else(|_| {
-        Err(table_error(
-            path,
-            "the Arrow reader failed on a malformed file".into(),
-            "the file is damaged; download it again",
-        ))
-    })?;
+    let rows = r.unwrap_or_else(|_| Err(table_error(path, "the Arrow reader failed on a malformed file".into(), "the file is damaged; download it again")))?;
     if rows.is_empty() {
         return Err(DataError::EmptyFile { file: path.to_path_buf() });
     }
@@ -72,14 +63,7 @@ pub(crate) fn read_inner(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, 
     } else {
         read_file(path, &mut rows)?;
     }
-    if !rows.dropped.is_empty() {
-        // A column no format reads is left out; name it if a parser then asks for it.
-        for r in &mut rows.out {
-            for (c, _) in &rows.dropped {
-                r.obj.remove(c);
-            }
-        }
-    }
+    // A column no format reads was left out of the rows; a parser asking for it is told why.
     let dropped = rows.dropped;
     let mut out = rows.out;
     for r in &mut out {
@@ -114,11 +98,7 @@ fn folder_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     if dir.join("dataset_dict.json").is_file() {
         let splits = std::fs::read_dir(dir)
             .map(|rd| {
-                let mut v: Vec<String> = rd
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
+                let mut v: Vec<String> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                 v.sort();
                 v
             })
@@ -131,22 +111,13 @@ fn folder_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     }
     let state = dir.join("state.json");
     if state.is_file() {
-        let text = std::fs::read_to_string(&state)
-            .map_err(|error| DataError::Io { file: state.clone(), error })?;
-        let bad = |m: String| {
-            table_error(&state, m, "state.json should list the data files as save_to_disk writes it")
-        };
+        let text = std::fs::read_to_string(&state).map_err(|error| DataError::Io { file: state.clone(), error })?;
+        let bad = |m: String| table_error(&state, m, "state.json should list the data files as save_to_disk writes it");
         let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let files = v
-            .get("_data_files")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no `_data_files` list".into()))?;
+        let files = v.get("_data_files").and_then(Value::as_array).ok_or_else(|| bad("no `_data_files` list".into()))?;
         let mut out = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            let name = f
-                .get("filename")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("`_data_files[{i}]` has no `filename`")))?;
+            let name = f.get("filename").and_then(Value::as_str).ok_or_else(|| bad(format!("`_data_files[{i}]` has no `filename`")))?;
             // A name, not a path: state.json cannot point outside its folder.
             if name.contains(['/', '\\']) || name == ".." || name.is_empty() {
                 return Err(bad(format!("`_data_files[{i}].filename` {name:?} is not a file name")));
@@ -207,14 +178,12 @@ fn read_file(path: &Path, rows: &mut Rows) -> Result<(), DataError> {
     let reader = std::io::BufReader::new(f);
     let hint = "give an Arrow IPC file as written by Hugging Face datasets (save_to_disk) or pyarrow";
     if magic.starts_with(b"ARROW1") {
-        let r = arrow_ipc::reader::FileReader::try_new(reader, None)
-            .map_err(|e| table_error(path, format!("not a readable Arrow IPC file: {e}"), hint))?;
-        collect(path, r, rows)
+        let r = arrow_ipc::reader::FileReader::try_new(reader, None).map_err(|e| table_error(path, format!("not a readable Arrow IPC file: {e}"), hint))?;
+        collect(path, "Arrow IPC file", r, rows)
     } else {
-        let r = arrow_ipc::reader::StreamReader::try_new(reader, None).map_err(|e| {
-            table_error(path, format!("not a readable Arrow IPC stream: {}", arrow_msg(&e)), hint)
-        })?;
-        collect(path, r, rows)
+        let r = arrow_ipc::reader::StreamReader::try_new(reader, None)
+            .map_err(|e| table_error(path, format!("not a readable Arrow IPC stream: {}", arrow_msg(&e)), hint))?;
+        collect(path, "Arrow IPC stream", r, rows)
     }
 }
 
@@ -222,16 +191,13 @@ fn read_parquet(path: &Path, rows: &mut Rows) -> Result<(), DataError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let f = File::open(path).map_err(|error| DataError::Io { file: path.to_path_buf(), error })?;
     let hint = "the file is not a complete Parquet file (truncated or damaged?); download it again";
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| table_error(path, format!("not a readable Parquet file: {e}"), hint))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| table_error(path, format!("not a readable Parquet file: {e}"), hint))?;
     let builder = match rows.limit {
         Some(l) => builder.with_batch_size(l.max(1)),
         None => builder,
     };
-    let reader = builder
-        .build()
-        .map_err(|e| table_error(path, format!("cannot read its row groups: {e}"), hint))?;
-    collect(path, reader, rows)
+    let reader = builder.build().map_err(|e| table_error(path, format!("cannot read its row groups: {e}"), hint))?;
+    collect(path, "Parquet file", reader, rows)
 }
 
 fn arrow_msg(e: &ArrowError) -> String {
@@ -239,16 +205,12 @@ fn arrow_msg(e: &ArrowError) -> String {
 }
 
 /// Turns the record batches of one file into rows.
-fn collect(
-    path: &Path,
-    batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
-    rows: &mut Rows,
-) -> Result<(), DataError> {
+fn collect(path: &Path, what: &str, batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>, rows: &mut Rows) -> Result<(), DataError> {
     for b in batches {
         let b = b.map_err(|e| {
             table_error(
                 path,
-                format!("reading the rows after row {}: {}", rows.out.len(), arrow_msg(&e)),
+                format!("reading the {what} after row {}: {}", rows.out.len(), arrow_msg(&e)),
                 "the file is truncated or damaged; download it again",
             )
         })?;
@@ -297,9 +259,7 @@ fn readable(dt: &DataType) -> bool {
         | DataType::Utf8
         | DataType::LargeUtf8
         | DataType::Utf8View => true,
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            readable(f.data_type())
-        }
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => readable(f.data_type()),
         DataType::Struct(fs) => fs.iter().all(|f| readable(f.data_type())),
         DataType::Dictionary(k, v) => k.is_dictionary_key_type() && readable(v),
         _ => false,

@@ -17,7 +17,6 @@ pub(crate) fn opt_context(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Option<
     }
 }
 
-
 pub(crate) fn parse_mcq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, DataError> {
     let question = ctx.req_str(obj, "question", "give the question text")?;
     let choices = ctx.choice_list("choices", obj.get("choices"))?;
@@ -29,9 +28,8 @@ pub(crate) fn parse_mcq(ctx: &Ctx, obj: &Map<String, Value>) -> Result<Item, Dat
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::data::formats::test_util::*;
-    use crate::data::formats::{detect_format, load_items, load_items_with_labels, classification_labels};
+    use crate::data::formats::{detect_format, load_items};
     use crate::data::Format;
 
     #[test]
@@ -79,99 +77,47 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ok = r#"{"question": "Q", "choices": ["a", "b", "c"], "answer": 0}"#;
 
-        let p = write(
-            &d,
-            "bad.jsonl",
-            format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\"\n").as_bytes(),
-        );
+        let p = write(&d, "bad.jsonl", format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\"\n").as_bytes());
         let m = err(&p, Format::Mcq);
-        assert!(
-            m.contains("bad.jsonl:2:") && m.contains("malformed JSON"),
-            "{m}"
-        );
+        assert!(m.contains("bad.jsonl:2:") && m.contains("malformed JSON"), "{m}");
 
-        let p = write(
-            &d,
-            "missing.jsonl",
-            format!("{ok}\n\n{{\"choices\": [\"a\", \"b\"], \"answer\": 0}}\n").as_bytes(),
-        );
+        let p = write(&d, "missing.jsonl", format!("{ok}\n\n{{\"choices\": [\"a\", \"b\"], \"answer\": 0}}\n").as_bytes());
         let m = err(&p, Format::Mcq);
         assert_located(&m, "missing.jsonl", 3, "question");
         assert!(m.contains("missing field"), "{m}");
 
-        let p = write(
-            &d,
-            "type.jsonl",
-            br#"{"question": "Q", "choices": "a, b", "answer": 0}"#,
-        );
+        let p = write(&d, "type.jsonl", br#"{"question": "Q", "choices": "a, b", "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "type.jsonl", 1, "choices");
-        assert!(
-            m.contains("a list of strings") && m.contains("the string \"a, b\""),
-            "{m}"
-        );
+        assert!(m.contains("a list of strings") && m.contains("the string \"a, b\""), "{m}");
 
-        let p = write(
-            &d,
-            "elem.jsonl",
-            br#"{"question": "Q", "choices": ["a", null], "answer": 0}"#,
-        );
+        let p = write(&d, "elem.jsonl", br#"{"question": "Q", "choices": ["a", null], "answer": 0}"#);
         assert_located(&err(&p, Format::Mcq), "elem.jsonl", 1, "choices[1]");
 
-        let p = write(
-            &d,
-            "range.jsonl",
-            format!(
-                "{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 3}}"
-            )
-            .as_bytes(),
-        );
+        let p = write(&d, "range.jsonl", format!("{ok}\n{{\"question\": \"Q\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 3}}").as_bytes());
         let m = err(&p, Format::Mcq);
         assert_located(&m, "range.jsonl", 2, "answer");
         assert!(m.contains("out of range for 3 choices"), "{m}");
 
-        let p = write(
-            &d,
-            "neg.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b"], "answer": -1}"#,
-        );
+        let p = write(&d, "neg.jsonl", br#"{"question": "Q", "choices": ["a", "b"], "answer": -1}"#);
         assert!(err(&p, Format::Mcq).contains("out of range"));
 
-        let p = write(
-            &d,
-            "letter.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b", "c"], "answer": "E"}"#,
-        );
+        let p = write(&d, "letter.jsonl", br#"{"question": "Q", "choices": ["a", "b", "c"], "answer": "E"}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "letter.jsonl", 1, "answer");
-        assert!(
-            m.contains("\"E\" is not among the choice labels [\"A\", \"B\", \"C\"]"),
-            "{m}"
-        );
+        assert!(m.contains("\"E\" is not among the choice labels [\"A\", \"B\", \"C\"]"), "{m}");
 
-        let p = write(
-            &d,
-            "word.jsonl",
-            br#"{"question": "Q", "choices": ["a", "b"], "answer": "yes"}"#,
-        );
+        let p = write(&d, "word.jsonl", br#"{"question": "Q", "choices": ["a", "b"], "answer": "yes"}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "word.jsonl", 1, "answer");
         assert!(m.contains("0-based choice index or a letter"), "{m}");
 
-        let p = write(
-            &d,
-            "many.jsonl",
-            br#"{"question": "Q", "choices": ["1","2","3","4","5","6","7","8","9"], "answer": 0}"#,
-        );
+        let p = write(&d, "many.jsonl", br#"{"question": "Q", "choices": ["1","2","3","4","5","6","7","8","9"], "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "many.jsonl", 1, "choices");
         assert!(m.contains("9 choices, more than the maximum of 8"), "{m}");
 
-        let p = write(
-            &d,
-            "few.jsonl",
-            br#"{"question": "Q", "choices": ["only"], "answer": 0}"#,
-        );
+        let p = write(&d, "few.jsonl", br#"{"question": "Q", "choices": ["only"], "answer": 0}"#);
         let m = err(&p, Format::Mcq);
         assert_located(&m, "few.jsonl", 1, "choices");
         assert!(m.contains("at least 2 choices"), "{m}");
@@ -182,15 +128,10 @@ mod tests {
         let p = write(&d, "empty.jsonl", b"\n  \n\n");
         let m = err(&p, Format::Mcq);
         assert!(m.contains("empty.jsonl") && m.contains("no records"), "{m}");
-        assert!(detect_format(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("no records"));
+        assert!(detect_format(&p).unwrap_err().to_string().contains("no records"));
 
         let mut bytes = format!("{ok}\n{ok}\n").into_bytes();
-        bytes.extend_from_slice(
-            b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n",
-        );
+        bytes.extend_from_slice(b"{\"question\": \"caf\xe9\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n");
         let p = write(&d, "latin1.jsonl", &bytes);
         let m = err(&p, Format::Mcq);
         assert!(m.contains("latin1.jsonl:3:") && m.contains("UTF-8"), "{m}");
@@ -198,10 +139,7 @@ mod tests {
         let p = write(&d, "nofile.jsonl", b"");
         std::fs::remove_file(&p).unwrap();
         let m = err(&p, Format::Auto);
-        assert!(
-            m.contains("nofile.jsonl") && m.contains("cannot read"),
-            "{m}"
-        );
+        assert!(m.contains("nofile.jsonl") && m.contains("cannot read"), "{m}");
     }
 
     #[test]
@@ -216,5 +154,4 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].id, "win.jsonl:3");
     }
-
 }

@@ -39,10 +39,7 @@ enum Container {
 }
 
 fn container(path: &Path) -> Container {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     if ext == "csv" {
         Container::Csv
     } else if is_table_path(path) {
@@ -118,21 +115,12 @@ pub fn load_items(path: &Path, format: Format) -> Result<Vec<Item>, DataError> {
 
 /// As `load_items`; for `classification`, `labels` fixes the label set and its order (so that the
 /// train, validation and test files agree). Other formats ignore `labels`.
-pub fn load_items_with_labels(
-    path: &Path,
-    format: Format,
-    labels: Option<&[String]>,
-) -> Result<Vec<Item>, DataError> {
+pub fn load_items_with_labels(path: &Path, format: Format, labels: Option<&[String]>) -> Result<Vec<Item>, DataError> {
     load_items_opts(path, format, labels, &ColumnKeys::default())
 }
 
 /// As `load_items_with_labels`, reading the columns `cols` names (`[data] question_column`, ...).
-pub fn load_items_opts(
-    path: &Path,
-    format: Format,
-    labels: Option<&[String]>,
-    cols: &ColumnKeys,
-) -> Result<Vec<Item>, DataError> {
+pub fn load_items_opts(path: &Path, format: Format, labels: Option<&[String]>, cols: &ColumnKeys) -> Result<Vec<Item>, DataError> {
     let format = match format {
         Format::Auto => detect_format_with(path, cols)?,
         f => f,
@@ -185,24 +173,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(&d, "odd.jsonl", br#"{"foo": 1, "bar": 2}"#);
         let m = detect_format(&p).unwrap_err().to_string();
-        assert!(
-            m.contains("odd.jsonl:1:") && m.contains("[\"bar\", \"foo\"]"),
-            "{m}"
-        );
+        assert!(m.contains("odd.jsonl:1:") && m.contains("[\"bar\", \"foo\"]"), "{m}");
         assert_eq!("Winogrande".parse::<Format>().unwrap(), Format::Winogrande);
         assert_eq!("openbookqa".parse::<Format>().unwrap(), Format::Arc);
-        assert!("xml"
-            .parse::<Format>()
-            .unwrap_err()
-            .to_string()
-            .contains("\"xml\""));
-        assert_eq!(
-            serde_json::to_string(&Format::Classification).unwrap(),
-            "\"classification\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Format>("\"boolq\"").unwrap(),
-            Format::Boolq
-        );
+        assert!("xml".parse::<Format>().unwrap_err().to_string().contains("\"xml\""));
+        assert_eq!(serde_json::to_string(&Format::Classification).unwrap(), "\"classification\"");
+        assert_eq!(serde_json::from_str::<Format>("\"boolq\"").unwrap(), Format::Boolq);
     }
 }

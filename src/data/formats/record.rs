@@ -11,9 +11,7 @@ use crate::data::prompt::{letter_labels, mcq_prompt, LETTERS};
 use crate::data::{Item, MAX_CHOICES};
 
 pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// `train.jsonl:17` for a line, `train.parquet#17` for a table row.
@@ -71,35 +69,19 @@ impl Ctx {
                 hint: format!("{hint} (strings, numbers, booleans, and lists or structs of them)"),
             };
         }
-        DataError::MissingField {
-            at: self.at.clone(),
-            field: field.to_string(),
-            hint: hint.to_string(),
-        }
+        DataError::MissingField { at: self.at.clone(), field: field.to_string(), hint: hint.to_string() }
     }
 
     pub(crate) fn wrong(&self, field: &str, expected: &str, found: &Value) -> DataError {
-        DataError::WrongType {
-            at: self.at.clone(),
-            field: field.to_string(),
-            expected: expected.to_string(),
-            found: describe(found),
-        }
+        DataError::WrongType { at: self.at.clone(), field: field.to_string(), expected: expected.to_string(), found: describe(found) }
     }
 
     pub(crate) fn invalid(&self, field: &str, message: impl Into<String>) -> DataError {
-        DataError::InvalidValue {
-            at: self.at.clone(),
-            field: field.to_string(),
-            message: message.into(),
-        }
+        DataError::InvalidValue { at: self.at.clone(), field: field.to_string(), message: message.into() }
     }
 
     pub(crate) fn parse_object(&self, text: &str) -> Result<Map<String, Value>, DataError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| DataError::Json {
-            at: self.at.clone(),
-            message: e.to_string(),
-        })?;
+        let v: Value = serde_json::from_str(text).map_err(|e| DataError::Json { at: self.at.clone(), message: e.to_string() })?;
         match v {
             Value::Object(m) => Ok(m),
             other => Err(self.wrong("<record>", "a JSON object", &other)),
@@ -107,21 +89,11 @@ impl Ctx {
     }
 
     /// A required string field (present, not null).
-    pub(crate) fn req_str(
-        &self,
-        obj: &Map<String, Value>,
-        field: &str,
-        hint: &str,
-    ) -> Result<String, DataError> {
+    pub(crate) fn req_str(&self, obj: &Map<String, Value>, field: &str, hint: &str) -> Result<String, DataError> {
         self.req_str_named(obj.get(field), field, hint)
     }
 
-    pub(crate) fn req_str_named(
-        &self,
-        v: Option<&Value>,
-        field: &str,
-        hint: &str,
-    ) -> Result<String, DataError> {
+    pub(crate) fn req_str_named(&self, v: Option<&Value>, field: &str, hint: &str) -> Result<String, DataError> {
         match v {
             None | Some(Value::Null) => Err(self.missing(field, hint)),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -130,11 +102,7 @@ impl Ctx {
     }
 
     /// An optional string field; numbers are accepted and printed (ids are often numbers).
-    pub(crate) fn opt_str_or_num(
-        &self,
-        obj: &Map<String, Value>,
-        field: &str,
-    ) -> Result<Option<String>, DataError> {
+    pub(crate) fn opt_str_or_num(&self, obj: &Map<String, Value>, field: &str) -> Result<Option<String>, DataError> {
         match obj.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -156,31 +124,17 @@ impl Ctx {
     /// Checks 2 <= n <= MAX_CHOICES.
     pub(crate) fn check_choice_count(&self, field: &str, n: usize) -> Result<(), DataError> {
         if n > MAX_CHOICES {
-            return Err(DataError::TooManyChoices {
-                at: self.at.clone(),
-                field: field.to_string(),
-                n,
-                max: MAX_CHOICES,
-            });
+            return Err(DataError::TooManyChoices { at: self.at.clone(), field: field.to_string(), n, max: MAX_CHOICES });
         }
         if n < 2 {
-            return Err(DataError::TooFewChoices {
-                at: self.at.clone(),
-                field: field.to_string(),
-                n,
-            });
+            return Err(DataError::TooFewChoices { at: self.at.clone(), field: field.to_string(), n });
         }
         Ok(())
     }
 
     pub(crate) fn index_in_range(&self, field: &str, index: i64, n: usize) -> Result<usize, DataError> {
         if index < 0 || index as u64 >= n as u64 {
-            Err(DataError::AnswerOutOfRange {
-                at: self.at.clone(),
-                field: field.to_string(),
-                index,
-                n,
-            })
+            Err(DataError::AnswerOutOfRange { at: self.at.clone(), field: field.to_string(), index, n })
         } else {
             Ok(index as usize)
         }
@@ -190,10 +144,7 @@ impl Ctx {
     pub(crate) fn parse_answer(&self, field: &str, v: Option<&Value>, n: usize) -> Result<usize, DataError> {
         const EXPECTED: &str = "a 0-based choice index or a letter A..H";
         match v {
-            None | Some(Value::Null) => Err(self.missing(
-                field,
-                "give the correct choice as a 0-based index or a letter A..H",
-            )),
+            None | Some(Value::Null) => Err(self.missing(field, "give the correct choice as a 0-based index or a letter A..H")),
             Some(Value::Number(num)) => match num.as_i64() {
                 Some(i) => self.index_in_range(field, i, n),
                 None => Err(self.wrong(field, EXPECTED, v.unwrap())),
@@ -201,10 +152,7 @@ impl Ctx {
             Some(Value::String(s)) => {
                 let t = s.trim();
                 if t.is_empty() {
-                    return Err(self.missing(
-                        field,
-                        "give the correct choice as a 0-based index or a letter A..H",
-                    ));
+                    return Err(self.missing(field, "give the correct choice as a 0-based index or a letter A..H"));
                 }
                 if t.chars().all(|c| c.is_ascii_digit()) {
                     return match t.parse::<i64>() {
@@ -233,9 +181,7 @@ impl Ctx {
     /// A list of choice texts (strings; numbers are printed).
     pub(crate) fn choice_list(&self, field: &str, v: Option<&Value>) -> Result<Vec<String>, DataError> {
         let arr = match v {
-            None | Some(Value::Null) => {
-                return Err(self.missing(field, "give the choices as a list of strings"))
-            }
+            None | Some(Value::Null) => return Err(self.missing(field, "give the choices as a list of strings")),
             Some(Value::Array(a)) => a,
             Some(other) => return Err(self.wrong(field, "a list of strings", other)),
         };
@@ -252,29 +198,13 @@ impl Ctx {
     }
 }
 
-pub(crate) fn mcq_item(
-    id: String,
-    context: Option<&str>,
-    question: &str,
-    choices: Vec<String>,
-    label: usize,
-) -> Item {
-    Item {
-        id,
-        prompt: mcq_prompt(context, question, &choices),
-        answer_labels: letter_labels(choices.len()),
-        choices,
-        label,
-    }
+pub(crate) fn mcq_item(id: String, context: Option<&str>, question: &str, choices: Vec<String>, label: usize) -> Item {
+    Item { id, prompt: mcq_prompt(context, question, &choices), answer_labels: letter_labels(choices.len()), choices, label }
 }
 
 impl Ctx {
     /// A list of strings without the choice-count check.
-    pub(crate) fn choice_list_unchecked(
-        &self,
-        field: &str,
-        v: Option<&Value>,
-    ) -> Result<Vec<String>, DataError> {
+    pub(crate) fn choice_list_unchecked(&self, field: &str, v: Option<&Value>) -> Result<Vec<String>, DataError> {
         let arr = match v {
             None | Some(Value::Null) => return Err(self.missing(field, "give a list of strings")),
             Some(Value::Array(a)) => a,
@@ -290,4 +220,3 @@ impl Ctx {
             .collect()
     }
 }
-

@@ -68,8 +68,7 @@ pub fn check(cache: &Path, unit: &Unit) -> Result<Option<CachedUnit>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not a valid manifest: {e}", mpath.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| anyhow!("{} is not a valid manifest: {e}", mpath.display()))?;
     if manifest.splits.is_empty() {
         bail!("{} lists no split", mpath.display());
     }
@@ -116,8 +115,8 @@ impl Staging {
     /// Records a written split file: it must load as this unit's format (so nothing unreadable
     /// reaches the cache).
     pub fn add(&mut self, split: &str, path: &Path) -> Result<()> {
-        let items = crate::data::load_items(path, self.unit.format())
-            .with_context(|| format!("the {split} split of {} does not load", self.unit.dir_name()))?;
+        let items =
+            crate::data::load_items(path, self.unit.format()).with_context(|| format!("the {split} split of {} does not load", self.unit.dir_name()))?;
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bytes = std::fs::metadata(path)?.len();
         let sha256 = sha256_file(path)?;

