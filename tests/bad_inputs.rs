@@ -1008,7 +1008,7 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
         &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range"],
     ));
     c.push(case("hf_null_answer", train("hf_null_answer", "null_answer.parquet", ""), &["null_answer.parquet, row 1:", "`answer` is missing or null"]));
-    c.push(case("hf_missing_column", train("hf_missing_column", "missing_answer.parquet", "format = \"mcq\""), &["missing_answer.parquet, row 0:", "`answer`"]));
+    c.push(case("hf_missing_column", train("hf_missing_column", "missing_answer.parquet", "format = \"mcq\""), &["missing_answer.parquet: missing column `answer`", "the table's columns"]));
     c.push(case("hf_wrong_type", train("hf_wrong_type", "choices_wrong_type.parquet", "format = \"mcq\""), &["choices_wrong_type.parquet, row 0:", "`choices` should be a list"]));
     c.push(case("hf_unreadable_type", train("hf_unreadable_type", "binary_question.parquet", "format = \"mcq\""), &["binary_question.parquet", "`question`", "Binary"]));
     c.push(case("hf_wrong_schema", train("hf_wrong_schema", "unknown_schema.parquet", ""), &["unknown_schema.parquet, row 0:", "cannot tell the dataset format"]));
@@ -1017,7 +1017,7 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
     c.push(case(
         "hf_answer_column_absent",
         train("hf_answer_column_absent", "custom_columns.parquet", "question_column = \"prompt\"\nchoices_column = \"options\"\nanswer_column = \"label_idx\""),
-        &["custom_columns.parquet, row 0:", "`label_idx`", "data.answer_column"],
+        &["custom_columns.parquet: missing column `label_idx`", "data.answer_column"],
     ));
     c.push(case(
         "columns_named_twice",

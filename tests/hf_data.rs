@@ -100,7 +100,7 @@ fn bad_tables_are_located_errors() {
     has_all(&err(&b("truncated.arrow"), Format::Auto), &["truncated.arrow", "Arrow"]);
     has_all(&err(&b("answer_out_of_range.parquet"), Format::Auto), &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range for 3 choices"]);
     has_all(&err(&b("null_answer.parquet"), Format::Auto), &["null_answer.parquet, row 1:", "column `answer` is missing or null"]);
-    has_all(&err(&b("missing_answer.parquet"), Format::Mcq), &["missing_answer.parquet, row 0:", "`answer`"]);
+    has_all(&err(&b("missing_answer.parquet"), Format::Mcq), &["missing_answer.parquet: missing column `answer`", "\"question\", \"choices\""]);
     has_all(
         &err(&b("choices_wrong_type.parquet"), Format::Mcq),
         &["choices_wrong_type.parquet, row 0:", "column `choices` should be a list of strings, found the string \"ice\""],
@@ -137,7 +137,7 @@ fn explicit_column_keys_read_other_names() {
     let wrong = ColumnKeys { answer: Some("label_idx".into()), ..cols.clone() };
     has_all(
         &data::load_items_opts(&p, Format::Auto, None, &wrong).unwrap_err().to_string(),
-        &["custom_columns.parquet, row 0:", "`label_idx`", "data.answer_column"],
+        &["custom_columns.parquet: missing column `label_idx`", "\"prompt\"", "data.answer_column"],
     );
     // The keys work for JSONL and CSV as well.
     let d = tempfile::tempdir().unwrap();

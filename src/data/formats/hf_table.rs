@@ -66,8 +66,11 @@ pub(crate) fn read_inner(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, 
     // A column no format reads was left out of the rows; a parser asking for it is told why.
     let dropped = rows.dropped;
     let mut out = rows.out;
+    // The columns every row has (the first row's keys: all rows of a file share its schema).
+    let columns = std::sync::Arc::new(out.first().map(|r| r.obj.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
     for r in &mut out {
         r.ctx.dropped = dropped.clone();
+        r.ctx.columns = Some(columns.clone());
     }
     Ok(out)
 }

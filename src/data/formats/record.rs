@@ -31,6 +31,9 @@ pub(crate) struct Ctx {
     /// A table's columns that were left out because no format reads their Arrow type (name,
     /// type): a parser asking for one is told why it is not there.
     pub dropped: Vec<(String, String)>,
+    /// A table's columns (every row has each): a field absent from them is a missing column,
+    /// not a null cell.
+    pub columns: Option<std::sync::Arc<Vec<String>>>,
 }
 
 /// One record of a dataset file: a JSONL line, or a table row turned into the same JSON object
@@ -56,7 +59,7 @@ pub(crate) fn describe(v: &Value) -> String {
 
 impl Ctx {
     pub(crate) fn new(at: Loc) -> Self {
-        Ctx { at, dropped: Vec::new() }
+        Ctx { at, dropped: Vec::new(), columns: None }
     }
 
     pub(crate) fn missing(&self, field: &str, hint: &str) -> DataError {
@@ -68,6 +71,9 @@ impl Ctx {
                 found: ty.clone(),
                 hint: format!("{hint} (strings, numbers, booleans, and lists or structs of them)"),
             };
+        }
+        if let Some(cols) = self.columns.as_ref().filter(|c| !c.iter().any(|c| c == root)) {
+            return DataError::MissingColumn { file: self.at.file.clone(), column: root.to_string(), found: cols.to_vec(), hint: hint.to_string() };
         }
         DataError::MissingField { at: self.at.clone(), field: field.to_string(), hint: hint.to_string() }
     }
