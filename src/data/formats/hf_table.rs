@@ -52,7 +52,7 @@ fn read(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, DataError> {
 
 /// As `read_rows`, without the guard against a panicking reader (the fuzz targets call this).
 pub(crate) fn read_inner(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, DataError> {
-    let mut rows = Rows { file: path.to_path_buf(), out: Vec::new(), limit, dropped: Vec::new() };
+    let mut rows = Rows { file: path.to_path_buf(), out: Vec::new(), limit, dropped: Vec::new(), columns: Vec::new() };
     if path.is_dir() {
         for f in folder_files(path)? {
             read_file(&f, &mut rows)?;
@@ -66,8 +66,7 @@ pub(crate) fn read_inner(path: &Path, limit: Option<usize>) -> Result<Vec<Rec>, 
     // A column no format reads was left out of the rows; a parser asking for it is told why.
     let dropped = rows.dropped;
     let mut out = rows.out;
-    // The columns every row has (the first row's keys: all rows of a file share its schema).
-    let columns = std::sync::Arc::new(out.first().map(|r| r.obj.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
+    let columns = std::sync::Arc::new(rows.columns);
     for r in &mut out {
         r.ctx.dropped = dropped.clone();
         r.ctx.columns = Some(columns.clone());
@@ -83,6 +82,8 @@ struct Rows {
     limit: Option<usize>,
     /// Columns of a type no format reads, with that type.
     dropped: Vec<(String, String)>,
+    /// Every column, in the schema's order.
+    columns: Vec<String>,
 }
 
 impl Rows {
@@ -221,6 +222,9 @@ fn collect(path: &Path, what: &str, batches: impl Iterator<Item = Result<RecordB
         let mut columns: Vec<(&str, &dyn Array)> = Vec::new();
         for (field, col) in schema.fields().iter().zip(b.columns()) {
             let name = field.name().as_str();
+            if !rows.columns.iter().any(|c| c == name) {
+                rows.columns.push(name.to_string());
+            }
             if readable(field.data_type()) {
                 columns.push((name, col.as_ref()));
             } else if !rows.dropped.iter().any(|(c, _)| c == name) {
