@@ -1012,6 +1012,9 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
     c.push(case("hf_wrong_type", train("hf_wrong_type", "choices_wrong_type.parquet", "format = \"mcq\""), &["choices_wrong_type.parquet, row 0:", "`choices` should be a list"]));
     c.push(case("hf_unreadable_type", train("hf_unreadable_type", "binary_question.parquet", "format = \"mcq\""), &["binary_question.parquet", "`question`", "Binary"]));
     c.push(case("hf_wrong_schema", train("hf_wrong_schema", "unknown_schema.parquet", ""), &["unknown_schema.parquet, row 0:", "cannot tell the dataset format"]));
+    // A damaged Arrow stream on which arrow-ipc 60 panics (found by the fuzz loop): an error, no panic text.
+    let crash = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/dataset_arrow/crash-arrow-buffer-slice-0f8266f464f0f689")).unwrap();
+    c.push(case("hf_arrow_reader_panics", fx.bad_train("hf_arrow_reader_panics", "damaged.arrow", &crash), &["damaged.arrow", "the Arrow reader failed"]));
     c.push(case("hf_state_lists_missing_file", train("hf_state_lists_missing_file", "state_missing_file", ""), &["state_missing_file", "state.json lists"]));
     c.push(case("hf_folder_without_data", train("hf_folder_without_data", "empty_folder", ""), &["empty_folder", "no state.json and no .arrow"]));
     c.push(case(
