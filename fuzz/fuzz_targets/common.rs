@@ -71,3 +71,28 @@ pub fn config_toml(bytes: &[u8]) {
         assert_eq!(back, cfg, "the configuration changed on a round trip:\n{out}");
     }
 }
+
+/// A Hugging Face table file (Parquet or Arrow IPC) through the Arrow readers and every format.
+/// The loaders guard against a panic of the readers (arrow-ipc 60 has one on some damaged
+/// streams: `dataset_arrow/crash-*`), so this checks what a user meets; set
+/// `FUZZ_TABLE_UNGUARDED=1` to hunt for the readers' own panics (`data::read_table_unguarded`).
+fn dataset_table(bytes: &[u8], ext: &str) {
+    let p = scratch(ext, bytes);
+    if std::env::var_os("FUZZ_TABLE_UNGUARDED").is_some() {
+        let _ = data::read_table_unguarded(&p);
+    }
+    for f in [Format::Auto, Format::Mcq, Format::Arc, Format::Boolq, Format::Winogrande, Format::Classification] {
+        if let Ok(items) = data::load_items(&p, f) {
+            check_items(&items, f.as_str());
+        }
+    }
+    let _ = std::fs::remove_file(&p);
+}
+
+pub fn dataset_parquet(bytes: &[u8]) {
+    dataset_table(bytes, "parquet")
+}
+
+pub fn dataset_arrow(bytes: &[u8]) {
+    dataset_table(bytes, "arrow")
+}

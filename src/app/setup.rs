@@ -1,7 +1,7 @@
 //! The setup panel: model, dataset (with a preview of the rendered prompts), LoRA, training and
 //! Laplace settings, and the buttons that start and stop the worker.
 
-use laplace_lora::data::{self, Format, Item};
+use laplace_lora::data::{self, known, Format, Item};
 use laplace_lora::experiment::{DataSection, ExperimentConfig, LaplaceSection, LoraSection, ModelSection, PriorChoice};
 use laplace_lora::methods::settings::{MethodsSection, KNOWN as KNOWN_METHODS};
 use laplace_lora::model::source::{DEFAULT_MODEL, KNOWN_MODELS};
@@ -64,6 +64,16 @@ pub struct Preview {
     pub result: Result<(Vec<Item>, usize), String>,
 }
 
+/// Messages of the background fetch of a known dataset.
+enum FetchMsg {
+    Line(String),
+    Done(Result<(), String>),
+}
+
+/// The known datasets the picker offers beside the samples: the paper's five tasks, and the MMLU
+/// subjects and groups in a menu.
+pub const PICKER_TASKS: [&str; 5] = ["arc-easy", "arc-challenge", "obqa", "boolq", "winogrande"];
+
 /// Answers from the file-dialog thread.
 pub enum Picked {
     Model(PathBuf),
@@ -93,6 +103,9 @@ pub struct SetupState {
     preview_key: Option<(PathBuf, Format)>,
     picked: Option<Receiver<Option<Picked>>>,
     pub dialog_open: bool,
+    /// The known dataset being fetched (on its own thread) and its last progress line.
+    fetching: Option<(String, Receiver<FetchMsg>)>,
+    pub fetch_status: String,
 }
 
 impl SetupState {
@@ -119,6 +132,8 @@ impl SetupState {
             preview_key: None,
             picked: None,
             dialog_open: false,
+            fetching: None,
+            fetch_status: String::new(),
         };
         if !s.samples.is_empty() {
             s.select_sample(0);
@@ -136,12 +151,52 @@ impl SetupState {
         self.format = Format::Auto;
     }
 
+    /// Picks a known dataset for train and test (one split shared: the run cuts them apart with
+    /// its seed) and fetches it on a background thread if the cache lacks it.
+    pub fn select_known(&mut self, name: &str) {
+        self.selected_sample = None;
+        self.train = name.to_string();
+        self.validation = String::new();
+        self.test = name.to_string();
+        self.format = Format::Auto;
+        self.preview = None;
+        self.preview_key = None;
+        if self.fetching.as_ref().is_some_and(|(n, _)| n == name) {
+            return;
+        }
+        let (tx, rx) = channel();
+        let n = name.to_string();
+        self.fetch_status = format!("{name}: looking in the cache...");
+        self.fetching = Some((n.clone(), rx));
+        std::thread::spawn(move || {
+            let line = tx.clone();
+            let r = known::resolve(&n, &mut |p| {
+                if let laplace_lora::model::FetchProgress::Stage(m) = p {
+                    let _ = line.send(FetchMsg::Line(m));
+                }
+            });
+            let _ = tx.send(FetchMsg::Done(r.map(|_| ()).map_err(|e| format!("{e:#}"))));
+        });
+    }
+
+    /// Whether a known dataset is being fetched (the UI keeps repainting to show it).
+    pub fn fetch_running(&self) -> bool {
+        self.fetching.is_some()
+    }
+
     /// The experiment this panel describes.
     pub fn config(&self) -> Result<ExperimentConfig, String> {
         if self.train.trim().is_empty() || self.test.trim().is_empty() {
             return Err("choose a dataset (training and test files)".into());
         }
-        let abs = |s: &str| std::path::absolute(s.trim()).unwrap_or_else(|_| PathBuf::from(s.trim()));
+        // A known dataset name stays a name (the run finds it in the cache); paths become absolute.
+        let abs = |s: &str| {
+            let t = s.trim();
+            if !Path::new(t).exists() && known::parse(t).is_some() {
+                return PathBuf::from(t);
+            }
+            std::path::absolute(t).unwrap_or_else(|_| PathBuf::from(t))
+        };
         let cfg = ExperimentConfig {
             model: ModelSection { source: self.model_source.trim().to_string(), device: self.device.trim().to_string(), ..ModelSection::default() },
             data: DataSection {
@@ -152,8 +207,7 @@ impl SetupState {
                 max_train: Some(self.max_train.max(1)),
                 max_validation: None,
                 max_test: Some(self.max_test.max(1)),
-                validation_fraction: 0.2,
-                labels: None,
+                ..DataSection::default()
             },
             lora: self.lora.clone(),
             train: self.train_cfg.clone(),
@@ -176,6 +230,25 @@ impl SetupState {
     /// Polls the background work (preview, file dialogs); starts a preview load when the file or
     /// format changed. Cheap: called every frame.
     pub fn poll(&mut self) {
+        let mut finished = None;
+        if let Some((name, rx)) = &self.fetching {
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    FetchMsg::Line(l) => self.fetch_status = format!("{name}: {l}"),
+                    FetchMsg::Done(r) => finished = Some((name.clone(), r)),
+                }
+            }
+        }
+        if let Some((name, r)) = finished {
+            self.fetching = None;
+            self.fetch_status = match r {
+                Ok(()) => format!("{name} is in the cache"),
+                Err(e) => format!("{name}: {e}"),
+            };
+            // Read the preview again now that the items are there.
+            self.preview_key = None;
+            self.preview = None;
+        }
         if let Some(rx) = &self.pending_preview {
             if let Ok(p) = rx.try_recv() {
                 self.preview = Some(p);
@@ -209,16 +282,17 @@ impl SetupState {
             }
         }
         let key = (PathBuf::from(self.train.trim()), self.format);
-        if !self.train.trim().is_empty() && self.preview_key.as_ref() != Some(&key) && self.pending_preview.is_none() {
+        if !self.train.trim().is_empty()
+            && self.fetching.is_none() && self.preview_key.as_ref() != Some(&key) && self.pending_preview.is_none() {
             self.preview_key = Some(key.clone());
             let (tx, rx) = channel();
             self.pending_preview = Some(rx);
             std::thread::spawn(move || {
-                let result = data::load_items(&key.0, key.1).map(|items| {
+                let result = preview_items(&key.0, key.1).map(|items| {
                     let n = items.len();
                     (items.into_iter().take(5).collect(), n)
                 });
-                let _ = tx.send(Preview { path: key.0, format: key.1, result: result.map_err(|e| e.to_string()) });
+                let _ = tx.send(Preview { path: key.0, format: key.1, result });
             });
         }
     }
@@ -240,6 +314,17 @@ impl SetupState {
             let _ = tx.send(r.map(what));
         });
     }
+}
+
+/// The items the preview shows: a file's, or a cached known dataset's training split.
+fn preview_items(path: &Path, format: Format) -> Result<Vec<Item>, String> {
+    let name = path.to_string_lossy();
+    if !path.exists() && known::parse(&name).is_some() {
+        let r = known::cached(&name).ok_or_else(|| format!("{name} is not in the cache yet: pick it to fetch it"))?;
+        let split = r.split_for("train");
+        return r.items(&split).map_err(|e| format!("{e:#}"));
+    }
+    data::load_items(path, format).map_err(|e| e.to_string())
 }
 
 fn tip(ui: &mut egui::Ui, label: &str, tip: &str) -> egui::Id {
@@ -301,9 +386,10 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                         ui.weak("no sample_data/ folder found");
                     }
                 });
+                known_picker(ui, s);
                 ui.horizontal(|ui| {
                     if ui.button("Open file...").on_hover_text("Choose a training file (JSONL or CSV); validation/test files beside it are used too").clicked() {
-                        s.pick(Picked::Train, false, &[("Datasets", &["jsonl", "json", "csv"])]);
+                        s.pick(Picked::Train, false, &[("Datasets", &["jsonl", "json", "csv", "parquet", "arrow"])]);
                     }
                     egui::ComboBox::from_label("Format")
                         .selected_text(s.format.as_str())
@@ -325,7 +411,7 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                             .on_hover_text(text.clone());
                         let f: fn(PathBuf) -> Picked = match which { 0 => Picked::Train, 1 => Picked::Validation, _ => Picked::Test };
                         if ui.small_button("...").on_hover_text(format!("Choose the {} file", name.to_lowercase())).clicked() {
-                            s.pick(f, false, &[("Datasets", &["jsonl", "json", "csv"])]);
+                            s.pick(f, false, &[("Datasets", &["jsonl", "json", "csv", "parquet", "arrow"])]);
                         }
                     });
                 }
@@ -500,6 +586,48 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
         });
     });
     action
+}
+
+/// The paper's tasks beside the samples, MMLU's subjects and groups in a menu, and the fetch's
+/// progress (the fetch runs on its own thread; this only draws).
+fn known_picker(ui: &mut egui::Ui, s: &mut SetupState) {
+    ui.horizontal_wrapped(|ui| {
+        ui.weak("Paper tasks:");
+        for name in PICKER_TASKS {
+            let title = known::task(name).map(|t| format!("{} ({}); fetched into the cache on first use", t.title, t.licence)).unwrap_or_default();
+            if ui.selectable_label(s.train == name, name).on_hover_text(title).clicked() {
+                s.select_known(name);
+            }
+        }
+        let current = if s.train.starts_with("mmlu") { s.train.clone() } else { "mmlu...".to_string() };
+        egui::ComboBox::from_id_salt("mmlu-picker")
+            .selected_text(current)
+            .show_ui(ui, |ui| {
+                let mut pick = None;
+                for g in std::iter::once("mmlu".to_string())
+                    .chain(known::MMLU_GROUPS.iter().map(|g| format!("mmlu:{g}")))
+                    .chain(known::MMLU_SUBJECTS.iter().map(|(sub, _)| format!("mmlu:{sub}")))
+                {
+                    if ui.selectable_label(s.train == g, &g).clicked() {
+                        pick = Some(g);
+                    }
+                }
+                if let Some(g) = pick {
+                    s.select_known(&g);
+                }
+            })
+            .response
+            .on_hover_text("MMLU (MIT licence): all 57 subjects, a group, or one subject; its test split");
+    });
+    if s.fetching.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak(short(&s.fetch_status, 90));
+        });
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(150));
+    } else if !s.fetch_status.is_empty() {
+        ui.weak(short(&s.fetch_status, 90)).on_hover_text(s.fetch_status.clone());
+    }
 }
 
 fn preview_ui(ui: &mut egui::Ui, s: &SetupState) {

@@ -1,7 +1,6 @@
 //! The experiment configuration (DESIGN.md section 4): one TOML file, every key checked, unknown
 //! keys an error.
 
-use crate::data::Format;
 use crate::laplace::LaplaceConfig;
 use crate::lora::{LoraConfig, Target};
 use crate::methods::settings::MethodsSection;
@@ -45,32 +44,8 @@ impl Default for ModelSection {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSection {
-    pub train: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<PathBuf>,
-    pub test: PathBuf,
-    #[serde(default)]
-    pub format: Format,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_train: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_validation: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_test: Option<usize>,
-    /// Share of the training file held out for validation when no validation file is given.
-    #[serde(default = "default_validation_fraction")]
-    pub validation_fraction: f64,
-    /// Label set for the classification format (else the training file's labels, in order).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<Vec<String>>,
-}
-
-fn default_validation_fraction() -> f64 {
-    0.2
-}
+// The [data] section lives with the data layer (src/data/section.rs).
+pub use crate::data::section::{load_splits, DataSection, EvalSet, EvalSets};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -240,18 +215,7 @@ impl ExperimentConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading configuration {}", path.display()))?;
         let mut c = Self::from_toml_str(&text).with_context(|| format!("in configuration {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let fix = |p: &PathBuf| -> PathBuf {
-            if p.is_absolute() || p.exists() {
-                std::path::absolute(p).unwrap_or_else(|_| p.clone())
-            } else if base.join(p).exists() {
-                std::path::absolute(base.join(p)).unwrap_or_else(|_| base.join(p))
-            } else {
-                p.clone()
-            }
-        };
-        c.data.train = fix(&c.data.train);
-        c.data.test = fix(&c.data.test);
-        c.data.validation = c.data.validation.as_ref().map(fix);
+        c.data.resolve_relative_paths(base);
         let src = PathBuf::from(&c.model.source);
         if !src.exists() && base.join(&src).exists() {
             c.model.source = std::path::absolute(base.join(&src))?.to_string_lossy().into_owned();
@@ -264,14 +228,7 @@ impl ExperimentConfig {
         self.train.validate()?;
         self.laplace.validate()?;
         self.methods.validate()?;
-        if !(self.data.validation_fraction > 0.0 && self.data.validation_fraction < 1.0) {
-            bail!("data.validation_fraction must be in (0, 1) (got {})", self.data.validation_fraction);
-        }
-        for (name, cap) in [("max_train", self.data.max_train), ("max_validation", self.data.max_validation), ("max_test", self.data.max_test)] {
-            if cap == Some(0) {
-                bail!("data.{name} = 0 leaves nothing to use; remove it or give a positive number");
-            }
-        }
+        self.data.validate()?;
         if self.model.source.trim().is_empty() {
             bail!("model.source is empty");
         }

@@ -9,7 +9,7 @@
 
 use super::config::{ExperimentConfig, LaplaceSection};
 use super::events::{Event, Outcome, Stage, Stamped, Summary};
-use super::prepare::{encode_items, prepare_data, PreparedData};
+use super::prepare::{encode_items, prepare_data_with, PreparedData};
 use super::run_dir::{read_predictions, MetricsFile};
 use crate::calibration;
 use crate::lora::LoraSet;
@@ -85,7 +85,19 @@ struct Loaded {
 
 fn load(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<Loaded>> {
     let Some(m) = load_model(cfg, cancel, send)? else { return Ok(None) };
-    let d = prepare_data(cfg, &m.tokenizer)?;
+    let mut fetch_err = None;
+    let d = prepare_data_with(cfg, &m.tokenizer, &mut |p| {
+        let e = match p {
+            FetchProgress::Stage(s) => Event::Stage { stage: Stage::LoadData, message: s },
+            FetchProgress::Bytes { done, total } => Event::Progress { stage: Stage::LoadData, done, total: total.unwrap_or(0) },
+        };
+        if let Err(e) = send(e) {
+            fetch_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = fetch_err {
+        return Err(e);
+    }
     let pad = tokenizer::pad_id(&m.tokenizer);
     Ok(Some(Loaded { m, d, pad, eval_batch: (cfg.train.batch_size * 2).max(1) }))
 }
@@ -363,26 +375,36 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
 
 /// Evaluates every method of a finished run on another data set, from the adapters, posterior and
 /// settings the run saved (no training): `laplace-lora eval RUN --data SET --name NAME`. Writes
-/// `eval/NAME/{metrics.json, predictions.jsonl}`; the set's answer labels must fit the run's.
-/// Events are appended to the run's `events.jsonl`.
-pub fn evaluate_run(run_dir: &Path, items: Vec<crate::data::Item>, name: &str, cancel: &AtomicBool, emit: &mut dyn FnMut(&Event)) -> Result<Outcome> {
+/// `eval/NAME/{metrics.json, predictions.jsonl}`. The set (a path or a known name) is read as a
+/// `[[data.eval]]` entry: items the run trained or validated on are left out, and the answer
+/// labels must fit the run's. Events are appended to the run's `events.jsonl`.
+pub fn evaluate_run(run_dir: &Path, set: crate::data::EvalSet, cancel: &AtomicBool, emit: &mut dyn FnMut(&Event)) -> Result<Outcome> {
     let cfg = finished_run_config(run_dir)?;
-    super::run_dir::check_eval_name(name)?;
+    if !crate::data::section::is_safe_folder_name(&set.name) {
+        bail!("{:?} cannot name an evaluation set (its folder eval/NAME/): use 1-64 letters, digits, '-', '_' or '.'", set.name);
+    }
     logged(run_dir, emit, "; nothing of the run changed", |send| {
         let Some(Reopened { l, lora }) = reopen(&cfg, run_dir, cancel, send)? else { return Ok(Outcome::Cancelled) };
         let Loaded { m, d, pad, eval_batch } = &l;
-        let labels: Vec<&str> = d.answer_labels.iter().map(|s| s.as_str()).collect();
-        for it in &items {
-            if it.answer_labels.len() > labels.len() || it.answer_labels.iter().zip(&labels).any(|(a, b)| a != b) {
-                bail!("item {} answers with {:?}, which does not fit the run's answer labels {:?}", it.id, it.answer_labels, labels);
-            }
-        }
+        let one = crate::data::DataSection { eval: crate::data::EvalSets(vec![set.clone()]), ..cfg.data.clone() };
+        let found = crate::data::load_eval_sets(&one, cfg.train.seed, &d.splits, &d.answer_labels)?.remove(0);
+        let name = found.name.clone();
+        let items = found.items;
         let encoded = encode_items(&m.tokenizer, &items, cfg.train.max_length)?;
         let run_metrics = MetricsFile::read(&run_dir.join("metrics.json"))?;
         let names: Vec<String> = run_metrics.methods.iter().map(|(n, _)| n.clone()).collect();
-        send(Event::Stage { stage: Stage::Evaluate, message: format!("{} items of {name}; methods {}", items.len(), names.join(", ")) })?;
-        let dir = run_dir.join("eval").join(name);
-        let mut outs = vec![SetOutput::new(EvalSet { name, items: &items, data: &encoded }, dir, &d.answer_ids)];
+        send(Event::Stage {
+            stage: Stage::Evaluate,
+            message: format!(
+                "{} items of {} ({} left out: in the run's training or validation split); methods {}",
+                items.len(),
+                found.origin,
+                found.left_out_seen,
+                names.join(", ")
+            ),
+        })?;
+        let dir = run_dir.join("eval").join(&name);
+        let mut outs = vec![SetOutput::new(EvalSet { name: &name, items: &items, data: &encoded }, dir, &d.answer_ids)];
         let shared = LaplaceShared::default();
         let cx = MethodContext {
             cfg: &cfg,

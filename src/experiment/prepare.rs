@@ -1,12 +1,11 @@
 //! The experiment's data, ready for the model: the splits loaded (and capped, seeded), the
 //! answer tokens they share, and every item tokenized.
 
-use super::config::{DataSection, ExperimentConfig};
-use crate::data::{self, Format, Item, SplitSpec};
+use super::config::ExperimentConfig;
+use crate::data::{self, Item};
 use crate::model::tokenizer;
 use crate::train::Encoded;
 use anyhow::{anyhow, bail, Context, Result};
-use std::path::Path;
 
 /// A further evaluation set (`[[data.eval]]`: distribution shift), tokenized.
 pub struct EvalData {
@@ -25,27 +24,6 @@ pub struct PreparedData {
     pub test: Vec<Encoded>,
     /// The evaluation sets beyond the test split, in the configuration's order.
     pub eval: Vec<EvalData>,
-}
-
-pub fn load_splits(cfg: &DataSection, seed: u64) -> Result<data::Splits> {
-    let labels: Option<Vec<String>> = match (&cfg.labels, cfg.format) {
-        (Some(l), _) => Some(l.clone()),
-        _ => {
-            let f = if cfg.format == Format::Auto { data::detect_format(&cfg.train)? } else { cfg.format };
-            if f == Format::Classification {
-                Some(data::classification_labels(&cfg.train)?)
-            } else {
-                None
-            }
-        }
-    };
-    let load = |p: &Path| data::load_items_with_labels(p, cfg.format, labels.as_deref());
-    let train = load(&cfg.train)?;
-    let validation = cfg.validation.as_deref().map(load).transpose()?;
-    let test = load(&cfg.test)?;
-    let spec =
-        SplitSpec { validation_fraction: cfg.validation_fraction, max_train: cfg.max_train, max_validation: cfg.max_validation, max_test: cfg.max_test, seed };
-    Ok(data::make_splits(train, validation, test, &spec)?)
 }
 
 /// The dataset's K answer labels: those of the item with the most choices; every other item's
@@ -79,16 +57,25 @@ pub fn encode_items(tok: &tokenizers::Tokenizer, items: &[Item], max_length: usi
 }
 
 pub fn prepare_data(cfg: &ExperimentConfig, tok: &tokenizers::Tokenizer) -> Result<PreparedData> {
-    let splits = load_splits(&cfg.data, cfg.train.seed)?;
+    prepare_data_with(cfg, tok, &mut |_| {})
+}
+
+/// [`prepare_data`], reporting the fetch of a known dataset (first use) to `progress`.
+pub fn prepare_data_with(cfg: &ExperimentConfig, tok: &tokenizers::Tokenizer, progress: &mut dyn FnMut(crate::model::FetchProgress)) -> Result<PreparedData> {
+    let splits = data::section::load_splits_with(&cfg.data, cfg.train.seed, progress)?;
     let all: Vec<&Item> = splits.train.iter().chain(&splits.validation).chain(&splits.test).collect();
     let answer_labels = shared_answer_labels(&all)?;
     let answer_ids = data::answer_token_ids(tok, &answer_labels)?;
     let ml = cfg.train.max_length;
+    let eval = data::section::load_eval_sets_with(&cfg.data, cfg.train.seed, &splits, &answer_labels, progress)?
+        .into_iter()
+        .map(|e| Ok(EvalData { encoded: encode_items(tok, &e.items, ml)?, name: e.name, items: e.items }))
+        .collect::<Result<Vec<_>>>()?;
     Ok(PreparedData {
         train: encode_items(tok, &splits.train, ml)?,
         validation: encode_items(tok, &splits.validation, ml)?,
         test: encode_items(tok, &splits.test, ml)?,
-        eval: Vec::new(),
+        eval,
         splits,
         answer_labels,
         answer_ids,

@@ -214,12 +214,3 @@ impl MetricsFile {
     }
 }
 
-/// An evaluation set's name becomes a folder (`eval/NAME/`): letters, digits, '-', '_' and '.',
-/// not starting with '.'.
-pub fn check_eval_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty() && !name.starts_with('.') && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
-        bail!("{name:?} cannot name an evaluation set: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
-    }
-    Ok(())
-}
