@@ -8,7 +8,9 @@ pub mod gguf;
 pub mod hf;
 pub mod llama;
 pub mod ops;
+pub mod pretokenize;
 pub mod source;
+pub mod spm;
 #[cfg(test)]
 mod test_support;
 pub mod tokenizer;
