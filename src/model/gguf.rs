@@ -59,8 +59,8 @@ fn unpermute(t: &Tensor, n_head: usize) -> Result<Tensor> {
     Ok(x.reshape(dims)?)
 }
 
-pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
-    let (content, mut file) = read_content(path)?;
+/// The decoder configuration a GGUF's metadata and tensor list describe (no tensor is read).
+pub fn read_config(content: &Content, path: &Path) -> Result<Config> {
     let md = &content.metadata;
     let arch = meta(md, "general.architecture")?
         .to_string()
@@ -104,7 +104,14 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         sliding_window: None,
     };
     config.validate().with_context(|| format!("{}: inconsistent GGUF metadata", path.display()))?;
+    Ok(config)
+}
 
+pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+    let (content, mut file) = read_content(path)?;
+    let config = read_config(&content, path)?;
+    let (heads, kv_heads) = (config.num_attention_heads, config.num_key_value_heads);
+    let arch = config.model_type.clone();
     let mut tensors = HashMap::new();
     let permuted = arch == "llama";
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
