@@ -44,6 +44,9 @@ consistent run directory.\n\nExample: laplace-lora run assets/configs/compare4.t
         /// Overwrite the run directory if it already holds files.
         #[arg(long)]
         force: bool,
+        /// Run even when the memory estimate exceeds the memory available.
+        #[arg(long)]
+        ignore_memory: bool,
     },
     /// Fit (or refit) Laplace-LoRA and LLLA on a finished run's adapter.
     #[command(long_about = "Fit the Laplace stage again on a finished run directory: its model, data \
@@ -276,7 +279,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),
-        Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
+        Some(Command::Run { config, out, force, ignore_memory }) => cmd_run(config, out, force, ignore_memory), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::CheckModel { source, dtype, prompt, tokens, answer_logits, json, max_items }) => on_compute_pool(|| {
             let (bar, mut f) = fetch_bar();
@@ -457,8 +460,20 @@ fn stage_name(s: Stage) -> &'static str {
     }
 }
 
-fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
+fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool, ignore_memory: bool) -> Result<i32> {
     let cfg = ExperimentConfig::from_file(&config)?;
+    // The memory check needs the model's headers and the data; where either fails to load, the
+    // pipeline reports it in its own words (and events.jsonl), so only the verdict can stop here.
+    let (bar, mut f) = fetch_bar();
+    let files = model::resolve_model(&cfg.model.source, &mut f);
+    bar.finish_and_clear();
+    if let Ok(files) = files {
+        if let Err(e) = laplace_lora::run_check::check(&cfg, &files, ignore_memory) {
+            if e.to_string().contains("--ignore-memory") {
+                return Err(e);
+            }
+        }
+    }
     let run_dir = out.unwrap_or_else(|| experiment::default_run_dir(&cfg));
     experiment::prepare_run_dir(&run_dir, force)?;
     eprintln!("run directory: {}", run_dir.display());

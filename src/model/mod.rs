@@ -67,6 +67,22 @@ impl LoadedModel {
     }
 }
 
+/// The tokenizer of a model alone (no tensor is read): `tokenizer.json` of a folder, or beside a
+/// GGUF file, else the GGUF's metadata.
+pub fn load_tokenizer(files: &ModelFiles) -> Result<Tokenizer> {
+    match files {
+        ModelFiles::HfFolder { path } => tokenizer::from_file(&path.join("tokenizer.json")),
+        ModelFiles::Gguf { path } => {
+            let sidecar = path.with_file_name("tokenizer.json");
+            if sidecar.exists() {
+                return tokenizer::from_file(&sidecar);
+            }
+            let (content, _) = gguf::read_content(path)?;
+            tokenizer::from_gguf_metadata(&content.metadata).with_context(|| format!("tokenizer of {}", path.display()))
+        }
+    }
+}
+
 /// The dtype the frozen matrices are stored in (`Llama::cast_frozen`): "f32" (the default),
 /// "bf16" or "f16". Half precision halves the weights' memory (a larger model on a GPU) but did
 /// not pay in time on an H200 at 135M or 1.1B parameters (batch 4 x 64: the step is bound by
