@@ -225,41 +225,35 @@ impl Estimate {
     }
 }
 
-/// For the setup panel: what a run of `plan` on the model at `source` will need, against what is
-/// available. Computed on a thread of its own once per distinct input and remembered, so that the
-/// GUI never waits: "estimating..." until then, and a note when the model is not on disk yet
-/// (nothing is fetched here).
-pub fn label_for(source: &str, plan: &Plan) -> String {
+/// For the setup panel: what a run of `plan` on the model at `source` will need, and (second)
+/// what is available now. Read from the model's headers once per distinct input and remembered
+/// (the first call for a model reads its header, tens of milliseconds; later frames cost a map
+/// lookup). Nothing is fetched: a known model not yet on disk gets a note instead.
+pub fn label_for(source: &str, plan: &Plan) -> (String, String) {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let avail = available_bytes().map(|a| format!("{} available now", gib(a))).unwrap_or_default();
     let key = format!("{source}|{plan:?}");
-    let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    match map.get(&key) {
-        Some(Some(label)) => return label.clone(),
-        Some(None) => return "memory: estimating...".into(),
-        None => {}
-    }
-    map.insert(key.clone(), None);
-    drop(map);
-    let (source, plan) = (source.trim().to_string(), plan.clone());
-    std::thread::spawn(move || {
-        let files = if std::path::Path::new(&source).exists() { super::resolve_model(&source, &mut |_| {}).ok() } else { super::source::cached(&source) };
-        let label = match files.map(|f| super::inspect::inspect(&f)) {
-            None => "memory: estimated once the model is on disk (fetched at the first run)".to_string(),
-            Some(Err(e)) => format!("memory: cannot read the model ({e:#})"),
-            Some(Ok(info)) => {
-                let e = estimate(&info.config, Some(&info), &plan);
-                let avail = available_bytes().map(|a| format!(", {} available", gib(a))).unwrap_or_default();
-                let warn = if available_bytes().is_some_and(|a| e.peak > a) { " - will not fit" } else { "" };
-                format!("memory: about {} at {}-token prompts{avail}{warn}", gib(e.peak), plan.seq_len)
+    let mut map = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let label = map
+        .entry(key)
+        .or_insert_with(|| {
+            let source = source.trim();
+            let files =
+                if std::path::Path::new(source).exists() { super::resolve_model(source, &mut |_| {}).ok() } else { super::source::cached_unverified(source) };
+            match files.map(|f| super::inspect::inspect(&f)) {
+                None => "memory: estimated once the model is on disk".to_string(),
+                Some(Err(e)) => format!("memory: cannot read the model ({e:#})"),
+                Some(Ok(info)) => {
+                    let e = estimate(&info.config, Some(&info), plan);
+                    let warn = if available_bytes().is_some_and(|a| e.peak > a) { " - more than is available" } else { "" };
+                    format!("memory: about {} at {}-token prompts{warn}", gib(e.peak), plan.seq_len)
+                }
             }
-        };
-        let mut map = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(key, Some(label));
-    });
-    "memory: estimating...".into()
+        })
+        .clone();
+    (label, avail)
 }
 
 #[cfg(test)]

@@ -111,6 +111,18 @@ pub fn cached(name: &str) -> Option<ModelFiles> {
     cached_in(model, &cache)
 }
 
+/// Where a known model's cached copy would be, if its files are there; unlike [`cached`] its
+/// checksums are not verified (for a quick look, never for loading).
+pub fn cached_unverified(name: &str) -> Option<ModelFiles> {
+    let model = known_model(name)?;
+    let dir = model_dir(&cache_dir().ok()?, model);
+    if dir.join("config.json").is_file() && hf_folder_missing(&dir).is_empty() {
+        return Some(ModelFiles::HfFolder { path: dir });
+    }
+    let gguf = dir.join(gguf_name(model));
+    gguf.is_file().then_some(ModelFiles::Gguf { path: gguf })
+}
+
 /// Put a known model into the cache (or check the copy already there) and return its files.
 /// This is `laplace-lora fetch-model [NAME]`.
 pub fn fetch_model(name: &str, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFiles> {
