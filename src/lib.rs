@@ -17,3 +17,4 @@ pub mod runio;
 pub mod testing;
 pub mod train;
 pub mod worker;
+pub mod run_check;

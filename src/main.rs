@@ -1,6 +1,7 @@
 //! `laplace-lora`: the command-line face of the workbench (DESIGN.md section 4).
 
 mod app;
+mod check_model;
 mod cli {
     pub mod fetch_data;
 }
@@ -46,6 +47,9 @@ consistent run directory.\n\nExample: laplace-lora run assets/configs/compare4.t
         /// Overwrite the run directory if it already holds files.
         #[arg(long)]
         force: bool,
+        /// Run even when the memory estimate exceeds the memory available.
+        #[arg(long)]
+        ignore_memory: bool,
     },
     /// Fit (or refit) Laplace-LoRA and LLLA on a finished run's adapter.
     #[command(long_about = "Fit the Laplace stage again on a finished run directory: its model, data \
@@ -105,6 +109,36 @@ validation splits (MMLU: test, validation, dev) it extracts. Prints the items pe
         /// List the known datasets and whether they are cached; fetch nothing.
         #[arg(long)]
         list: bool,
+    },
+    /// Describe a model and check that it runs: architecture, size, quantization, memory, a greedy continuation.
+    #[command(long_about = "Read a model (a known name, a .gguf file or a Hugging Face folder; a known \
+model is fetched first) and print its architecture, parameter count, the storage types of its \
+tensors (the GGUF quantization mix), its tokenizer, the memory a default run would need, and a \
+greedy continuation of a fixed prompt. With --answer-logits DATA and --json OUT it writes every \
+item's token ids and answer logits, for benches/reference/parity.py to compare with transformers.\n\n\
+Example: laplace-lora check-model qwen2.5-coder-0.5b-instruct")]
+    CheckModel {
+        /// A known model name, a .gguf file, or a Hugging Face model folder.
+        #[arg(default_value = model::source::DEFAULT_MODEL)]
+        source: String,
+        /// The frozen matrices' storage: "f32", "bf16", "f16".
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// The prompt to continue greedily.
+        #[arg(long, default_value = "The capital of France is")]
+        prompt: String,
+        /// Tokens of the greedy continuation.
+        #[arg(long, default_value_t = 8)]
+        tokens: usize,
+        /// A dataset (any supported format) whose prompts' answer logits are computed.
+        #[arg(long)]
+        answer_logits: Option<PathBuf>,
+        /// Write the token ids and answer logits of --answer-logits to this JSON file.
+        #[arg(long, requires = "answer_logits")]
+        json: Option<PathBuf>,
+        /// At most this many items of --answer-logits.
+        #[arg(long, default_value_t = 12)]
+        max_items: usize,
     },
     /// Time the phases of the pipeline on the default model.
     #[command(long_about = "Time the phases of the pipeline on a model, as medians over repeats after \
@@ -308,9 +342,15 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         None => open_workbench(),
-        Some(Command::Run { config, out, force }) => cmd_run(config, out, force), // its Worker computes on a pool of its own
+        Some(Command::Run { config, out, force, ignore_memory }) => cmd_run(config, out, force, ignore_memory), // its Worker computes on a pool of its own
         Some(Command::FetchModel { name }) => cmd_fetch(&name),
         Some(Command::FetchData { names, list }) => cli::fetch_data::run(&names, list),
+        Some(Command::CheckModel { source, dtype, prompt, tokens, answer_logits, json, max_items }) => on_compute_pool(|| {
+            let (bar, mut f) = fetch_bar();
+            let files = model::resolve_model(&source, &mut f);
+            bar.finish_and_clear();
+            check_model::run(&files?, &check_model::Args { dtype, prompt, tokens, answer_logits, json, max_items })
+        }),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
         Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu, no_check }) => {
@@ -538,8 +578,20 @@ fn stage_name(s: Stage) -> &'static str {
     }
 }
 
-fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool) -> Result<i32> {
+fn cmd_run(config: PathBuf, out: Option<PathBuf>, force: bool, ignore_memory: bool) -> Result<i32> {
     let cfg = ExperimentConfig::from_file(&config)?;
+    // The memory check needs the model's headers and the data; where either fails to load, the
+    // pipeline reports it in its own words (and events.jsonl), so only the verdict can stop here.
+    let (bar, mut f) = fetch_bar();
+    let files = model::resolve_model(&cfg.model.source, &mut f);
+    bar.finish_and_clear();
+    if let Ok(files) = files {
+        if let Err(e) = laplace_lora::run_check::check(&cfg, &files, ignore_memory) {
+            if e.to_string().contains("--ignore-memory") {
+                return Err(e);
+            }
+        }
+    }
     let run_dir = out.unwrap_or_else(|| experiment::default_run_dir(&cfg));
     experiment::prepare_run_dir(&run_dir, force)?;
     eprintln!("run directory: {}", run_dir.display());

@@ -21,6 +21,7 @@ fi
     "laplace-torch==0.3" \
     curvlinops-for-pytorch \
     gguf \
+    accelerate \
     psutil
 "$venv/bin/python" - <<'PY'
 import torch, transformers, peft, laplace, curvlinops, gguf, psutil

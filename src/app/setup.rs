@@ -373,6 +373,10 @@ pub fn setup_panel(ui: &mut egui::Ui, s: &mut SetupState, running: bool, refit_t
                     let l = tip(ui, "Device", "\"cpu\", or \"cuda\", \"cuda:1\", \"metal\" when built with that feature");
                     ui.add(egui::TextEdit::singleline(&mut s.device).desired_width(80.0)).labelled_by(l);
                 });
+                if let Some(plan) = s.config().ok().and_then(|c| laplace_lora::run_check::plan(&c, 128, 4).ok()) {
+                    let (label, avail) = laplace_lora::model::memory::label_for(&s.model_source, &plan);
+                    ui.weak(label).on_hover_text(format!("Weights, activations of a training step and the Laplace factors at this batch size, rank and targets (README, \"Memory\"); {avail}"));
+                }
             });
             egui::CollapsingHeader::new("Dataset").default_open(true).show(ui, |ui| {
                 ui.horizontal_wrapped(|ui| {

@@ -50,6 +50,9 @@ struct HfConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_scaling: Option<serde_json::Value>,
+    /// transformers >= 5 writes `rope_parameters` (`rope_theta` and the scaling, with
+    /// `rope_type`) instead of a top-level `rope_theta` and `rope_scaling`.
+    rope_parameters: Option<serde_json::Value>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
@@ -69,7 +72,9 @@ impl Config {
         if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
             bail!("unsupported model_type {model_type:?}: this decoder handles the llama family (llama, mistral, qwen2)");
         }
-        let rope_scaling = match &c.rope_scaling {
+        let params = c.rope_parameters.as_ref().filter(|v| v.is_object());
+        let rope_theta = c.rope_theta.or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()));
+        let rope_scaling = match params.or(c.rope_scaling.as_ref()) {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => {
                 let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str());
@@ -99,7 +104,7 @@ impl Config {
             num_key_value_heads: c.num_key_value_heads.unwrap_or(heads),
             head_dim: c.head_dim.unwrap_or(c.hidden_size / heads),
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: c.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
@@ -119,6 +124,18 @@ impl Config {
             bail!("head_dim {} must be even for rotary embeddings", self.head_dim);
         }
         Ok(())
+    }
+
+    /// Parameters of the decoder: embedding (vocab x hidden), per block q, k, v, o, gate, up,
+    /// down, two norms and the qkv biases, the final norm, and an LM head unless tied.
+    pub fn num_parameters(&self) -> u64 {
+        let (h, f, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
+        let q = (self.num_attention_heads * self.head_dim) as u64;
+        let kv = (self.num_key_value_heads * self.head_dim) as u64;
+        let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
+        let block = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h + bias;
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.num_hidden_layers as u64 * block + h + head
     }
 
     /// Rotary inverse frequencies theta_i = base^(-2i/d), with llama3 scaling where configured.

@@ -59,6 +59,41 @@ fn unpermute(t: &Tensor, n_head: usize) -> Result<Tensor> {
     Ok(x.reshape(dims)?)
 }
 
+/// The decoder configuration a GGUF's metadata and tensor list describe (no tensor is read).
+pub fn read_config(content: &Content, path: &Path) -> Result<Config> {
+    let md = &content.metadata;
+    let arch = meta(md, "general.architecture")?.to_string().map_err(|_| anyhow!("general.architecture is not a string"))?.clone();
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
+        bail!("{}: GGUF architecture {arch:?} is not supported; this workbench trains llama-family models (llama, qwen2)", path.display());
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let heads = meta_usize(md, &key("attention.head_count"))?;
+    let kv_heads = meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads);
+    let hidden = meta_usize(md, &key("embedding_length"))?;
+    let embd_info = content.tensor_infos.get("token_embd.weight").ok_or_else(|| anyhow!("{}: tensor token_embd.weight is missing", path.display()))?;
+    let vocab = embd_info.shape.dims()[0].max(embd_info.shape.dims().get(1).copied().unwrap_or(0));
+    let vocab = if embd_info.shape.dims().len() == 2 && embd_info.shape.dims()[1] == hidden { embd_info.shape.dims()[0] } else { vocab };
+    let config = Config {
+        model_type: if arch == "qwen2" { "qwen2".into() } else { "llama".into() },
+        hidden_size: hidden,
+        intermediate_size: meta_usize(md, &key("feed_forward_length"))?,
+        vocab_size: vocab,
+        num_hidden_layers: meta_usize(md, &key("block_count"))?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv_heads,
+        head_dim: meta_usize(md, &key("attention.key_length")).unwrap_or(hidden / heads.max(1)),
+        rms_norm_eps: meta_f64(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        rope_theta: meta_f64(md, &key("rope.freq_base")).unwrap_or(10_000.0),
+        rope_scaling: None,
+        max_position_embeddings: meta_usize(md, &key("context_length")).unwrap_or(4096),
+        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        qkv_bias: arch == "qwen2" || content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        sliding_window: None,
+    };
+    config.validate().with_context(|| format!("{}: inconsistent GGUF metadata", path.display()))?;
+    Ok(config)
+}
+
 pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     Ok(load_impl(path, device, None)?.0)
 }
@@ -91,37 +126,9 @@ fn unpermute_order(rows: usize, n_head: usize) -> Vec<usize> {
 
 fn load_impl(path: &Path, device: &Device, kept_as: Option<FrozenDtype>) -> Result<(GgufModel, HashMap<String, Frozen>)> {
     let (content, mut file) = read_content(path)?;
-    let md = &content.metadata;
-    let arch = meta(md, "general.architecture")?.to_string().map_err(|_| anyhow!("general.architecture is not a string"))?.clone();
-    if !matches!(arch.as_str(), "llama" | "qwen2") {
-        bail!("{}: GGUF architecture {arch:?} is not supported; this workbench trains llama-family models (llama, qwen2)", path.display());
-    }
-    let key = |k: &str| format!("{arch}.{k}");
-    let heads = meta_usize(md, &key("attention.head_count"))?;
-    let kv_heads = meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads);
-    let hidden = meta_usize(md, &key("embedding_length"))?;
-    let embd_info = content.tensor_infos.get("token_embd.weight").ok_or_else(|| anyhow!("{}: tensor token_embd.weight is missing", path.display()))?;
-    let vocab = embd_info.shape.dims()[0].max(embd_info.shape.dims().get(1).copied().unwrap_or(0));
-    let vocab = if embd_info.shape.dims().len() == 2 && embd_info.shape.dims()[1] == hidden { embd_info.shape.dims()[0] } else { vocab };
-    let config = Config {
-        model_type: if arch == "qwen2" { "qwen2".into() } else { "llama".into() },
-        hidden_size: hidden,
-        intermediate_size: meta_usize(md, &key("feed_forward_length"))?,
-        vocab_size: vocab,
-        num_hidden_layers: meta_usize(md, &key("block_count"))?,
-        num_attention_heads: heads,
-        num_key_value_heads: kv_heads,
-        head_dim: meta_usize(md, &key("attention.key_length")).unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: meta_f64(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-        rope_theta: meta_f64(md, &key("rope.freq_base")).unwrap_or(10_000.0),
-        rope_scaling: None,
-        max_position_embeddings: meta_usize(md, &key("context_length")).unwrap_or(4096),
-        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-        qkv_bias: arch == "qwen2" || content.tensor_infos.contains_key("blk.0.attn_q.bias"),
-        sliding_window: None,
-    };
-    config.validate().with_context(|| format!("{}: inconsistent GGUF metadata", path.display()))?;
-
+    let config = read_config(&content, path)?;
+    let (heads, kv_heads) = (config.num_attention_heads, config.num_key_value_heads);
+    let arch = config.model_type.clone();
     let mut tensors = HashMap::new();
     let mut kept = HashMap::new();
     let permuted = arch == "llama";

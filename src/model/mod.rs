@@ -8,11 +8,15 @@ pub mod frozen;
 mod fused;
 pub mod gguf;
 pub mod hf;
+pub mod inspect;
 pub mod isa;
 pub mod llama;
+pub mod memory;
 pub mod ops;
+pub mod pretokenize;
 pub mod quant;
 pub mod source;
+pub mod spm;
 #[cfg(test)]
 mod test_support;
 pub mod tokenizer;
@@ -90,6 +94,22 @@ impl LoadedModel {
         let tensors = hf::load_tensors(dir)?;
         let model = Llama::from_tensors(cfg, tensors, device).with_context(|| format!("building model from {}", dir.display()))?;
         Ok(Self { model, tokenizer, path: dir.to_path_buf() })
+    }
+}
+
+/// The tokenizer of a model alone (no tensor is read): `tokenizer.json` of a folder, or beside a
+/// GGUF file, else the GGUF's metadata.
+pub fn load_tokenizer(files: &ModelFiles) -> Result<Tokenizer> {
+    match files {
+        ModelFiles::HfFolder { path } => tokenizer::from_file(&path.join("tokenizer.json")),
+        ModelFiles::Gguf { path } => {
+            let sidecar = path.with_file_name("tokenizer.json");
+            if sidecar.exists() {
+                return tokenizer::from_file(&sidecar);
+            }
+            let (content, _) = gguf::read_content(path)?;
+            tokenizer::from_gguf_metadata(&content.metadata).with_context(|| format!("tokenizer of {}", path.display()))
+        }
     }
 }
 
