@@ -16,3 +16,4 @@ pub mod peft;
 pub mod runio;
 pub mod worker;
 pub mod laplace;
+pub mod sweep;

@@ -132,6 +132,12 @@ of the functional covariance of held-out examples. Writes RUN/positions_study.cs
         #[arg(long, value_delimiter = ',')]
         layers: Vec<usize>,
     },
+    /// Run an experiment over axes of its configuration (seeds, data sets, ...), locally or on Slurm.
+    #[command(long_about = laplace_lora::sweep::cli::SWEEP_ABOUT)]
+    Sweep(laplace_lora::sweep::cli::SweepArgs),
+    /// Write the paper's table (mean +- sd over seeds per data set and method) for a sweep folder.
+    #[command(long_about = laplace_lora::sweep::cli::REPORT_ABOUT)]
+    Report(laplace_lora::sweep::cli::ReportArgs),
 }
 
 /// Single [laplace] settings given on the command line.
@@ -257,6 +263,8 @@ fn main() {
             on_compute_pool(|| cmd_bench(source, &device, &dtype, repeats, laplace_repeats, kfac_examples, test_examples, json))
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
+        Some(Command::Sweep(args)) => laplace_lora::sweep::cli::cmd_sweep(args),
+        Some(Command::Report(args)) => laplace_lora::sweep::cli::cmd_report(args),
     };
     match r {
         Ok(code) => std::process::exit(code),
