@@ -233,7 +233,8 @@ fn local_sweep_runs_resumes_and_reports_what_a_hand_computation_gives() {
 
     // Again: every run is kept, nothing reruns.
     let metrics = |n: &str| dir.join(format!("runs/{n}/metrics.json"));
-    let before: Vec<SystemTime> = ["data=compare4_seed=3", "data=compare4_seed=4", "data=yesno_seed=3", "data=yesno_seed=4"].iter().map(|n| mtime(&metrics(n))).collect();
+    let before: Vec<SystemTime> =
+        ["data=compare4_seed=3", "data=compare4_seed=4", "data=yesno_seed=3", "data=yesno_seed=4"].iter().map(|n| mtime(&metrics(n))).collect();
     let out = run_sweep(&fx, &dir, &[]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("4 finished runs kept, 0 to run"), "{}", text(&out));
 
@@ -244,7 +245,8 @@ fn local_sweep_runs_resumes_and_reports_what_a_hand_computation_gives() {
     std::fs::write(&ev, kept).unwrap();
     let out = run_sweep(&fx, &dir, &[]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("3 finished runs kept, 1 to run"), "{}", text(&out));
-    let after: Vec<SystemTime> = ["data=compare4_seed=3", "data=compare4_seed=4", "data=yesno_seed=3", "data=yesno_seed=4"].iter().map(|n| mtime(&metrics(n))).collect();
+    let after: Vec<SystemTime> =
+        ["data=compare4_seed=3", "data=compare4_seed=4", "data=yesno_seed=3", "data=yesno_seed=4"].iter().map(|n| mtime(&metrics(n))).collect();
     assert_eq!(after[0], before[0]);
     assert_eq!(after[1], before[1]);
     assert_ne!(after[2], before[2], "the interrupted run did not run again");
@@ -339,6 +341,18 @@ fn ctrl_c_stops_every_run_cleanly_and_the_sweep_resumes() {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t1 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t1.elapsed() > Duration::from_secs(60) {
+            // Ours to clean up: the sweep and the runs it started (their command lines name the folder).
+            let _ = child.kill();
+            for pid in processes_with(dir.to_str().unwrap()) {
+                // SAFETY: a signal to a process this test started (through the sweep).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            panic!("the sweep did not stop within 60 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().unwrap();
     eprintln!("stopped {:.1} s after Ctrl-C", t1.elapsed().as_secs_f64());
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -360,16 +374,68 @@ fn ctrl_c_stops_every_run_cleanly_and_the_sweep_resumes() {
     assert!(m["points"].as_array().unwrap().iter().all(|p| p["status"] == "finished"));
 }
 
+/// The sample sweeps parse; sample-table.toml's points validate with today's configuration keys.
+/// paper-table.toml is written for the known dataset names and the [methods] section: until the
+/// configuration has them its points are refused for exactly those, afterwards they validate.
+#[test]
+fn the_shipped_sweep_files_expand() {
+    use laplace_lora::sweep::spec::SweepSpec;
+    let s = SweepSpec::from_file(&repo().join("assets/sweeps/sample-table.toml")).unwrap();
+    let p = s.points().unwrap();
+    assert_eq!(p.len(), 9);
+    assert_eq!(p[4].name, "data=yesno_seed=1");
+    assert_eq!((p[4].config.train.learning_rate, p[4].config.train.seed, p[4].config.dataset_name()), (2e-3, 1, "yesno".to_string()));
+    assert_eq!(p[0].config.train.epochs, 8, "the base is the compare4 sample configuration");
+    let s = SweepSpec::from_file(&repo().join("assets/sweeps/paper-table.toml")).unwrap();
+    let labels: Vec<Vec<&str>> = s.axes.iter().map(|a| a.values.iter().map(|v| v.label.as_str()).collect()).collect();
+    assert_eq!(labels, [vec!["arc-easy", "arc-challenge", "obqa", "boolq", "winogrande"], vec!["0", "1", "2"]]);
+    assert_eq!((s.slurm.gpus, s.slurm.time.as_deref()), (Some(1), Some("04:00:00")));
+    match s.points() {
+        Ok(p) => assert_eq!(p.len(), 15),
+        Err(e) => assert!(format!("{e:#}").contains("15 of 15 points") && format!("{e:#}").contains("methods"), "{e:#}"),
+    }
+}
+
 #[test]
 fn dry_run_prints_the_job_script_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let fx = Fx::new(tmp.path(), 1, 8);
     let dir = fx.out("dry");
-    let out = run_sweep(&fx, &dir, &["--executor", "slurm", "--dry-run", "--partition", "gpu", "--time", "01:30:00", "--gpus", "1", "--cpus", "4", "--mem", "16G", "--max-parallel", "2", "--sbatch-arg=--account=proj"]);
+    let out = run_sweep(
+        &fx,
+        &dir,
+        &[
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--partition",
+            "gpu",
+            "--time",
+            "01:30:00",
+            "--gpus",
+            "1",
+            "--cpus",
+            "4",
+            "--mem",
+            "16G",
+            "--max-parallel",
+            "2",
+            "--sbatch-arg=--account=proj",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(!dir.exists(), "a dry run wrote {}", dir.display());
     let s = String::from_utf8_lossy(&out.stdout);
-    for line in ["#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --time=01:30:00", "#SBATCH --cpus-per-task=4", "#SBATCH --gres=gpu:1", "#SBATCH --mem=16G", "#SBATCH --account=proj", "#SBATCH --signal=B:INT@120"] {
+    for line in [
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=01:30:00",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --mem=16G",
+        "#SBATCH --account=proj",
+        "#SBATCH --signal=B:INT@120",
+    ] {
         assert!(s.contains(line), "{line} missing from\n{s}");
     }
     // Task N runs point N.
@@ -431,13 +497,17 @@ fn slurm_array_job_runs_the_sweep_and_matches_the_local_executor() {
         if t0.elapsed() > Duration::from_secs(300) {
             let _ = child.kill();
             let q = Command::new("squeue").args(["-t", "all"]).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
-            let logs: String = std::fs::read_dir(dir.join("logs")).map(|rd| rd.flatten().map(|e| format!("--- {}\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect()).unwrap_or_default();
+            let logs: String = std::fs::read_dir(dir.join("logs"))
+                .map(|rd| rd.flatten().map(|e| format!("--- {}\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect())
+                .unwrap_or_default();
             panic!("the Slurm sweep did not end within 300 s\nsqueue:\n{q}\n{logs}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = child.wait_with_output().unwrap();
-    let logs: String = std::fs::read_dir(dir.join("logs")).map(|rd| rd.flatten().map(|e| format!("--- {}\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect()).unwrap_or_default();
+    let logs: String = std::fs::read_dir(dir.join("logs"))
+        .map(|rd| rd.flatten().map(|e| format!("--- {}\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect())
+        .unwrap_or_default();
     assert!(out.status.success(), "{}\n{logs}", text(&out));
     eprintln!("2 x 2 Slurm sweep: {:.1} s", t0.elapsed().as_secs_f64());
     let m = read_json(&dir.join("sweep.json"));

@@ -95,10 +95,20 @@ fn sweep_files_with_errors_are_refused_with_a_reason() {
     std::fs::write(&good, format!("base = \"base.toml\"\n{seeds}")).unwrap();
     expect_error("bad executor flag", &["sweep", good.to_str().unwrap(), "--executor", "cloud", "--dry-run"], &[], &["--executor", "cloud"]);
     expect_error("jobs 0 flag", &["sweep", good.to_str().unwrap(), "--jobs", "0", "--dry-run"], &[], &["--jobs"]);
-    expect_error("bad partition flag", &["sweep", good.to_str().unwrap(), "--executor", "slurm", "--partition", "a b", "--dry-run"], &[], &["partition", "one word"]);
+    expect_error(
+        "bad partition flag",
+        &["sweep", good.to_str().unwrap(), "--executor", "slurm", "--partition", "a b", "--dry-run"],
+        &[],
+        &["partition", "one word"],
+    );
     // No Slurm on the PATH: a clear error, and the manifest says nothing was submitted.
     let out = t.join("out/no-sbatch");
-    expect_error("no sbatch", &["sweep", good.to_str().unwrap(), "--out", out.to_str().unwrap(), "--executor", "slurm"], &[("PATH", "/nonexistent")], &["sbatch", "--executor local"]);
+    expect_error(
+        "no sbatch",
+        &["sweep", good.to_str().unwrap(), "--out", out.to_str().unwrap(), "--executor", "slurm"],
+        &[("PATH", "/nonexistent")],
+        &["sbatch", "--executor local"],
+    );
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
     assert!(m["points"].as_array().unwrap().iter().all(|p| p["status"] == "pending"), "{m}");
 }

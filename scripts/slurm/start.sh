@@ -53,6 +53,12 @@ node_line=$(slurmd -C | head -n 1)
 case "$node_line" in NodeName=*) ;; *) fail "unexpected output of slurmd -C: $node_line" ;; esac
 node_name=${node_line%% *}
 node_name=${node_name#NodeName=}
+# 90% of the memory slurmd reports: a node whose configured memory exceeds what slurmd finds at
+# registration is drained ("Low RealMemory"), and memory is not a consumable here anyway.
+mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node_line")
+[ -n "$mem" ] && node_line=$(sed "s/RealMemory=[0-9]*/RealMemory=$((mem * 9 / 10))/" <<<"$node_line")
+# Addresses are localhost, so the host name need not resolve.
+node_line="$node_line NodeAddr=127.0.0.1"
 sed -e "s|@HOST@|$host|" -e "s|@DIR@|$dir|g" -e "s|@NODE_LINE@|$node_line|" -e "s|@NODE_NAME@|$node_name|" \
   -e "s|@CTLD_PORT@|${SLURM_CTLD_PORT:-6817}|" -e "s|@SLURMD_PORT@|${SLURMD_PORT:-6818}|" \
   "$here/slurm.conf.in" >"$dir/slurm.conf"

@@ -135,7 +135,13 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     }
     let retries = a.retries.or(spec.section.retries).unwrap_or(0);
     let axes: Vec<String> = spec.axes.iter().map(|x| format!("{} ({})", x.name, x.values.len())).collect();
-    eprintln!("sweep {}: {} points{}; folder {}", spec.name, points.len(), if axes.is_empty() { String::new() } else { format!(" over {}", axes.join(" x ")) }, dir.display());
+    eprintln!(
+        "sweep {}: {} points{}; folder {}",
+        spec.name,
+        points.len(),
+        if axes.is_empty() { String::new() } else { format!(" over {}", axes.join(" x ")) },
+        dir.display()
+    );
 
     if a.dry_run {
         let plan = plan::plan(&spec, &points, &dir, executor, a.force)?;
@@ -198,7 +204,12 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
                     130
                 }
                 LocalOutcome::Failed(names) => {
-                    eprintln!("{} runs failed: {}; their logs are in {}; run the same command again to retry them", names.len(), names.join(", "), dir.join("logs").display());
+                    eprintln!(
+                        "{} runs failed: {}; their logs are in {}; run the same command again to retry them",
+                        names.len(),
+                        names.join(", "),
+                        dir.join("logs").display()
+                    );
                     1
                 }
             })

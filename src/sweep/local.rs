@@ -100,7 +100,14 @@ fn log_tail(path: &Path, n: usize) -> String {
 /// Runs the points `todo` of the manifest, `opts.jobs` at a time, saving the manifest after
 /// every change. `presses` counts Ctrl-Cs (the caller's signal handler adds to it). `say`
 /// receives one line per start and end.
-pub fn run_local(dir: &Path, m: &mut Manifest, todo: &[usize], opts: &LocalOptions, presses: &AtomicUsize, say: &mut dyn FnMut(String)) -> Result<LocalOutcome> {
+pub fn run_local(
+    dir: &Path,
+    m: &mut Manifest,
+    todo: &[usize],
+    opts: &LocalOptions,
+    presses: &AtomicUsize,
+    say: &mut dyn FnMut(String),
+) -> Result<LocalOutcome> {
     let mut queue: VecDeque<usize> = todo.iter().copied().collect();
     let mut running: Vec<Running> = Vec::new();
     let mut forwarded = 0;
@@ -164,7 +171,13 @@ pub fn run_local(dir: &Path, m: &mut Manifest, todo: &[usize], opts: &LocalOptio
             let what = match st {
                 Status::Finished => format!("finished {} in {secs:.1} s", e.name),
                 Status::Cancelled => format!("cancelled {} after {secs:.1} s", e.name),
-                _ => format!("FAILED {} after {secs:.1} s: {}{} (log: {})", e.name, e.error.as_deref().unwrap_or(""), if retry { "; retrying" } else { "" }, dir.join(&e.log).display()),
+                _ => format!(
+                    "FAILED {} after {secs:.1} s: {}{} (log: {})",
+                    e.name,
+                    e.error.as_deref().unwrap_or(""),
+                    if retry { "; retrying" } else { "" },
+                    dir.join(&e.log).display()
+                ),
             };
             if st == Status::Failed && !retry {
                 failed.push(e.name.clone());

@@ -175,7 +175,9 @@ pub enum RunState {
     Absent,
     /// Started, no end yet: running, or stopped without a word.
     Started,
-    Finished { seconds: Option<f64> },
+    Finished {
+        seconds: Option<f64>,
+    },
     Failed(String),
     Cancelled,
 }
@@ -223,7 +225,8 @@ impl SweepLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         use std::io::{Read, Seek, Write};
         let p = dir.join(".sweep.lock");
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&p).with_context(|| format!("opening {}", p.display()))?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&p).with_context(|| format!("opening {}", p.display()))?;
         if !Self::try_lock(&f) {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);

@@ -99,7 +99,11 @@ pub fn plan(spec: &SweepSpec, points: &[Point], dir: &Path, executor: Executor, 
         created_unix: old.as_ref().map(|m| m.created_unix).unwrap_or(now),
         updated_unix: now,
         executor: executor.as_str().into(),
-        axes: spec.axes.iter().map(|a| AxisInfo { name: a.name.clone(), keys: a.keys.clone(), labels: a.values.iter().map(|v| v.label.clone()).collect() }).collect(),
+        axes: spec
+            .axes
+            .iter()
+            .map(|a| AxisInfo { name: a.name.clone(), keys: a.keys.clone(), labels: a.values.iter().map(|v| v.label.clone()).collect() })
+            .collect(),
         points: entries,
         slurm_jobs: old.map(|m| m.slurm_jobs).unwrap_or_default(),
     };

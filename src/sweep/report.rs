@@ -154,7 +154,8 @@ fn run_metrics(run: &Path) -> Result<BTreeMap<String, BTreeMap<String, [f64; 4]>
     let mut out = BTreeMap::new();
     out.insert(TEST_SET.to_string(), read_metrics(&run.join("metrics.json"))?);
     if let Ok(rd) = std::fs::read_dir(run.join("eval")) {
-        let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter(|e| e.path().join("metrics.json").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            rd.filter_map(|e| e.ok()).filter(|e| e.path().join("metrics.json").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for n in names {
             let key = if n == TEST_SET { format!("eval/{n}") } else { n.clone() };
@@ -202,14 +203,28 @@ pub fn load(dir: &Path, over: Option<&str>) -> Result<SweepReport> {
         };
         if !matches!(state, RunState::Finished { .. }) {
             missing.push((p.name.clone(), state_name.clone()));
-            runs.push(RunSummary { name: p.name.clone(), labels: p.labels.clone(), dataset: p.dataset.clone(), state: state_name, seconds, metrics: BTreeMap::new() });
+            runs.push(RunSummary {
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                dataset: p.dataset.clone(),
+                state: state_name,
+                seconds,
+                metrics: BTreeMap::new(),
+            });
             continue;
         }
         let metrics = match run_metrics(&run) {
             Ok(x) => x,
             Err(e) => {
                 missing.push((p.name.clone(), format!("{e:#}")));
-                runs.push(RunSummary { name: p.name.clone(), labels: p.labels.clone(), dataset: p.dataset.clone(), state: "unreadable".into(), seconds, metrics: BTreeMap::new() });
+                runs.push(RunSummary {
+                    name: p.name.clone(),
+                    labels: p.labels.clone(),
+                    dataset: p.dataset.clone(),
+                    state: "unreadable".into(),
+                    seconds,
+                    metrics: BTreeMap::new(),
+                });
                 continue;
             }
         };
@@ -248,7 +263,8 @@ pub fn load(dir: &Path, over: Option<&str>) -> Result<SweepReport> {
     for eval in &eval_sets {
         for (si, s) in settings.iter().enumerate() {
             for method in &methods {
-                let per_rep: Vec<(&String, &[f64; 4])> = s.replicates.iter().filter_map(|r| cells.get(&(eval.clone(), si, r.clone(), method.clone())).map(|v| (r, v))).collect();
+                let per_rep: Vec<(&String, &[f64; 4])> =
+                    s.replicates.iter().filter_map(|r| cells.get(&(eval.clone(), si, r.clone(), method.clone())).map(|v| (r, v))).collect();
                 if per_rep.is_empty() {
                     continue;
                 }
@@ -258,7 +274,10 @@ pub fn load(dir: &Path, over: Option<&str>) -> Result<SweepReport> {
                         if method == "map" {
                             return None;
                         }
-                        let d: Vec<f64> = per_rep.iter().filter_map(|(r, v)| cells.get(&(eval.clone(), si, (*r).clone(), "map".to_string())).map(|mp| v[j] - mp[j])).collect();
+                        let d: Vec<f64> = per_rep
+                            .iter()
+                            .filter_map(|(r, v)| cells.get(&(eval.clone(), si, (*r).clone(), "map".to_string())).map(|mp| v[j] - mp[j]))
+                            .collect();
                         Stats::of(d)
                     })
                     .collect();

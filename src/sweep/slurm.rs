@@ -124,9 +124,11 @@ pub fn job_script(dir: &Path, m: &Manifest, tasks: &[usize], s: &SlurmSection, e
 
 /// Submits the script, returning the job id (`sbatch --parsable` prints `ID` or `ID;CLUSTER`).
 pub fn submit(script: &Path) -> Result<String> {
-    let out = Command::new("sbatch").arg("--parsable").arg(script).output().map_err(|e| {
-        anyhow!("cannot run sbatch ({e}): is Slurm installed here (a login node)? Use --executor local to run on this machine")
-    })?;
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(script)
+        .output()
+        .map_err(|e| anyhow!("cannot run sbatch ({e}): is Slurm installed here (a login node)? Use --executor local to run on this machine"))?;
     if !out.status.success() {
         bail!("sbatch refused the job script {}: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
     }

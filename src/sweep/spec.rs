@@ -584,10 +584,7 @@ pub fn config_differences(a: &ExperimentConfig, b: &ExperimentConfig) -> Vec<Str
     flatten("", &ta, &mut fa);
     flatten("", &tb, &mut fb);
     let keys: BTreeSet<&String> = fa.iter().chain(&fb).map(|(k, _)| k).collect();
-    keys.into_iter()
-        .filter(|k| fa.iter().find(|(x, _)| x == *k).map(|(_, v)| v) != fb.iter().find(|(x, _)| x == *k).map(|(_, v)| v))
-        .cloned()
-        .collect()
+    keys.into_iter().filter(|k| fa.iter().find(|(x, _)| x == *k).map(|(_, v)| v) != fb.iter().find(|(x, _)| x == *k).map(|(_, v)| v)).cloned().collect()
 }
 
 #[cfg(test)]
@@ -602,7 +599,8 @@ mod tests {
 
     #[test]
     fn product_of_axes_last_varies_fastest() {
-        let s = spec(&format!("{BASE}[[axis]]\nkey = \"train.learning_rate\"\nvalues = [5e-4, 1e-3]\n[[axis]]\nkey = \"train.seed\"\nvalues = [0, 1, 2]\n")).unwrap();
+        let s = spec(&format!("{BASE}[[axis]]\nkey = \"train.learning_rate\"\nvalues = [5e-4, 1e-3]\n[[axis]]\nkey = \"train.seed\"\nvalues = [0, 1, 2]\n"))
+            .unwrap();
         let p = s.points().unwrap();
         let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
@@ -666,7 +664,9 @@ mod tests {
 
     #[test]
     fn invalid_points_are_named_before_anything_runs() {
-        let s = spec(&format!("{BASE}[[axis]]\nkey = \"train.learning_rate\"\nvalues = [1e-3, -1.0, \"fast\"]\n[[axis]]\nkey = \"train.seeed\"\nvalues = [0]\n")).unwrap();
+        let s =
+            spec(&format!("{BASE}[[axis]]\nkey = \"train.learning_rate\"\nvalues = [1e-3, -1.0, \"fast\"]\n[[axis]]\nkey = \"train.seeed\"\nvalues = [0]\n"))
+                .unwrap();
         let e = format!("{:#}", s.points().unwrap_err());
         assert!(e.contains("3 of 3 points"), "{e}");
         assert!(e.contains("learning_rate=0.001_seeed=0") && e.contains("seeed"), "{e}");

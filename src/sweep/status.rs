@@ -33,10 +33,14 @@ pub fn refresh(dir: &Path, m: &mut Manifest) -> SlurmView {
                 (_, Some((s, _))) if s == "RUNNING" => (Status::Running, None),
                 (_, Some((s, _))) if slurm::is_live(s) => (Status::Submitted, None),
                 (Status::Submitted, Some((s, _))) if s == "CANCELLED" => (Status::Cancelled, Some("cancelled in Slurm before it started".into())),
-                (Status::Submitted, Some((s, _))) => (Status::Failed, Some(format!("the Slurm task ended ({s}) before the run started; see logs/slurm-{}.log", e.slurm_job.as_deref().unwrap_or("?")))),
-                (Status::Submitted, None) if slurm_answered => {
-                    (Status::Failed, Some(format!("the Slurm task is gone and never started the run; see logs/slurm-{}.log", e.slurm_job.as_deref().unwrap_or("?"))))
-                }
+                (Status::Submitted, Some((s, _))) => (
+                    Status::Failed,
+                    Some(format!("the Slurm task ended ({s}) before the run started; see logs/slurm-{}.log", e.slurm_job.as_deref().unwrap_or("?"))),
+                ),
+                (Status::Submitted, None) if slurm_answered => (
+                    Status::Failed,
+                    Some(format!("the Slurm task is gone and never started the run; see logs/slurm-{}.log", e.slurm_job.as_deref().unwrap_or("?"))),
+                ),
                 (Status::Running, _) if !local_alive => (Status::Pending, None),
                 (s, _) => (s, e.error.clone()),
             },
