@@ -26,26 +26,10 @@ struct Fx {
     sweep: PathBuf,
 }
 
+/// The pipeline tests' tiny experiment, its data paths made relative (to the base file's folder).
 fn base_toml(model: &Path, epochs: usize, max_train: usize) -> String {
-    format!(
-        r#"[model]
-source = "{}"
-[data]
-train = "data/compare4/train.jsonl"
-validation = "data/compare4/validation.jsonl"
-test = "data/compare4/test.jsonl"
-max_train = {max_train}
-max_validation = 8
-max_test = 12
-[lora]
-rank = 2
-alpha = 4
-[train]
-epochs = {epochs}
-batch_size = 4
-"#,
-        model.display()
-    )
+    let abs = repo().join("sample_data").join("compare4");
+    laplace_lora::testing::tiny_experiment_toml(model, max_train, epochs, 0).replace(&abs.display().to_string(), "data/compare4")
 }
 
 const AXES: &str = r#"

@@ -8,36 +8,19 @@ use crate::runio::write_atomic;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
-fn pm(s: &Option<Stats>, full: usize) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) => {
-            let mut t = match s.sd {
-                Some(sd) => format!("{:.3} ± {:.3}", s.mean, sd),
-                None => format!("{:.3}", s.mean),
-            };
-            if s.n < full {
-                t.push_str(&format!(" (n={})", s.n));
-            }
-            t
-        }
+/// "0.713 ± 0.012" ("+0.013 ± 0.004" when `signed`), "(n=2)" added where a cell has fewer seeds
+/// than its setting (`full`).
+fn pm(s: &Option<Stats>, full: usize, signed: bool) -> String {
+    let Some(s) = s else { return "–".into() };
+    let mean = if signed { format!("{:+.3}", s.mean) } else { format!("{:.3}", s.mean) };
+    let mut t = match s.sd {
+        Some(sd) => format!("{mean} ± {sd:.3}"),
+        None => mean,
+    };
+    if s.n < full {
+        t.push_str(&format!(" (n={})", s.n));
     }
-}
-
-fn signed_pm(s: &Option<Stats>, full: usize) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) => {
-            let mut t = match s.sd {
-                Some(sd) => format!("{:+.3} ± {:.3}", s.mean, sd),
-                None => format!("{:+.3}", s.mean),
-            };
-            if s.n < full {
-                t.push_str(&format!(" (n={})", s.n));
-            }
-            t
-        }
-    }
+    t
 }
 
 fn eval_title(e: &str) -> String {
@@ -62,7 +45,8 @@ fn seeds_phrase(r: &SweepReport) -> String {
         Some(a) => {
             let counts: std::collections::BTreeSet<usize> = r.settings.iter().map(|s| s.replicates.len()).collect();
             let c: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
-            format!("over the {} values of `{a}`", c.join(" or "))
+            let spread = if counts.iter().all(|&c| c < 2) { "; no spread with one seed" } else { "" };
+            format!("over {} seeds per setting (axis `{a}`{spread})", c.join(" or "))
         }
         None => "of single runs (the sweep has no seed axis, so no spread)".into(),
     }
@@ -97,7 +81,7 @@ Columns: {}. (n=k) marks a cell with fewer seeds than its setting.\n",
             for (m, cells) in &g {
                 o.push_str(&format!("| {m} |"));
                 for (s, c) in cells.iter().enumerate() {
-                    o.push_str(&format!(" {} |", c.map(|c| pm(&c.metrics[j], r.settings[s].replicates.len())).unwrap_or_else(|| "–".into())));
+                    o.push_str(&format!(" {} |", c.map(|c| pm(&c.metrics[j], r.settings[s].replicates.len(), false)).unwrap_or_else(|| "–".into())));
                 }
                 o.push('\n');
             }
@@ -110,7 +94,7 @@ Columns: {}. (n=k) marks a cell with fewer seeds than its setting.\n",
                 for (m, cells) in g.iter().filter(|(m, _)| *m != "map") {
                     o.push_str(&format!("| {m} |"));
                     for (s, c) in cells.iter().enumerate() {
-                        o.push_str(&format!(" {} |", c.map(|c| signed_pm(&c.vs_map[j], r.settings[s].replicates.len())).unwrap_or_else(|| "–".into())));
+                        o.push_str(&format!(" {} |", c.map(|c| pm(&c.vs_map[j], r.settings[s].replicates.len(), true)).unwrap_or_else(|| "–".into())));
                     }
                     o.push('\n');
                 }
