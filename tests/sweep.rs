@@ -436,7 +436,11 @@ fn slurm_node_idle(timeout: Duration) -> Result<(), String> {
     let t0 = Instant::now();
     let mut last;
     loop {
-        match Command::new("sinfo").args(["-h", "-o", "%T"]).output() {
+        // Bounded: with a configuration but no controller, sinfo retries for about a minute.
+        let mut sinfo = Command::new("sinfo");
+        sinfo.args(["-h", "-o", "%T"]);
+        match laplace_lora::sweep::slurm::output_within(sinfo, Duration::from_secs(5)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = format!("sinfo: {e}"),
             Err(e) => return Err(format!("sinfo cannot run ({e}): Slurm is not installed")),
             Ok(o) if !o.status.success() => last = format!("sinfo failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
             Ok(o) => {
@@ -448,7 +452,11 @@ fn slurm_node_idle(timeout: Duration) -> Result<(), String> {
             }
         }
         if t0.elapsed() > timeout {
-            let node = Command::new("scontrol").args(["show", "node"]).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+            let mut sc = Command::new("scontrol");
+            sc.args(["show", "node"]);
+            let node = laplace_lora::sweep::slurm::output_within(sc, Duration::from_secs(5))
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
             return Err(format!("no idle Slurm node after {} s ({last})\n{node}", timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -2,13 +2,14 @@
 //! learning rates, ranks, methods, priors), on a local queue or as one Slurm array job, and the
 //! paper's table over them (DESIGN.md section 5).
 //!
-//! - `spec`: the sweep file and its expansion into validated points;
+//! - `spec`, `labels`: the sweep file and its expansion into validated, named points;
 //! - `plan`, `manifest`: the sweep folder, `sweep.json`, resuming;
 //! - `local`, `slurm`, `status`: the executors and the status of a sweep;
 //! - `report`, `render`: the table (a library API for the GUI) and its Markdown, CSV, LaTeX;
 //! - `cli`: the `sweep` and `report` verbs.
 
 pub mod cli;
+pub mod labels;
 pub mod local;
 pub mod manifest;
 pub mod plan;

@@ -16,6 +16,42 @@ pub const SCRIPT: &str = "sweep.sbatch";
 /// boundary with a `cancelled` event instead of being killed mid-write.
 const SIGNAL_LEAD_S: u32 = 120;
 
+/// How long a Slurm command may take to answer. Slurm's clients retry an unreachable controller
+/// for about a minute (measured: `sinfo` 59 s with slurmctld stopped); a status should not hang.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs a command and collects its output, killing it after `timeout` (an error then).
+pub fn output_within(mut cmd: Command, timeout: std::time::Duration) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // Readers on threads, so that a large answer cannot block the child on a full pipe.
+    let read = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {} s (is slurmctld running?)", timeout.as_secs())));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok(std::process::Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
 /// Shell single quotes: 'a'\''b'.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -178,8 +214,10 @@ pub fn query(jobs: &[String]) -> SlurmView {
         return v;
     }
     let list = jobs.join(",");
-    match Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%i|%T|%M", "-j", &list]).output() {
-        Err(e) => v.notes.push(format!("squeue unavailable ({e})")),
+    let mut squeue = Command::new("squeue");
+    squeue.args(["-h", "-r", "-t", "all", "-o", "%i|%T|%M", "-j", &list]);
+    match output_within(squeue, ANSWER_TIMEOUT) {
+        Err(e) => v.notes.push(format!("squeue unavailable: {e}")),
         Ok(o) => {
             for line in String::from_utf8_lossy(&o.stdout).lines() {
                 let f: Vec<&str> = line.trim().split('|').collect();
@@ -194,8 +232,10 @@ pub fn query(jobs: &[String]) -> SlurmView {
             }
         }
     }
-    match Command::new("sacct").args(["-n", "-P", "-X", "-o", "JobID,State,Elapsed", "-j", &list]).output() {
-        Err(e) => v.notes.push(format!("sacct unavailable ({e})")),
+    let mut sacct = Command::new("sacct");
+    sacct.args(["-n", "-P", "-X", "-o", "JobID,State,Elapsed", "-j", &list]);
+    match output_within(sacct, ANSWER_TIMEOUT) {
+        Err(e) => v.notes.push(format!("sacct unavailable: {e}")),
         Ok(o) if !o.status.success() || String::from_utf8_lossy(&o.stderr).contains("disabled") => {
             let text = String::from_utf8_lossy(&o.stderr).trim().to_string() + String::from_utf8_lossy(&o.stdout).trim();
             v.notes.push(format!("sacct: {}", if text.is_empty() { "no answer".into() } else { text }));
@@ -218,6 +258,19 @@ pub fn query(jobs: &[String]) -> SlurmView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_does_not_answer_is_stopped() {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let t0 = std::time::Instant::now();
+        let e = output_within(c, std::time::Duration::from_millis(300)).unwrap_err();
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5) && e.to_string().contains("no answer"), "{e}");
+        let mut c = Command::new("sh");
+        c.args(["-c", "head -c 200000 /dev/zero; echo done >&2"]);
+        let o = output_within(c, std::time::Duration::from_secs(20)).unwrap();
+        assert_eq!((o.stdout.len(), String::from_utf8_lossy(&o.stderr).trim()), (200000, "done"));
+    }
 
     #[test]
     fn array_specs_compress_runs() {

@@ -32,6 +32,7 @@
 //! folder; paths in axis values from the current folder or else from the sweep file's folder
 //! (the same rule as `ExperimentConfig::from_file`), and stored absolute.
 
+use super::labels::{check_label, default_axis_name, point_name, unique_labels, value_label};
 use crate::experiment::ExperimentConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -379,121 +380,6 @@ fn check_key(k: &str) -> Result<()> {
     Ok(())
 }
 
-/// Labels and names go into folder names: letters, digits and `.`, `_`, `+`, `-` only.
-fn check_label(what: &str, l: &str) -> Result<()> {
-    if l.is_empty() || l.len() > 64 || !l.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)) || l.starts_with('.') {
-        bail!("{what} {l:?} must be 1-64 letters, digits, '.', '_', '+' or '-' (it becomes part of a folder name)");
-    }
-    Ok(())
-}
-
-fn default_axis_name(keys: &[String], i: usize) -> String {
-    if keys.iter().all(|k| k.starts_with("data.")) && keys.iter().any(|k| matches!(k.as_str(), "data.train" | "data.test" | "data.validation")) {
-        return "data".into();
-    }
-    if keys.iter().any(|k| k == "methods.list") {
-        return "methods".into();
-    }
-    match keys {
-        [one] => one.rsplit('.').next().unwrap_or(one).to_string(),
-        _ => {
-            let firsts: BTreeSet<&str> = keys.iter().filter_map(|k| k.split('.').next()).collect();
-            if firsts.len() == 1 {
-                firsts.into_iter().next().unwrap().to_string()
-            } else {
-                format!("axis{}", i + 1)
-            }
-        }
-    }
-}
-
-/// A label made from a value: a dataset name for data paths, the number or string otherwise.
-fn value_label(ov: &[(String, Value)]) -> String {
-    if let Some((k, v)) = ov.iter().find(|(k, _)| k == "data.train") {
-        return sanitize(&leaf_label(k, v));
-    }
-    let mut parts: Vec<String> = Vec::new();
-    for (k, v) in ov {
-        let l = leaf_label(k, v);
-        if !parts.contains(&l) {
-            parts.push(l);
-        }
-    }
-    sanitize(&parts.join("+"))
-}
-
-fn leaf_label(key: &str, v: &Value) -> String {
-    match v {
-        Value::String(s) if is_path_key(key) => dataset_label(Path::new(s)),
-        Value::String(s) => s.clone(),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => float_label(*f),
-        Value::Boolean(b) => b.to_string(),
-        Value::Array(items) => items.iter().map(|x| leaf_label(key, x)).collect::<Vec<_>>().join("+"),
-        Value::Table(t) => t.iter().map(|(k, x)| leaf_label(&format!("{key}.{k}"), x)).collect::<Vec<_>>().join("+"),
-        Value::Datetime(d) => d.to_string(),
-    }
-}
-
-/// The file's stem, or its folder's name for the usual split names (`yesno/train.jsonl` -> yesno).
-pub fn dataset_label(p: &Path) -> String {
-    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let generic = ["train", "training", "validation", "valid", "val", "dev", "test", "data"];
-    if generic.contains(&stem.as_str()) {
-        if let Some(d) = p.parent().and_then(|d| d.file_name()) {
-            return d.to_string_lossy().into_owned();
-        }
-    }
-    stem
-}
-
-/// 0.0005 -> "0.0005", 5e-5 -> "5e-5", 3.0 -> "3" (exponents below 1e-4 and from 1e6).
-pub fn float_label(f: f64) -> String {
-    if f != 0.0 && (f.abs() < 1e-4 || f.abs() >= 1e6) {
-        format!("{f:e}")
-    } else {
-        format!("{f}")
-    }
-}
-
-/// Folder-safe: anything but letters, digits and `._+-` becomes `-`; at most 40 characters.
-fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '-' }).collect();
-    out = out.trim_start_matches('.').to_string();
-    if out.len() > 40 {
-        out.truncate(40);
-    }
-    if out.is_empty() {
-        "value".into()
-    } else {
-        out
-    }
-}
-
-/// Made-up labels that collide get `-2`, `-3`, ... (in value order).
-fn unique_labels(labels: Vec<String>) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    labels
-        .into_iter()
-        .map(|l| {
-            let mut cand = l.clone();
-            let mut k = 2;
-            while !seen.insert(cand.clone()) {
-                cand = format!("{l}-{k}");
-                k += 1;
-            }
-            cand
-        })
-        .collect()
-}
-
-fn point_name(labels: &[(String, String)]) -> String {
-    if labels.is_empty() {
-        return "base".into();
-    }
-    labels.iter().map(|(a, l)| format!("{a}={l}")).collect::<Vec<_>>().join("_")
-}
-
 /// Dotted leaves of a table: {data = {train = "x"}} and {"data.train" = "x"} both give data.train.
 fn flatten(prefix: &str, t: &Table, out: &mut Vec<(String, Value)>) {
     for (k, v) in t {
@@ -531,7 +417,7 @@ pub fn set_dotted(t: &mut Table, key: &str, v: Value) -> Result<()> {
 }
 
 /// Keys whose string values are file or folder paths.
-fn is_path_key(key: &str) -> bool {
+pub(super) fn is_path_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
     (key.starts_with("data.") && matches!(last, "train" | "validation" | "test" | "path")) || key == "model.source"
 }
@@ -676,18 +562,6 @@ mod tests {
         let s = spec(&format!("{BASE}[base.train]\nseed = 1\n[[axis]]\nkey = \"train.seed.x\"\nvalues = [1]\n")).unwrap();
         let e = format!("{:#}", s.points().unwrap_err());
         assert!(e.contains("cannot set train.seed.x: train.seed is an integer"), "{e}");
-    }
-
-    #[test]
-    fn labels_from_values() {
-        assert_eq!(float_label(5e-4), "0.0005");
-        assert_eq!(float_label(5e-5), "5e-5");
-        assert_eq!(float_label(2.0), "2");
-        assert_eq!(dataset_label(Path::new("/x/yesno/train.jsonl")), "yesno");
-        assert_eq!(dataset_label(Path::new("/x/obqa-main.parquet")), "obqa-main");
-        assert_eq!(value_label(&[("methods.list".into(), Value::Array(vec!["map".into(), "laplace".into()]))]), "map+laplace");
-        assert_eq!(unique_labels(vec!["a".into(), "a".into(), "b".into(), "a".into()]), ["a", "a-2", "b", "a-3"]);
-        assert_eq!(sanitize("a b/c"), "a-b-c");
     }
 
     #[test]
