@@ -229,6 +229,12 @@ writes RUN/prior_study.csv. Nothing else in the run changes.")]
         /// A run directory written by `run`.
         run: PathBuf,
     },
+    /// Run an experiment over axes of its configuration (seeds, data sets, ...), locally or on Slurm.
+    #[command(long_about = laplace_lora::sweep::cli::SWEEP_ABOUT)]
+    Sweep(laplace_lora::sweep::cli::SweepArgs),
+    /// Write the paper's table (mean +- sd over seeds per data set and method) for a sweep folder.
+    #[command(long_about = laplace_lora::sweep::cli::REPORT_ABOUT)]
+    Report(laplace_lora::sweep::cli::ReportArgs),
 }
 
 /// Single [laplace] settings given on the command line.
@@ -371,6 +377,8 @@ fn main() {
         }
         Some(Command::StudyPositions { run, examples, eval, delta, layers }) => on_compute_pool(|| cmd_study(&run, examples, eval, delta, layers)),
         Some(Command::StudyPrior { run }) => on_compute_pool(|| cmd_study_prior(&run)),
+        Some(Command::Sweep(args)) => laplace_lora::sweep::cli::cmd_sweep(args),
+        Some(Command::Report(args)) => laplace_lora::sweep::cli::cmd_report(args),
     };
     match r {
         Ok(code) => std::process::exit(code),
