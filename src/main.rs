@@ -359,7 +359,22 @@ fn main() {
         }),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
         Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
-        Some(Command::Bench { model, repeats, laplace_repeats, kfac_examples, test_examples, json, device, synthetic, synthetic_config, dtype, seq_len, batch, cpu, no_check }) => {
+        Some(Command::Bench {
+            model,
+            repeats,
+            laplace_repeats,
+            kfac_examples,
+            test_examples,
+            json,
+            device,
+            synthetic,
+            synthetic_config,
+            dtype,
+            seq_len,
+            batch,
+            cpu,
+            no_check,
+        }) => {
             let source = match (&synthetic_config, synthetic) {
                 (Some(p), _) => BenchModel::SyntheticConfig(p.clone()),
                 (None, true) => BenchModel::Synthetic,
@@ -499,9 +514,7 @@ fn cmd_bench(source: BenchModel, device: &str, dtype: &str, opts: BenchOpts, jso
     if !bench::reset_peak_rss() {
         eprintln!("  (cannot reset the peak RSS: peak_rss_mib includes loading the model)");
     }
-    let step = bench::lora_step(&m, shape, repeats, &mut |rep, dt| {
-        eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" })
-    })?;
+    let step = bench::lora_step(&m, shape, repeats, &mut |rep, dt| eprintln!("  lora step {} {:.3} s{}", rep, dt, if rep == 0 { " (warm-up)" } else { "" }))?;
     let peak_step = bench::peak_rss_mib();
     let (mut kfac, mut dec, mut pred, mut params, mut peak_laplace) = (f64::NAN, f64::NAN, f64::NAN, 0, f64::NAN);
     if laplace_repeats > 0 {
@@ -680,7 +693,11 @@ fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str) -> 
     let name = name.unwrap_or_else(|| {
         let s = data.to_string_lossy();
         // A known name ("mmlu:college_physics") or a file's stem.
-        if !data.exists() { s.replace(':', "-") } else { data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into()) }
+        if !data.exists() {
+            s.replace(':', "-")
+        } else {
+            data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into())
+        }
     });
     let data = if data.exists() { std::path::absolute(&data)? } else { data };
     eprintln!("evaluating {} on {} as eval/{name}", run.display(), data.display());

@@ -710,12 +710,29 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
         &["answer_out_of_range.parquet, row 1:", "column `answer`", "out of range"],
     ));
     c.push(case("hf_null_answer", train("hf_null_answer", "null_answer.parquet", ""), &["null_answer.parquet, row 1:", "`answer` is missing or null"]));
-    c.push(case("hf_missing_column", train("hf_missing_column", "missing_answer.parquet", "format = \"mcq\""), &["missing_answer.parquet: missing column `answer`", "the table's columns"]));
-    c.push(case("hf_wrong_type", train("hf_wrong_type", "choices_wrong_type.parquet", "format = \"mcq\""), &["choices_wrong_type.parquet, row 0:", "`choices` should be a list"]));
-    c.push(case("hf_unreadable_type", train("hf_unreadable_type", "binary_question.parquet", "format = \"mcq\""), &["binary_question.parquet", "`question`", "Binary"]));
-    c.push(case("hf_wrong_schema", train("hf_wrong_schema", "unknown_schema.parquet", ""), &["unknown_schema.parquet, row 0:", "cannot tell the dataset format"]));
+    c.push(case(
+        "hf_missing_column",
+        train("hf_missing_column", "missing_answer.parquet", "format = \"mcq\""),
+        &["missing_answer.parquet: missing column `answer`", "the table's columns"],
+    ));
+    c.push(case(
+        "hf_wrong_type",
+        train("hf_wrong_type", "choices_wrong_type.parquet", "format = \"mcq\""),
+        &["choices_wrong_type.parquet, row 0:", "`choices` should be a list"],
+    ));
+    c.push(case(
+        "hf_unreadable_type",
+        train("hf_unreadable_type", "binary_question.parquet", "format = \"mcq\""),
+        &["binary_question.parquet", "`question`", "Binary"],
+    ));
+    c.push(case(
+        "hf_wrong_schema",
+        train("hf_wrong_schema", "unknown_schema.parquet", ""),
+        &["unknown_schema.parquet, row 0:", "cannot tell the dataset format"],
+    ));
     // A damaged Arrow stream on which arrow-ipc 60 panics (found by the fuzz loop): an error, no panic text.
-    let crash = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/dataset_arrow/crash-arrow-buffer-slice-0f8266f464f0f689")).unwrap();
+    let crash =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/dataset_arrow/crash-arrow-buffer-slice-0f8266f464f0f689")).unwrap();
     c.push(case("hf_arrow_reader_panics", fx.bad_train("hf_arrow_reader_panics", "damaged.arrow", &crash), &["damaged.arrow", "the Arrow reader failed"]));
     c.push(case("hf_state_lists_missing_file", train("hf_state_lists_missing_file", "state_missing_file", ""), &["state_missing_file", "state.json lists"]));
     c.push(case("hf_folder_without_data", train("hf_folder_without_data", "empty_folder", ""), &["empty_folder", "no state.json and no .arrow"]));
@@ -731,10 +748,8 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
     ));
     // Known names. The CLI runs with an empty cache, no hub and no pip (run_cli).
     let named = |case: &'static str, train: &str| {
-        let text = format!(
-            "[model]\nsource = {:?}\n[data]\ntrain = {train:?}\ntest = {train:?}\n[lora]\nrank = 2\nalpha = 4\n",
-            fx.model.display().to_string()
-        );
+        let text =
+            format!("[model]\nsource = {:?}\n[data]\ntrain = {train:?}\ntest = {train:?}\n[lora]\nrank = 2\nalpha = 4\n", fx.model.display().to_string());
         fx.run_args(case, &text)
     };
     c.push(case("known_unknown_mmlu_subject", named("known_unknown_mmlu_subject", "mmlu:quantum_cooking"), &["quantum_cooking", "mmlu:stem", "57 subjects"]));
@@ -757,4 +772,3 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
     c.push(case("eval_unknown_key", eval("eval_unknown_key", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nsplit = \"test\""), &["split"]));
     c
 }
-

@@ -199,7 +199,9 @@ fn known_names_fetch_cache_and_split() {
     assert!(e.contains("evaluation set `arc`") && e.contains("drop_unfit = true") && e.contains("\" True\""), "{e}");
     // Same K, other tokens: WinoGrande's " A"/" B" in a " True"/" False" run.
     let mut wg = yn.clone();
-    wg.eval = EvalSets::try_from(vec![EvalSet { name: "wg".into(), path: "winogrande".into(), format: data::Format::Auto, max_items: None, drop_unfit: false }]).unwrap();
+    wg.eval =
+        EvalSets::try_from(vec![EvalSet { name: "wg".into(), path: "winogrande".into(), format: data::Format::Auto, max_items: None, drop_unfit: false }])
+            .unwrap();
     let e = format!("{:#}", data::load_eval_sets(&wg, 0, &s, &tf).unwrap_err());
     assert!(e.contains("evaluation set `wg`") && e.contains("\" A\", \" B\""), "{e}");
     yn.eval.0[0].drop_unfit = true;

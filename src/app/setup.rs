@@ -282,8 +282,7 @@ impl SetupState {
             }
         }
         let key = (PathBuf::from(self.train.trim()), self.format);
-        if !self.train.trim().is_empty()
-            && self.fetching.is_none() && self.preview_key.as_ref() != Some(&key) && self.pending_preview.is_none() {
+        if !self.train.trim().is_empty() && self.fetching.is_none() && self.preview_key.as_ref() != Some(&key) && self.pending_preview.is_none() {
             self.preview_key = Some(key.clone());
             let (tx, rx) = channel();
             self.pending_preview = Some(rx);

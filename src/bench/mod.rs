@@ -38,15 +38,13 @@ use crate::laplace::fit::predict;
 use crate::laplace::jacobian::{self, Group};
 use crate::laplace::posterior::Posterior;
 use crate::laplace::spectral::SpectralGrid;
-use crate::laplace::{
-    subset_blocks, CurvatureKind, LaplaceConfig, Positions, PredictiveKind, Structure, Subset,
-};
+use crate::laplace::{subset_blocks, CurvatureKind, LaplaceConfig, Positions, PredictiveKind, Structure, Subset};
 use crate::lora::{LoraConfig, LoraSet, Target};
 use crate::model::{Batch, LoadedModel};
+use crate::optim::{FlatAdamW, ParamsAdamW};
 use crate::train::{loss_and_grads, Encoded};
 use anyhow::Result;
 use candle_core::Tensor;
-use crate::optim::{FlatAdamW, ParamsAdamW};
 use serde::Serialize;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -169,24 +167,12 @@ impl BenchReport {
         let mut row = |k: &str, v: String| s.push_str(&format!("{k:<26} {v:>12}\n"));
         row("phase", "value".into());
         row("lora_step_s", format!("{:.3}", self.lora_step_s));
-        row(
-            "kfac_per_example_s",
-            format!("{:.3}", self.kfac_per_example_s),
-        );
+        row("kfac_per_example_s", format!("{:.3}", self.kfac_per_example_s));
         row("kfac_decompose_s", format!("{:.3}", self.kfac_decompose_s));
-        row(
-            "predictive_per_example_s",
-            format!("{:.3}", self.predictive_per_example_s),
-        );
-        row(
-            "prior_recompute_ms",
-            format!("{:.2}", self.prior_recompute_ms),
-        );
+        row("predictive_per_example_s", format!("{:.3}", self.predictive_per_example_s));
+        row("prior_recompute_ms", format!("{:.2}", self.prior_recompute_ms));
         row("peak_rss_mib", format!("{:.0}", self.peak_rss_mib));
-        row(
-            "peak_rss_laplace_mib",
-            format!("{:.0}", self.peak_rss_laplace_mib),
-        );
+        row("peak_rss_laplace_mib", format!("{:.0}", self.peak_rss_laplace_mib));
         row("threads", format!("{}", self.threads));
         row("device", self.device.clone());
         row("frozen_dtype", self.frozen_dtype.clone());
@@ -224,12 +210,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -242,38 +223,19 @@ pub fn reset_peak_rss() -> bool {
 
 /// UTC now as `YYYY-mm-ddTHH:MM:SSZ`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let s = crate::runio::utc_stamp(secs); // YYYYmmdd-HHMMSS
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
+    format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15])
 }
 
 /// The token ids of synthetic example `i`: `(i * 7919 + t * 104729) % vocab`, t = 0..len.
 pub fn synthetic_ids(i: usize, vocab: usize, len: usize) -> Vec<u32> {
-    (0..len)
-        .map(|t| ((i * 7919 + t * 104_729) % vocab) as u32)
-        .collect()
+    (0..len).map(|t| ((i * 7919 + t * 104_729) % vocab) as u32).collect()
 }
 
 /// Synthetic examples `range` of `len` tokens (label `i % K`, all K choices).
 pub fn synthetic_examples(range: std::ops::Range<usize>, vocab: usize, len: usize) -> Vec<Encoded> {
-    range
-        .map(|i| Encoded {
-            ids: synthetic_ids(i, vocab, len),
-            label: i % K,
-            num_choices: K,
-        })
-        .collect()
+    range.map(|i| Encoded { ids: synthetic_ids(i, vocab, len), label: i % K, num_choices: K }).collect()
 }
 
 /// The K answer token ids: 330, 331, 332, 333.
@@ -282,12 +244,7 @@ pub fn answer_ids() -> Vec<u32> {
 }
 
 fn lora_config() -> LoraConfig {
-    LoraConfig {
-        rank: RANK,
-        alpha: 2.0 * RANK as f64,
-        dropout: 0.0,
-        targets: vec![Target::QProj, Target::VProj],
-    }
+    LoraConfig { rank: RANK, alpha: 2.0 * RANK as f64, dropout: 0.0, targets: vec![Target::QProj, Target::VProj] }
 }
 
 /// Adapters with deterministic, non-zero A and B (see the module documentation).
@@ -297,14 +254,10 @@ pub fn deterministic_lora(m: &LoadedModel) -> Result<LoraSet> {
     for l in &lora.layers {
         let (r, d_in) = (l.a.dims()[0], l.a.dims()[1]);
         let bound = 1.0 / (d_in as f32).sqrt();
-        let a: Vec<f32> = (0..r * d_in)
-            .map(|n| bound * (((n * 37) % 101) as f32 / 50.0 - 1.0))
-            .collect();
+        let a: Vec<f32> = (0..r * d_in).map(|n| bound * (((n * 37) % 101) as f32 / 50.0 - 1.0)).collect();
         l.a.set(&Tensor::from_vec(a, (r, d_in), &dev)?)?;
         let d_out = l.b.dims()[0];
-        let b: Vec<f32> = (0..d_out * r)
-            .map(|n| 0.01 * (((n * 53) % 97) as f32 / 48.0 - 1.0))
-            .collect();
+        let b: Vec<f32> = (0..d_out * r).map(|n| 0.01 * (((n * 53) % 97) as f32 / 48.0 - 1.0)).collect();
         l.b.set(&Tensor::from_vec(b, (d_out, r), &dev)?)?;
     }
     Ok(lora)
@@ -356,24 +309,12 @@ pub fn device_check(m: &LoadedModel, cpu: &LoadedModel) -> Result<(f64, f64)> {
 }
 
 /// Median seconds of one LoRA step at batch B x T tokens (r = 8 on q and v).
-pub fn lora_step(
-    m: &LoadedModel,
-    shape: Shape,
-    repeats: usize,
-    on_rep: &mut dyn FnMut(usize, f64),
-) -> Result<f64> {
+pub fn lora_step(m: &LoadedModel, shape: Shape, repeats: usize, on_rep: &mut dyn FnMut(usize, f64)) -> Result<f64> {
     let dev = m.model.device().clone();
     let answer = answer_ids();
     let lora = LoraSet::new(lora_config(), &m.model.lora_dims(), answer.clone(), 0, &dev)?;
     let (batch, labels) = step_batch(m, shape)?;
-    let mut opt = FlatAdamW::new(
-        lora.vars(),
-        ParamsAdamW {
-            lr: 1e-4,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = FlatAdamW::new(lora.vars(), ParamsAdamW { lr: 1e-4, weight_decay: 0.0, ..Default::default() })?;
     let mut times = Vec::new();
     // LAPLACE_LORA_PROFILE=1: forward + backward and the optimizer timed apart (one more sync).
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
@@ -446,48 +387,17 @@ pub fn laplace_phases(
     let (mut kfac, mut dec, mut pred) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..=repeats {
         let t0 = Instant::now();
-        let curv = curvature::collect(
-            &m.model,
-            &lora,
-            &blocks,
-            &train,
-            &answer,
-            0,
-            shape.batch,
-            &cfg,
-            &cancel,
-            &mut |_, _| {},
-        )?
-        .expect("not cancelled");
+        let curv = curvature::collect(&m.model, &lora, &blocks, &train, &answer, 0, shape.batch, &cfg, &cancel, &mut |_, _| {})?.expect("not cancelled");
         let kfac_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let post = Posterior::from_curvature(curv, &lora)?;
         let decompose_s = t1.elapsed().as_secs_f64();
         let all: Vec<usize> = (0..post.blocks.len()).collect();
-        let group = Group {
-            blocks: all,
-            deltas: vec![1.0; post.blocks.len()],
-        };
+        let group = Group { blocks: all, deltas: vec![1.0; post.blocks.len()] };
         let t2 = Instant::now();
-        let f = jacobian::functional(
-            &m.model,
-            &lora,
-            &post,
-            &test,
-            &answer,
-            0,
-            shape.batch,
-            &[group],
-            &[],
-            &grid,
-            &cancel,
-            &mut |_, _| {},
-        )?
-        .expect("not cancelled");
-        let probs: Vec<Vec<f64>> = f
-            .iter()
-            .map(|e| predict(PredictiveKind::Probit, &e.mu, &e.sigma[0], 1, 0))
-            .collect();
+        let f = jacobian::functional(&m.model, &lora, &post, &test, &answer, 0, shape.batch, &[group], &[], &grid, &cancel, &mut |_, _| {})?
+            .expect("not cancelled");
+        let probs: Vec<Vec<f64>> = f.iter().map(|e| predict(PredictiveKind::Probit, &e.mu, &e.sigma[0], 1, 0)).collect();
         let predictive_s = t2.elapsed().as_secs_f64();
         std::hint::black_box(probs);
         if rep > 0 {
@@ -495,19 +405,9 @@ pub fn laplace_phases(
             dec.push(decompose_s);
             pred.push(predictive_s / n_test as f64);
         }
-        on_rep(LaplaceRep {
-            rep,
-            kfac_s,
-            decompose_s,
-            predictive_s,
-        });
+        on_rep(LaplaceRep { rep, kfac_s, decompose_s, predictive_s });
     }
-    Ok(LaplaceTimes {
-        kfac_per_example_s: median(kfac),
-        kfac_decompose_s: median(dec),
-        predictive_per_example_s: median(pred),
-        lora_params: lora.num_params(),
-    })
+    Ok(LaplaceTimes { kfac_per_example_s: median(kfac), kfac_decompose_s: median(dec), predictive_per_example_s: median(pred), lora_params: lora.num_params() })
 }
 
 #[cfg(test)]
@@ -541,7 +441,6 @@ mod tests {
         assert!(rel_diff(&f1, &f3) > 0.05);
         Ok(())
     }
-
 
     #[test]
     fn synthetic_ids_match_the_reference_formula() {

@@ -16,9 +16,8 @@ use std::str::FromStr;
 
 pub use error::{DataError, Loc, Record};
 pub use formats::{
-    classification_labels, classification_labels_with, detect_format, detect_format_with,
-    is_table_path, load_items, load_items_opts, load_items_with_labels, read_table_unguarded,
-    ColumnKeys,
+    classification_labels, classification_labels_with, detect_format, detect_format_with, is_table_path, load_items, load_items_opts, load_items_with_labels,
+    read_table_unguarded, ColumnKeys,
 };
 pub use prompt::{boolq_prompt, classification_prompt, letter_labels, mcq_prompt, LETTERS};
 pub use section::{load_eval_sets, load_splits, DataSection, EvalItems, EvalSet, EvalSets};

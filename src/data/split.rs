@@ -51,13 +51,7 @@ pub struct SplitSpec {
 
 impl Default for SplitSpec {
     fn default() -> Self {
-        SplitSpec {
-            validation_fraction: 0.2,
-            max_train: None,
-            max_validation: None,
-            max_test: None,
-            seed: 0,
-        }
+        SplitSpec { validation_fraction: 0.2, max_train: None, max_validation: None, max_test: None, seed: 0 }
     }
 }
 
@@ -79,10 +73,7 @@ pub(crate) fn permutation(n: usize, seed: u64, salt: u64) -> Vec<usize> {
 fn cap(items: Vec<Item>, cap: Option<usize>, seed: u64, salt: u64) -> Vec<Item> {
     match cap {
         Some(n) if n < items.len() => {
-            let mut keep: Vec<usize> = permutation(items.len(), seed, salt)
-                .into_iter()
-                .take(n)
-                .collect();
+            let mut keep: Vec<usize> = permutation(items.len(), seed, salt).into_iter().take(n).collect();
             keep.sort_unstable();
             let mut slots: Vec<Option<Item>> = items.into_iter().map(Some).collect();
             keep.into_iter().filter_map(|i| slots[i].take()).collect()
@@ -96,28 +87,19 @@ pub(crate) fn cap_items(items: Vec<Item>, n: Option<usize>, seed: u64, k: u64) -
     cap(items, n, seed, 0x5eed_0100 + k)
 }
 
-pub fn make_splits(
-    train: Vec<Item>,
-    validation: Option<Vec<Item>>,
-    test: Vec<Item>,
-    spec: &SplitSpec,
-) -> Result<Splits, DataError> {
+pub fn make_splits(train: Vec<Item>, validation: Option<Vec<Item>>, test: Vec<Item>, spec: &SplitSpec) -> Result<Splits, DataError> {
     let (train, validation) = match validation {
         Some(v) => (train, v),
         None => {
             let f = spec.validation_fraction;
             if !(f > 0.0 && f < 1.0) {
-                return Err(DataError::InvalidSpec(format!(
-                    "validation_fraction must be strictly between 0 and 1 when there is no validation file, got {f}"
-                )));
+                return Err(DataError::InvalidSpec(format!("validation_fraction must be strictly between 0 and 1 when there is no validation file, got {f}")));
             }
             let n = train.len();
             if n < 2 {
                 return Err(DataError::EmptySplit {
                     split: "validation".into(),
-                    detail: format!(
-                        " (no validation file, and the training set has {n} item(s): at least 2 are needed to hold some out)"
-                    ),
+                    detail: format!(" (no validation file, and the training set has {n} item(s): at least 2 are needed to hold some out)"),
                 });
             }
             let n_val = ((n as f64 * f).round() as usize).clamp(1, n - 1);
@@ -143,20 +125,15 @@ pub fn make_splits(
         test: cap(test, spec.max_test, spec.seed, SALT_TEST),
         origin: Default::default(),
     };
-    for (name, items, max) in [
-        ("train", &splits.train, spec.max_train),
-        ("validation", &splits.validation, spec.max_validation),
-        ("test", &splits.test, spec.max_test),
-    ] {
+    for (name, items, max) in
+        [("train", &splits.train, spec.max_train), ("validation", &splits.validation, spec.max_validation), ("test", &splits.test, spec.max_test)]
+    {
         if items.is_empty() {
             let detail = match max {
                 Some(0) => format!(" (max_{name} = 0)"),
                 _ => " (its file has no items)".to_string(),
             };
-            return Err(DataError::EmptySplit {
-                split: name.into(),
-                detail,
-            });
+            return Err(DataError::EmptySplit { split: name.into(), detail });
         }
     }
     Ok(splits)
@@ -184,12 +161,7 @@ mod tests {
 
     #[test]
     fn caps_are_seeded_subsets_in_file_order() {
-        let spec = SplitSpec {
-            max_train: Some(5),
-            max_test: Some(3),
-            seed: 7,
-            ..Default::default()
-        };
+        let spec = SplitSpec { max_train: Some(5), max_test: Some(3), seed: 7, ..Default::default() };
         let a = make_splits(items("t", 20), Some(items("v", 4)), items("s", 10), &spec).unwrap();
         let b = make_splits(items("t", 20), Some(items("v", 4)), items("s", 10), &spec).unwrap();
         assert_eq!(a.train.len(), 5);
@@ -201,46 +173,21 @@ mod tests {
         let nums: Vec<usize> = a.train.iter().map(|i| i.id[1..].parse().unwrap()).collect();
         assert!(nums.windows(2).all(|w| w[0] < w[1]), "{nums:?}");
         // a different seed picks a different subset (overwhelmingly likely for 5 of 20)
-        let c = make_splits(
-            items("t", 20),
-            Some(items("v", 4)),
-            items("s", 10),
-            &SplitSpec {
-                seed: 8,
-                ..spec.clone()
-            },
-        )
-        .unwrap();
+        let c = make_splits(items("t", 20), Some(items("v", 4)), items("s", 10), &SplitSpec { seed: 8, ..spec.clone() }).unwrap();
         assert_ne!(ids(&a.train), ids(&c.train));
         // cap larger than the set keeps everything
-        let d = make_splits(
-            items("t", 4),
-            Some(items("v", 2)),
-            items("s", 2),
-            &SplitSpec {
-                max_train: Some(64),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let d = make_splits(items("t", 4), Some(items("v", 2)), items("s", 2), &SplitSpec { max_train: Some(64), ..Default::default() }).unwrap();
         assert_eq!(ids(&d.train), vec!["t0", "t1", "t2", "t3"]);
     }
 
     #[test]
     fn validation_split_off_train_when_absent() {
-        let spec = SplitSpec {
-            validation_fraction: 0.25,
-            max_train: Some(10),
-            ..Default::default()
-        };
+        let spec = SplitSpec { validation_fraction: 0.25, max_train: Some(10), ..Default::default() };
         let s = make_splits(items("t", 40), None, items("s", 5), &spec).unwrap();
         assert_eq!(s.validation.len(), 10);
         assert_eq!(s.train.len(), 10); // 30 left, capped to 10
         let val: std::collections::HashSet<_> = ids(&s.validation).into_iter().collect();
-        assert!(
-            s.train.iter().all(|i| !val.contains(&i.id)),
-            "train and validation are disjoint"
-        );
+        assert!(s.train.iter().all(|i| !val.contains(&i.id)), "train and validation are disjoint");
         // tiny sets still leave one on each side
         let s = make_splits(items("t", 2), None, items("s", 1), &SplitSpec::default()).unwrap();
         assert_eq!((s.train.len(), s.validation.len()), (1, 1));
@@ -248,60 +195,19 @@ mod tests {
 
     #[test]
     fn empty_splits_are_errors() {
-        let e = make_splits(
-            items("t", 5),
-            Some(items("v", 2)),
-            items("s", 3),
-            &SplitSpec {
-                max_test: Some(0),
-                ..Default::default()
-            },
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("test split is empty") && e.contains("max_test = 0"),
-            "{e}"
-        );
-        let e = make_splits(items("t", 1), None, items("s", 3), &SplitSpec::default())
-            .unwrap_err()
-            .to_string();
+        let e = make_splits(items("t", 5), Some(items("v", 2)), items("s", 3), &SplitSpec { max_test: Some(0), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("test split is empty") && e.contains("max_test = 0"), "{e}");
+        let e = make_splits(items("t", 1), None, items("s", 3), &SplitSpec::default()).unwrap_err().to_string();
         assert!(e.contains("validation split is empty"), "{e}");
-        let e = make_splits(
-            items("t", 5),
-            Some(vec![]),
-            items("s", 3),
-            &SplitSpec::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = make_splits(items("t", 5), Some(vec![]), items("s", 3), &SplitSpec::default()).unwrap_err().to_string();
         assert!(e.contains("validation split is empty"), "{e}");
-        let e = make_splits(
-            items("t", 5),
-            None,
-            items("s", 3),
-            &SplitSpec {
-                validation_fraction: 1.5,
-                ..Default::default()
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = make_splits(items("t", 5), None, items("s", 3), &SplitSpec { validation_fraction: 1.5, ..Default::default() }).unwrap_err().to_string();
         assert!(e.contains("validation_fraction"), "{e}");
     }
 
     #[test]
     fn split_ids_json() {
-        let s = make_splits(
-            items("t", 3),
-            Some(items("v", 1)),
-            items("s", 2),
-            &SplitSpec::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            s.ids(),
-            serde_json::json!({"train": ["t0","t1","t2"], "validation": ["v0"], "test": ["s0","s1"]})
-        );
+        let s = make_splits(items("t", 3), Some(items("v", 1)), items("s", 2), &SplitSpec::default()).unwrap();
+        assert_eq!(s.ids(), serde_json::json!({"train": ["t0","t1","t2"], "validation": ["v0"], "test": ["s0","s1"]}));
     }
 }

@@ -85,6 +85,7 @@ struct Loaded {
 
 fn load(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<Loaded>> {
     let Some(m) = load_model(cfg, cancel, send)? else { return Ok(None) };
+    send(Event::Stage { stage: Stage::LoadData, message: format!("reading {}", cfg.data.train.display()) })?;
     let mut fetch_err = None;
     let d = prepare_data_with(cfg, &m.tokenizer, &mut |p| {
         let e = match p {
@@ -448,7 +449,13 @@ fn load_model(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(
     let (m, used) = LoadedModel::load_as(&files, &device, dtype)?;
     send(Event::Stage {
         stage: Stage::LoadModel,
-        message: format!("loaded {} ({} layers, hidden {}, frozen weights {})", m.path.display(), m.model.cfg.num_hidden_layers, m.model.cfg.hidden_size, used.name()),
+        message: format!(
+            "loaded {} ({} layers, hidden {}, frozen weights {})",
+            m.path.display(),
+            m.model.cfg.num_hidden_layers,
+            m.model.cfg.hidden_size,
+            used.name()
+        ),
     })?;
     Ok(Some(m))
 }

@@ -213,4 +213,3 @@ impl MetricsFile {
         Ok(Self { methods, train })
     }
 }
-

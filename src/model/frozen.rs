@@ -258,7 +258,14 @@ mod tests {
 
     #[test]
     fn parses_every_dtype_and_refuses_others() {
-        for (s, d) in [("auto", FrozenDtype::Auto), ("F32", FrozenDtype::F32), ("bf16", FrozenDtype::Bf16), ("f16", FrozenDtype::F16), ("q8_0", FrozenDtype::Q8_0), ("keep", FrozenDtype::Keep)] {
+        for (s, d) in [
+            ("auto", FrozenDtype::Auto),
+            ("F32", FrozenDtype::F32),
+            ("bf16", FrozenDtype::Bf16),
+            ("f16", FrozenDtype::F16),
+            ("q8_0", FrozenDtype::Q8_0),
+            ("keep", FrozenDtype::Keep),
+        ] {
             assert_eq!(FrozenDtype::parse(s).unwrap(), d);
         }
         let e = FrozenDtype::parse("int4").unwrap_err().to_string();

@@ -72,7 +72,17 @@ const ONE_THREAD: gemm::Parallelism = gemm::Parallelism::None;
 /// products (64 x 64 x 64 on the bench) on one thread each (`Parallelism::None`), in parallel
 /// across heads; the frozen projections (`ops.rs`) split one product across the threads.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, usize, usize), lhs: &[f32], (l_rs, l_cs): (usize, usize), rhs: &[f32], (r_rs, r_cs): (usize, usize), par: gemm::Parallelism) {
+pub(super) fn mm(
+    dst: &mut [f32],
+    accumulate: bool,
+    c: f32,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    (l_rs, l_cs): (usize, usize),
+    rhs: &[f32],
+    (r_rs, r_cs): (usize, usize),
+    par: gemm::Parallelism,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -89,11 +99,21 @@ pub(super) fn mm(dst: &mut [f32], accumulate: bool, c: f32, (m, n, k): (usize, u
     unsafe {
         super::isa::gemm_f32(
             super::isa::avx2_forced(),
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, accumulate,
-            lhs.as_ptr(), l_cs as isize, l_rs as isize,
-            rhs.as_ptr(), r_cs as isize, r_rs as isize,
-            c, par,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            l_cs as isize,
+            l_rs as isize,
+            rhs.as_ptr(),
+            r_cs as isize,
+            r_rs as isize,
+            c,
+            par,
         );
     }
 }
@@ -223,10 +243,8 @@ impl CustomOp2 for SiluMul {
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
         with_data(self.name(), [g, u, dy], |[g, u, dy]| {
             const C: usize = 16384;
-            dg.par_chunks_mut(C)
-                .zip(du.par_chunks_mut(C))
-                .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
-                .for_each(|((dgc, duc), ((gc, uc), yc))| {
+            dg.par_chunks_mut(C).zip(du.par_chunks_mut(C)).zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C))).for_each(
+                |((dgc, duc), ((gc, uc), yc))| {
                     // The logistic values first (into du, overwritten below).
                     sigmoid_into(gc, duc);
                     for i in 0..gc.len() {
@@ -234,7 +252,8 @@ impl CustomOp2 for SiluMul {
                         duc[i] = yc[i] * x * s;
                         dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
                     }
-                });
+                },
+            );
             Ok(())
         })?;
         Ok((Some(tensor(dg, g.shape())?), Some(tensor(du, u.shape())?)))
@@ -449,7 +468,18 @@ impl CustomOp3 for Attention {
 /// values; `cos`, `sin` are (T, hd/2) tables, `window` the sliding window (usize::MAX for none).
 /// Returns (B*T, H*hd), ready for o_proj.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, t: usize, heads: usize, kv_heads: usize, window: usize) -> Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    b: usize,
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    window: usize,
+) -> Result<Tensor> {
     let hd = q.dim(candle_core::D::Minus1)? / heads.max(1);
     let op = Attention {
         dims: AttnDims { b, t, heads, kv_heads, hd, window },
@@ -494,9 +524,12 @@ mod tests {
         let k = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
         let v = Tensor::randn(0f32, 1., (b * t, hkv * hd), &dev)?;
         let r = Tensor::randn(0f32, 1., (b * t, h * hd), &dev)?;
-        let f = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f32> { (attention(q, k, v, &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.to_scalar::<f32>() };
+        let f = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f32> {
+            (attention(q, k, v, &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.to_scalar::<f32>()
+        };
         let vars = [Var::from_tensor(&q)?, Var::from_tensor(&k)?, Var::from_tensor(&v)?];
-        let grads = (attention(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor(), &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.backward()?;
+        let grads =
+            (attention(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor(), &cos, &sin, b, t, h, hkv, usize::MAX)? * &r)?.sum_all()?.backward()?;
         let eps = 1e-2f32;
         for (which, var) in vars.iter().enumerate() {
             let g = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;

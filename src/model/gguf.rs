@@ -142,7 +142,13 @@ fn load_impl(path: &Path, device: &Device, kept_as: Option<FrozenDtype>) -> Resu
         if let Some(dtype) = kept_as.filter(|_| is_projection(&hf)) {
             // Kept in blocks: rows move whole, so the rotary un-permutation is a row order.
             let (d_out, d_in) = q.shape().dims2().map_err(|e| anyhow!("{}: tensor {name} is not a matrix ({e})", path.display()))?;
-            let heads_of = if hf.ends_with("q_proj.weight") { Some(heads) } else if hf.ends_with("k_proj.weight") { Some(kv_heads) } else { None };
+            let heads_of = if hf.ends_with("q_proj.weight") {
+                Some(heads)
+            } else if hf.ends_with("k_proj.weight") {
+                Some(kv_heads)
+            } else {
+                None
+            };
             let order = heads_of.filter(|_| permuted).map(|h| unpermute_order(d_out, h));
             let frozen = if dtype == FrozenDtype::Keep && super::quant::keepable(q.dtype()) {
                 let m = QuantMatrix::from_bytes(&q.data()?, q.dtype(), d_out, d_in).with_context(|| format!("{}: tensor {name}", path.display()))?;

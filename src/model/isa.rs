@@ -137,7 +137,24 @@ mod tests {
         let run = |forced: bool| {
             let mut c = vec![0f32; m * n];
             unsafe {
-                super::gemm_f32(forced, m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 1.0, gemm::Parallelism::None);
+                super::gemm_f32(
+                    forced,
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    gemm::Parallelism::None,
+                );
             }
             c
         };

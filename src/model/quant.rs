@@ -166,11 +166,21 @@ impl QuantMatrix {
             unsafe {
                 super::isa::gemm_f32(
                     super::isa::avx2_forced(),
-                    n, r1 - r0, self.d_in,
-                    out.0.add(r0), 1, self.d_out as isize, false,
-                    x.as_ptr(), 1, self.d_in as isize,
-                    tile.as_ptr(), self.d_in as isize, 1,
-                    1.0, gemm::Parallelism::None,
+                    n,
+                    r1 - r0,
+                    self.d_in,
+                    out.0.add(r0),
+                    1,
+                    self.d_out as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    self.d_in as isize,
+                    tile.as_ptr(),
+                    self.d_in as isize,
+                    1,
+                    1.0,
+                    gemm::Parallelism::None,
                 );
             }
         });
@@ -198,11 +208,21 @@ impl QuantMatrix {
                 unsafe {
                     super::isa::gemm_f32(
                         super::isa::avx2_forced(),
-                        n, cols, r1 - r0,
-                        out.0.add(c0), 1, self.d_in as isize, r0 > 0,
-                        dy.as_ptr().add(r0), 1, self.d_out as isize,
-                        tile.as_ptr(), 1, cols as isize,
-                        1.0, gemm::Parallelism::None,
+                        n,
+                        cols,
+                        r1 - r0,
+                        out.0.add(c0),
+                        1,
+                        self.d_in as isize,
+                        r0 > 0,
+                        dy.as_ptr().add(r0),
+                        1,
+                        self.d_out as isize,
+                        tile.as_ptr(),
+                        1,
+                        cols as isize,
+                        1.0,
+                        gemm::Parallelism::None,
                     );
                 }
                 r0 = r1;

@@ -1,0 +1,167 @@
+//! The Calibration tab: reliability diagrams, confidence histograms and the metrics table of every method.
+
+use super::*;
+use crate::app::figure::{csv_button, csv_field, Figure, Series};
+use crate::app::store::{method_label, RunStore, PRIOR_METHOD};
+use egui::{Color32, RichText};
+use laplace_lora::calibration::Metrics;
+
+pub struct CalibState {
+    pub overlay: bool,
+    pub hidden: std::collections::BTreeSet<String>,
+}
+
+impl Default for CalibState {
+    fn default() -> Self {
+        Self { overlay: false, hidden: Default::default() }
+    }
+}
+
+pub fn reliability_figure(id: &str, title: &str, methods: &[(String, &Metrics)], overlay: bool) -> Figure {
+    let mut f = Figure::new(id, title, "confidence", "accuracy");
+    f.x_range = Some((0.0, 1.0));
+    f.y_range = Some((0.0, 1.12));
+    f.series.push(Series::line("perfect calibration", Color32::from_gray(120), vec![[0.0, 0.0], [1.0, 1.0]]).dashed().width(1.5));
+    for (name, m) in methods {
+        let c = method_color(name);
+        let label = method_label(name).to_string();
+        if overlay {
+            let pts: Vec<[f64; 2]> = m.bins.iter().filter(|b| b.count > 0).map(|b| [b.mean_confidence, b.accuracy]).collect();
+            f.series.push(Series::line(&format!("{label} (ECE {:.3})", m.ece), c, pts).width(2.5));
+        } else {
+            let w = m.bins.first().map(|b| b.upper - b.lower).unwrap_or(1.0 / 15.0);
+            let bars: Vec<[f64; 2]> = m.bins.iter().filter(|b| b.count > 0).map(|b| [(b.lower + b.upper) / 2.0, b.accuracy]).collect();
+            f.series.push(Series::bars(&format!("{label} accuracy"), c, w, bars));
+            for (i, b) in m.bins.iter().filter(|b| b.count > 0).enumerate() {
+                let (lo, hi) = (b.lower + w * 0.05, b.upper - w * 0.05);
+                let (a, cf) = (b.accuracy, b.mean_confidence);
+                let s = Series::area("gap", Color32::from_rgba_unmultiplied(230, 60, 60, 70), vec![[lo, a], [hi, a], [hi, cf], [lo, cf]]);
+                f.series.push(if i == 0 { Series { legend: true, name: "gap to confidence".into(), ..s } } else { s });
+            }
+            let (pts, labels): (Vec<[f64; 2]>, Vec<String>) = m
+                .bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| ([(b.lower + b.upper) / 2.0, b.accuracy.max(b.mean_confidence) + 0.05], format!("{}", b.count)))
+                .unzip();
+            f.series.push(Series::labels(Color32::from_gray(110), pts, labels));
+        }
+    }
+    f
+}
+
+pub fn histogram_figure(id: &str, methods: &[(String, &Metrics)]) -> Figure {
+    let mut f = Figure::new(id, "Confidence histogram (test items per confidence bin)", "top-class confidence", "items");
+    f.x_range = Some((0.0, 1.0));
+    let n = methods.len().max(1) as f64;
+    for (j, (name, m)) in methods.iter().enumerate() {
+        let w = m.bins.first().map(|b| b.upper - b.lower).unwrap_or(1.0 / 15.0);
+        let bw = w / n;
+        let pts = m.bins.iter().map(|b| [b.lower + bw * (j as f64 + 0.5), b.count as f64]).collect();
+        f.series.push(Series::bars(method_label(name), method_color(name), bw, pts));
+    }
+    f
+}
+
+pub fn metrics_table(ui: &mut egui::Ui, id: &str, rows: &[(String, &Metrics)], extra: Option<&dyn Fn(&str) -> String>) {
+    egui::Grid::new(id).striped(true).num_columns(7).min_col_width(60.0).show(ui, |ui| {
+        for h in ["method", "ACC", "ECE", "MCE", "NLL", "Brier", "n"] {
+            ui.label(RichText::new(h).strong()).on_hover_text(match h {
+                "ACC" => "accuracy: share of test items whose most probable answer is correct (higher is better)",
+                "ECE" => "expected calibration error: average |accuracy - confidence| over 15 bins, weighted by items (lower is better)",
+                "MCE" => "maximum calibration error: the worst bin's |accuracy - confidence|",
+                "NLL" => "negative log-likelihood of the correct answer (lower is better; punishes confident mistakes)",
+                "Brier" => "squared error between the probabilities and the one-hot answer (lower is better)",
+                _ => "",
+            });
+        }
+        ui.end_row();
+        for (name, m) in rows {
+            let label = match extra {
+                Some(f) => format!("{}{}", method_label(name), f(name)),
+                None => method_label(name).to_string(),
+            };
+            ui.colored_label(method_color(name), label);
+            for v in [m.accuracy, m.ece, m.mce, m.nll, m.brier] {
+                ui.label(RichText::new(format!("{v:.4}")).monospace());
+            }
+            ui.label(format!("{}", m.n));
+            ui.end_row();
+        }
+    });
+}
+
+pub fn metrics_csv(rows: &[(String, &Metrics)]) -> String {
+    let mut s = String::from("method,accuracy,ece,mce,nll,brier,n\n");
+    for (n, m) in rows {
+        s += &format!("{},{},{},{},{},{},{}\n", csv_field(n), m.accuracy, m.ece, m.mce, m.nll, m.brier, m.n);
+    }
+    s
+}
+
+pub fn calibration_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut CalibState, vc: &ViewCtx) {
+    explain(ui, "A reliability diagram sorts the test items by how confident the model was in its top answer (15 bins from 0 to 1) and shows, as a bar, how often it was actually right in each bin. A perfectly calibrated model has bars on the dashed diagonal: of the answers given with 80% confidence, 80% are correct. Bars below the diagonal (shaded red gap) mean overconfidence, above it underconfidence; the small numbers are how many items fall in each bin. Compare zero-shot (the base model), MAP (plain fine-tuning), temperature scaling (one number fitted on validation data that softens or sharpens all probabilities) and, when the Laplace stage has run, LLLA and Laplace-LoRA (Bayesian averaging over plausible LoRA weights). The table gives the numbers; lower ECE, NLL and Brier are better.");
+    let all: Vec<String> = {
+        let mut v = s.methods();
+        if s.prior_metrics.is_some() {
+            v.push(PRIOR_METHOD.to_string());
+        }
+        v
+    };
+    if all.is_empty() {
+        ui.add_space(20.0);
+        ui.label(if s.is_running() {
+            "Metrics appear here as each stage finishes (zero-shot first, then MAP and temperature)."
+        } else {
+            "No metrics yet: run an experiment or open a run."
+        });
+        return;
+    }
+    ui.horizontal(|ui| {
+        ui.label("Show:");
+        for m in &all {
+            let mut on = !st.hidden.contains(m);
+            if ui.checkbox(&mut on, RichText::new(method_label(m)).color(method_color(m))).changed() {
+                if on {
+                    st.hidden.remove(m);
+                } else {
+                    st.hidden.insert(m.clone());
+                }
+            }
+        }
+        ui.separator();
+        ui.selectable_value(&mut st.overlay, false, "Side by side");
+        ui.selectable_value(&mut st.overlay, true, "Overlaid");
+    });
+    let rows: Vec<(String, &Metrics)> = all.iter().filter(|m| !st.hidden.contains(*m)).filter_map(|m| s.metrics_of(m).map(|x| (m.clone(), x))).collect();
+    let temp = s.temperature;
+    let extra = move |m: &str| if m == "temperature" { temp.map(|t| format!(" (T = {t:.2})")).unwrap_or_default() } else { String::new() };
+    metrics_table(ui, "metrics_table", &rows, Some(&extra));
+    csv_button(ui, "metrics", || metrics_csv(&rows), vc.run_dir, vc.status);
+    ui.separator();
+    egui::ScrollArea::vertical().id_salt("calib_scroll").show(ui, |ui| {
+        let h = 260.0;
+        if st.overlay {
+            ui.columns(2, |c| {
+                figure(&mut c[0], &reliability_figure("reliability_overlay", "Reliability diagram (overlaid)", &rows, true), h, vc);
+                figure(&mut c[1], &histogram_figure("confidence_histogram", &rows), h, vc);
+            });
+        } else {
+            let per_row = 3.min(rows.len()).max(1);
+            for chunk in rows.chunks(per_row) {
+                ui.columns(per_row, |c| {
+                    for (i, (name, m)) in chunk.iter().enumerate() {
+                        let f = reliability_figure(
+                            &format!("reliability_{name}"),
+                            &format!("{} (ECE {:.3})", method_label(name), m.ece),
+                            &[(name.clone(), *m)],
+                            false,
+                        );
+                        figure(&mut c[i], &f, h, vc);
+                    }
+                });
+            }
+            figure(ui, &histogram_figure("confidence_histogram", &rows), 200.0, vc);
+        }
+    });
+}

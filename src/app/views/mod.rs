@@ -1,0 +1,65 @@
+//! The tabs: training, calibration, examples, prior precision, runs, one file each. Each draws
+//! from the store and never blocks.
+
+mod calibration;
+mod examples;
+mod prior;
+mod runs;
+mod training;
+
+pub use calibration::*;
+pub use examples::*;
+pub use prior::*;
+pub use runs::*;
+pub use training::*;
+
+use super::figure::{export_buttons, Figure};
+use super::store::PRIOR_METHOD;
+use egui::{Color32, RichText};
+use std::path::Path;
+use std::sync::mpsc::Sender;
+
+/// A method's colour: fixed for the known methods (so a figure reads the same in every run), a
+/// hash of the name into a palette for any other.
+pub fn method_color(m: &str) -> Color32 {
+    match m {
+        "zero_shot" => Color32::from_rgb(140, 140, 150),
+        "map" => Color32::from_rgb(230, 85, 60),
+        "temperature" => Color32::from_rgb(70, 130, 230),
+        "llla" => Color32::from_rgb(225, 170, 30),
+        "laplace" => Color32::from_rgb(50, 175, 95),
+        "mc_dropout" => Color32::from_rgb(0, 180, 180),
+        "checkpoint_ensemble" => Color32::from_rgb(160, 110, 70),
+        "deep_ensemble" => Color32::from_rgb(235, 120, 180),
+        "blob" => Color32::from_rgb(120, 120, 240),
+        PRIOR_METHOD => Color32::from_rgb(175, 95, 215),
+        other => {
+            const PALETTE: [Color32; 4] =
+                [Color32::from_rgb(200, 200, 90), Color32::from_rgb(90, 200, 140), Color32::from_rgb(210, 140, 90), Color32::from_rgb(150, 150, 210)];
+            PALETTE[other.bytes().map(|b| b as usize).sum::<usize>() % PALETTE.len()]
+        }
+    }
+}
+
+/// The prior tab's markers: the run's chosen delta and the slider's.
+pub(crate) const CHOSEN_COLOR: Color32 = Color32::from_rgb(120, 220, 120);
+pub(crate) const SLIDER_COLOR: Color32 = Color32::from_rgb(240, 200, 60);
+
+pub struct ViewCtx<'a> {
+    pub run_dir: Option<&'a Path>,
+    pub status: &'a Sender<String>,
+}
+
+pub fn explain(ui: &mut egui::Ui, text: &str) {
+    egui::CollapsingHeader::new("What am I looking at?").id_salt(text.len()).show(ui, |ui| {
+        ui.label(RichText::new(text).size(13.0));
+    });
+}
+
+pub(crate) fn figure(ui: &mut egui::Ui, fig: &Figure, height: f32, vc: &ViewCtx) {
+    ui.vertical(|ui| {
+        // The PNG is a crop of everything the figure drew: title, plot, axes and their labels.
+        let drawn = ui.scope(|ui| fig.show(ui, height)).response.rect;
+        export_buttons(ui, fig, drawn.expand(2.0), vc.run_dir, vc.status);
+    });
+}
