@@ -9,8 +9,10 @@ use anyhow::{bail, Result};
 
 /// The memory plan of an experiment, with the longest tokenized prompt and K from its data.
 pub fn plan(cfg: &ExperimentConfig, seq_len: usize, classes: usize) -> Result<memory::Plan> {
-    let storage = memory::WeightStorage::parse(&cfg.model.dtype)
-        .ok_or_else(|| anyhow::anyhow!("model.dtype {:?}: expected \"f32\", \"bf16\", \"f16\", \"q8_0\" or \"keep\"", cfg.model.dtype))?;
+    // "auto" is decided as the loader decides it (bf16 on a CPU with AVX512_BF16, else f32).
+    let dtype = model::parse_frozen_dtype(&cfg.model.dtype)?;
+    let dtype = if cfg.model.device.trim().eq_ignore_ascii_case("cpu") { dtype.resolve(&candle_core::Device::Cpu) } else { dtype };
+    let storage = memory::WeightStorage::parse(dtype.name()).unwrap_or(memory::WeightStorage::F32);
     Ok(memory::Plan {
         storage,
         batch: cfg.train.batch_size,

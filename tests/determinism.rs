@@ -55,8 +55,13 @@ fn events_without_times(dir: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             let o = v.as_object_mut().unwrap();
-            for k in ["seconds", "unix_time", "run_dir"] {
+            for k in ["seconds", "unix_time", "run_dir", "t"] {
                 o.remove(k);
+            }
+            // A metrics event carries the method's cost and timings, as metrics.json does.
+            if let Some(m) = o.get_mut("metrics").and_then(|m| m.as_object_mut()) {
+                m.remove("cost");
+                m.retain(|k, _| !k.ends_with("seconds"));
             }
             // Stage messages may carry timings ("... in 0.3 s"); keep their stage only.
             if o.get("event").and_then(|e| e.as_str()) == Some("stage") {
@@ -68,6 +73,35 @@ fn events_without_times(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// laplace.json without its timings.
+/// metrics.json without each method's `cost` and other timings (`fit_seconds`): seconds and peak
+/// memory differ run to run.
+fn metrics_without_costs(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    let mut costs = 0;
+    for (_, e) in v.as_object_mut().unwrap().iter_mut() {
+        if let Some(o) = e.as_object_mut() {
+            costs += o.remove("cost").is_some() as usize;
+            o.retain(|k, _| !k.ends_with("seconds"));
+        }
+    }
+    assert!(costs >= 5, "metrics.json of {} has {costs} method costs", dir.display());
+    v
+}
+
+/// The path of the first value where two JSON documents differ, and the two values there.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) -> Option<(String, String, String)> {
+    use serde_json::Value::{Array, Object};
+    match (a, b) {
+        (Object(x), Object(y)) => x
+            .keys()
+            .chain(y.keys())
+            .find_map(|k| first_difference(x.get(k).unwrap_or(&serde_json::Value::Null), y.get(k).unwrap_or(&serde_json::Value::Null), format!("{at}.{k}"))),
+        (Array(x), Array(y)) if x.len() == y.len() => x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_difference(p, q, format!("{at}[{i}]"))),
+        _ if a == b => None,
+        _ => Some((at, a.to_string(), b.to_string())),
+    }
+}
+
 fn laplace_json(dir: &Path) -> serde_json::Value {
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("laplace").join("laplace.json")).unwrap()).unwrap();
     let o = v.as_object_mut().unwrap();
@@ -87,8 +121,9 @@ fn same_config_and_seed_give_identical_results() {
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     // Bit for bit: the files hold every float with its shortest round-trip form (JSON, CSV) or
     // its raw bytes (safetensors), so equal bytes mean equal f64 / f32 values.
+    let (ma, mb) = (metrics_without_costs(&a), metrics_without_costs(&b));
+    assert!(ma == mb, "metrics.json differs between two runs with the same seed at {:?}", first_difference(&ma, &mb, String::new()));
     for f in [
-        "metrics.json",
         "predictions.jsonl",
         "splits.json",
         "prior_curve.csv",

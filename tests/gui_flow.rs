@@ -96,6 +96,12 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     assert!(h.query_all_by_label("done").next().is_some(), "the run is listed");
     h.get_all_by_label("Open").next().unwrap().click();
     step_until(&mut h, 20, "the run to open", |a| a.tab == Tab::Calibration);
+    // The setup panel follows the opened run: its data (compare4, not the panel's first sample),
+    // caps and training settings, so that "Run all" would repeat it.
+    let setup = &h.state().setup;
+    assert!(setup.train.ends_with("compare4/train.jsonl"), "{}", setup.train);
+    assert_eq!((setup.max_train, setup.max_test, setup.train_cfg.epochs, setup.lora.rank), (8, 12, 2, 2));
+    assert_eq!(setup.samples[setup.selected_sample.expect("a sample is selected")].name, "compare4");
     let s = &h.state().store;
     assert_eq!(s.status, RunStatus::Finished);
     for m in ["zero_shot", "map", "temperature", "laplace"] {

@@ -103,7 +103,8 @@ fn by_hand(dir: &Path) -> (Table, Table) {
     for data in ["compare4", "yesno"] {
         let m3 = read_json(&dir.join(format!("runs/data={data}_seed=3/metrics.json")));
         let m4 = read_json(&dir.join(format!("runs/data={data}_seed=4/metrics.json")));
-        let methods: Vec<String> = m3.as_object().unwrap().keys().filter(|k| *k != "train").cloned().collect();
+        // metrics.json lists its methods in order (layout 2).
+        let methods: Vec<String> = m3["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
         assert!(methods.len() >= 5, "{methods:?}");
         for method in methods {
             for k in METRICS {

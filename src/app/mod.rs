@@ -237,6 +237,9 @@ impl WorkbenchApp {
             if let Ok(s) = rx.try_recv() {
                 self.loading = None;
                 self.status_line = format!("opened {}", s.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default());
+                if let Some(c) = &s.config {
+                    self.setup.follow(c);
+                }
                 self.store = s;
                 self.examples.selected = None;
                 if self.tab == Tab::Runs {
@@ -390,6 +393,12 @@ impl WorkbenchApp {
             }
             if self.worker.is_some() && ui.button("Cancel").on_hover_text("Stop at the next batch").clicked() {
                 self.cancel_run();
+            }
+            if self.setup.fetch_running() {
+                // A known dataset is being fetched on its own thread (setup panel's picker).
+                ui.separator();
+                ui.spinner();
+                ui.weak(setup::short(&self.setup.fetch_status, 70));
             }
             if !self.status_line.is_empty() {
                 ui.separator();
