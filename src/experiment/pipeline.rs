@@ -309,7 +309,7 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
     cfg.validate()?;
     logged(run_dir, emit, "; the run keeps its previous Laplace results", |send| {
         let Some(Reopened { l, lora }) = reopen(&cfg, run_dir, cancel, send)? else { return Ok(Outcome::Cancelled) };
-        let Loaded { m, d, pad, eval_batch } = &l;
+        let d = &l.d;
         // The new results go to a scratch copy first: the run's files stay as they were until
         // every set is done.
         let scratch = tempfile::Builder::new().prefix(".refit-").tempdir_in(run_dir)?;
@@ -331,20 +331,7 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
             outs.push((SetOutput::existing(set, tmp, preds, metrics), dir));
         }
         let shared = LaplaceShared::default();
-        let cx = MethodContext {
-            cfg: &cfg,
-            model: &m.model,
-            data: d,
-            map: &lora,
-            map_train_seconds: 0.0,
-            checkpoints: &[],
-            pad: *pad,
-            eval_batch: *eval_batch,
-            run_dir: scratch.path(),
-            cancel,
-            send: RefCell::new(send),
-            map_logits: Default::default(),
-        };
+        let cx = finished_run_context(&cfg, &l, &lora, scratch.path(), cancel, send);
         let names: Vec<String> = cfg.method_list().into_iter().filter(|n| n == "laplace" || n == "llla").collect();
         let mut so: Vec<SetOutput> = Vec::new();
         let mut dirs = Vec::new();
@@ -386,7 +373,7 @@ pub fn evaluate_run(run_dir: &Path, set: crate::data::EvalSet, cancel: &AtomicBo
     }
     logged(run_dir, emit, "; nothing of the run changed", |send| {
         let Some(Reopened { l, lora }) = reopen(&cfg, run_dir, cancel, send)? else { return Ok(Outcome::Cancelled) };
-        let Loaded { m, d, pad, eval_batch } = &l;
+        let Loaded { m, d, .. } = &l;
         let one = crate::data::DataSection { eval: crate::data::EvalSets(vec![set.clone()]), ..cfg.data.clone() };
         let found = crate::data::load_eval_sets(&one, cfg.train.seed, &d.splits, &d.answer_labels)?.remove(0);
         let name = found.name.clone();
@@ -407,22 +394,35 @@ pub fn evaluate_run(run_dir: &Path, set: crate::data::EvalSet, cancel: &AtomicBo
         let dir = run_dir.join("eval").join(&name);
         let mut outs = vec![SetOutput::new(EvalSet { name: &name, items: &items, data: &encoded }, dir, &d.answer_ids)];
         let shared = LaplaceShared::default();
-        let cx = MethodContext {
-            cfg: &cfg,
-            model: &m.model,
-            data: d,
-            map: &lora,
-            map_train_seconds: 0.0,
-            checkpoints: &[],
-            pad: *pad,
-            eval_batch: *eval_batch,
-            run_dir,
-            cancel,
-            send: RefCell::new(send),
-            map_logits: Default::default(),
-        };
+        let cx = finished_run_context(&cfg, &l, &lora, run_dir, cancel, send);
         run_methods(&cx, &names, &mut outs, Some(&run_metrics), &shared)
     })
+}
+
+/// The methods' context on a finished run reopened from its directory (no training, no
+/// checkpoints kept): refit and the `eval` verb.
+fn finished_run_context<'a>(
+    cfg: &'a ExperimentConfig,
+    l: &'a Loaded,
+    lora: &'a LoraSet,
+    run_dir: &'a Path,
+    cancel: &'a AtomicBool,
+    send: &'a mut dyn FnMut(Event) -> Result<()>,
+) -> MethodContext<'a> {
+    MethodContext {
+        cfg,
+        model: &l.m.model,
+        data: &l.d,
+        map: lora,
+        map_train_seconds: 0.0,
+        checkpoints: &[],
+        pad: l.pad,
+        eval_batch: l.eval_batch,
+        run_dir,
+        cancel,
+        send: RefCell::new(send),
+        map_logits: Default::default(),
+    }
 }
 
 /// Resolves (fetching the default model on first use) and loads the configured model; None on a cancel.
