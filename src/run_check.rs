@@ -115,7 +115,16 @@ impl TimeEstimate {
 /// S passes (or one at S = 0); the Laplace stage (laplace or llla) KFAC over the training split
 /// and Jacobians over validation and the evaluation items.
 #[allow(clippy::too_many_arguments)]
-pub fn time_estimate(cfg: &ExperimentConfig, model: &model::Config, mean_len: f64, k: usize, n_train: usize, n_val: usize, n_eval: usize, gflops: f64) -> TimeEstimate {
+pub fn time_estimate(
+    cfg: &ExperimentConfig,
+    model: &model::Config,
+    mean_len: f64,
+    k: usize,
+    n_train: usize,
+    n_val: usize,
+    n_eval: usize,
+    gflops: f64,
+) -> TimeEstimate {
     let b = cfg.train.batch_size.max(1);
     let f = crate::bench::floor::flops(model, b, mean_len.ceil().max(1.0) as usize, k.max(2), cfg.lora.rank);
     let per = |flop: f64| flop / (gflops * 1e9) * OVERHEAD;
@@ -141,7 +150,8 @@ pub fn time_estimate(cfg: &ExperimentConfig, model: &model::Config, mean_len: f6
         trainings += 1.0;
         passes += ms.blob.samples.max(1) as f64;
     }
-    let laplace = if has("laplace") || has("llla") { per(n_train as f64 * f.kfac_per_example + (n_val + n_eval) as f64 * f.predictive_per_example) } else { 0.0 };
+    let laplace =
+        if has("laplace") || has("llla") { per(n_train as f64 * f.kfac_per_example + (n_val + n_eval) as f64 * f.predictive_per_example) } else { 0.0 };
     TimeEstimate {
         // Each training also evaluates the validation split after every epoch.
         train_s: per(trainings * (steps as f64 * f.step + (cfg.train.epochs * n_val) as f64 * forward_per_item)),
