@@ -129,6 +129,15 @@ fn snapshot_every_tab() {
         }
     }
     h.state_mut().set_prior_recompute(Box::new(Soft(logits)));
+    // The Examples tab's uncertainty split is computed on a thread: wait for it, so that the
+    // picture does not depend on timing.
+    h.state_mut().tab = Tab::Examples;
+    let t = std::time::Instant::now();
+    while h.state().store.split_of("test", "laplace").is_none() && t.elapsed().as_secs() < 30 {
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(h.state().store.split_of("test", "laplace").is_some_and(|r| r.is_ok()));
     let mut errors = vec![];
     for (tab, name) in [
         (Tab::Training, "tab_training"),
