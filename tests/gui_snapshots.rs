@@ -129,6 +129,15 @@ fn snapshot_every_tab() {
         }
     }
     h.state_mut().set_prior_recompute(Box::new(Soft(logits)));
+    // The Examples tab's uncertainty split is computed on a thread: wait for it, so that the
+    // picture does not depend on timing.
+    h.state_mut().tab = Tab::Examples;
+    let t = std::time::Instant::now();
+    while h.state().store.split_of("test", "laplace").is_none() && t.elapsed().as_secs() < 30 {
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(h.state().store.split_of("test", "laplace").is_some_and(|r| r.is_ok()));
     let mut errors = vec![];
     for (tab, name) in [
         (Tab::Training, "tab_training"),
@@ -150,4 +159,194 @@ fn snapshot_every_tab() {
         errors.push(e.to_string());
     }
     assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// Writes a fake finished run: config.toml, events.jsonl with time stamps, and metrics.json with
+/// two methods; the directory's time is fixed so the date column is the same on every run.
+fn fake_run(dir: &std::path::Path, train: &str, map: [f64; 4], laplace: [f64; 4], seconds: f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[model]\nsource = \"smollm2-135m-instruct\"\n[data]\ntrain = \"{train}\"\n[methods]\nlist = [\"map\", \"laplace\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("events.jsonl"),
+        format!("{{\"t\":0.0,\"event\":\"started\",\"run_dir\":\"x\",\"unix_time\":0}}\n{{\"t\":{seconds},\"event\":\"finished\",\"seconds\":{seconds}}}\n"),
+    )
+    .unwrap();
+    let m = |v: [f64; 4]| format!("{{\"accuracy\":{},\"ece\":{},\"nll\":{},\"brier\":{},\"n\":100}}", v[0], v[1], v[2], v[3]);
+    std::fs::write(dir.join("metrics.json"), format!("{{\"layout\":2,\"methods\":[\"map\",\"laplace\"],\"map\":{},\"laplace\":{}}}", m(map), m(laplace)))
+        .unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000 + seconds as u64);
+    std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+}
+
+/// A runs root with two loose runs and a two-seed sweep (relative, so the picture has no
+/// temporary path in it).
+fn fake_runs_root() -> PathBuf {
+    let root = PathBuf::from("target/gui-runs-table");
+    let _ = std::fs::remove_dir_all(&root);
+    fake_run(&root.join("obqa-lr3e-4"), "obqa", [0.61, 0.21, 1.02, 0.55], [0.64, 0.06, 0.88, 0.49], 3725.0);
+    fake_run(&root.join("compare4-r8"), "sample_data/compare4/train.jsonl", [0.72, 0.18, 0.95, 0.41], [0.71, 0.05, 0.74, 0.39], 610.0);
+    let sw = root.join("demo-sweep");
+    for (seed, acc) in [(0, 0.58), (1, 0.66)] {
+        fake_run(&sw.join(format!("runs/seed={seed}")), "arc-easy", [acc, 0.2 + acc / 10.0, 1.1, 0.5], [acc + 0.01, 0.07, 0.9, 0.45], 900.0 + seed as f64);
+    }
+    let point = |seed: u32| {
+        format!(
+            r#"{{"name":"seed={seed}","labels":{{"seed":"{seed}"}},"overrides":{{"train.seed":{seed}}},"dataset":"arc-easy","config":"configs/seed={seed}.toml","run_dir":"runs/seed={seed}","log":"logs/seed={seed}.log","status":"finished"}}"#
+        )
+    };
+    let manifest = format!(
+        r#"{{"version":1,"name":"demo-sweep","sweep_file":"demo.toml","created_unix":0,"updated_unix":0,"executor":"local","axes":[{{"name":"seed","keys":["train.seed"],"labels":["0","1"]}}],"points":[{},{}]}}"#,
+        point(0),
+        point(1)
+    );
+    std::fs::write(sw.join("sweep.json"), manifest).unwrap();
+    root
+}
+
+#[test]
+fn runs_table_lists_runs_sweeps_and_methods() {
+    use egui_kittest::kittest::Queryable;
+    let root = fake_runs_root();
+    let mut a = WorkbenchApp::new(None, root.clone());
+    a.tab = Tab::Runs;
+    let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).build_ui_state(|ui, app: &mut WorkbenchApp| app.show(ui), a);
+    h.run_steps(4);
+    for name in ["obqa-lr3e-4", "compare4-r8", "seed=0", "seed=1"] {
+        assert!(h.query_by_label(name).is_some(), "{name} is listed");
+    }
+    // (The setup panel has a button for the known dataset too: the table's entry is a label.)
+    let label = egui::accesskit::Role::Label;
+    assert!(h.query_by_role_and_label(label, "obqa").is_some() && h.query_by_role_and_label(label, "compare4").is_some(), "dataset column");
+    assert!(h.query_all_by_label_contains("Laplace-LoRA ACC").count() >= 2, "a column per method, in both tables");
+    assert!(h.query_by_label("0.640").is_some(), "Laplace-LoRA's accuracy of the obqa run");
+    assert!(h.query_by_label("1h 02m").is_some(), "the duration from the events' time stamps");
+    assert!(h.query_all_by_label_contains("Sweep demo-sweep").next().is_some(), "the sweep's group and plot");
+    let r = h.state().runs_index.sweeps[0].report.as_ref().map(|r| r.rows.len());
+    assert_eq!(r, Ok(2), "the sweep's report: map and laplace over two seeds");
+    let mut errors = vec![];
+    if let Err(e) = h.try_snapshot("tab_runs_table") {
+        errors.push(e.to_string());
+    }
+    // Sort by Laplace-LoRA's ECE (the header of the first table), and the filter.
+    h.state_mut().runs_state.metric = 1;
+    h.state_mut().runs_state.filter = "obqa".into();
+    h.run_steps(3);
+    assert!(h.query_by_label("compare4-r8").is_none(), "filtered out");
+    assert!(h.query_by_label("0.060").is_some(), "ECE shown");
+    // Trash asks first, then moves the folder into .trash and says where.
+    h.get_by_label("Trash").click();
+    h.run_steps(2);
+    assert!(h.state().runs_state.confirm_trash.is_some(), "the confirmation is asked");
+    assert!(root.join("obqa-lr3e-4").is_dir(), "nothing moves before the confirmation");
+    h.get_by_label("Move to trash").click();
+    h.run_steps(2);
+    assert!(!root.join("obqa-lr3e-4").exists());
+    let status = h.state().status_line.clone();
+    assert!(status.starts_with("moved ") && status.contains(".trash"), "{status}");
+    let moved: Vec<_> = std::fs::read_dir(root.join(".trash")).unwrap().flatten().collect();
+    assert!(moved.len() == 1 && moved[0].path().join("metrics.json").is_file());
+    assert!(h.query_by_label("obqa-lr3e-4").is_none(), "the list is rescanned");
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// A run directory with a test split and a shift set `eval/shifted/`, whose items carry an
+/// ensemble's member probabilities (`samples`) and a logit Gaussian for Laplace-LoRA.
+fn run_with_eval_set(dir: &std::path::Path) {
+    use laplace_lora::experiment::{write_predictions, MetricsFile, Prediction};
+    let mut r = Lcg(3);
+    let mut make = |n: usize, prefix: &str| -> Vec<Prediction> {
+        (0..n)
+            .map(|i| {
+                let label = i % 2;
+                let members: Vec<Vec<f64>> = (0..4).map(|_| softmax(&[3.0 * r.next(), 3.0 * r.next()])).collect();
+                let mean: Vec<f64> = (0..2).map(|k| members.iter().map(|m| m[k]).sum::<f64>() / 4.0).collect();
+                let f = vec![2.0 * r.next(), 0.0];
+                Prediction {
+                    id: format!("{prefix}-{i}"),
+                    prompt: "Is it?".into(),
+                    choices: vec!["yes".into(), "no".into()],
+                    label,
+                    probs: [("map".to_string(), softmax(&f)), ("deep_ensemble".to_string(), mean), ("laplace".to_string(), softmax(&f))].into_iter().collect(),
+                    samples: [("deep_ensemble".to_string(), members)].into_iter().collect(),
+                    logit_mean: [("laplace".to_string(), f)].into_iter().collect(),
+                    logit_cov: [("laplace".to_string(), vec![vec![1.0, 0.0], vec![0.0, 1.0]])].into_iter().collect(),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    };
+    for (sub, n, prefix) in [("", 6, "test"), ("eval/shifted", 9, "shift")] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let preds = make(n, prefix);
+        write_predictions(&d.join("predictions.jsonl"), &preds).unwrap();
+        let labels: Vec<usize> = preds.iter().map(|p| p.label).collect();
+        let mut mf = MetricsFile::default();
+        for m in ["map", "deep_ensemble", "laplace"] {
+            let probs: Vec<Vec<f64>> = preds.iter().map(|p| p.probs[m].clone()).collect();
+            mf.set(m, serde_json::to_value(metrics(&probs, &labels)).unwrap());
+        }
+        mf.write(&d.join("metrics.json")).unwrap();
+    }
+    std::fs::write(
+        dir.join("events.jsonl"),
+        "{\"t\":0,\"event\":\"started\",\"run_dir\":\"x\",\"unix_time\":0}\n{\"t\":5,\"event\":\"finished\",\"seconds\":5}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn eval_set_selector_uncertainty_split_and_method_difference() {
+    use egui_kittest::kittest::Queryable;
+    let tmp = tempfile::tempdir().unwrap();
+    run_with_eval_set(tmp.path());
+    let mut a = WorkbenchApp::new(None, PathBuf::from("target/no-runs-here"));
+    a.store = app::store::load_run_dir(tmp.path());
+    assert_eq!(a.store.eval_set_names(), ["shifted"]);
+    a.tab = Tab::Examples;
+    a.eval_set = "shifted".into();
+    let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).build_ui_state(|ui, app: &mut WorkbenchApp| app.show(ui), a);
+    let t = std::time::Instant::now();
+    while h.state().store.split_of("shifted", "laplace").is_none_or(|r| r.is_err()) && t.elapsed().as_secs() < 30 {
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    h.run_steps(3);
+    let s = &h.state().store;
+    assert_eq!(s.set_predictions("shifted").unwrap().unwrap().len(), 9, "the shift set's items, read lazily");
+    assert_eq!(s.split_of("shifted", "laplace").unwrap().unwrap().len(), 9);
+    assert!(h.query_by_label("shift-0").is_some(), "the table lists the shift set's items");
+    assert!(h.query_by_label("epistemic").is_some(), "the split's columns");
+    assert!(h.query_all_by_label_contains("Uncertainty of Laplace-LoRA").next().is_some(), "the item's split");
+    // The ensemble's split comes from its members: total = aleatoric + epistemic by hand.
+    h.state_mut().examples.split_method = Some("deep_ensemble".into());
+    let t = std::time::Instant::now();
+    while h.state().store.split_of("shifted", "deep_ensemble").is_none() && t.elapsed().as_secs() < 30 {
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let s = &h.state().store;
+    let x = s.split_of("shifted", "deep_ensemble").unwrap().unwrap()[0].unwrap();
+    let p = &s.set_predictions("shifted").unwrap().unwrap()[0];
+    let h_ = |q: &[f64]| -q.iter().map(|v| v * v.ln()).sum::<f64>();
+    let al = p.samples["deep_ensemble"].iter().map(|m| h_(m)).sum::<f64>() / 4.0;
+    assert!((x.aleatoric - al).abs() < 1e-12 && (x.total - h_(&p.probs["deep_ensemble"])).abs() < 1e-12);
+    // The method difference list, and the Calibration tab's AURC on the shift set.
+    h.state_mut().examples.diff_mode = true;
+    h.run_steps(3);
+    assert!(h.query_all_by_label_contains("change their answer").next().is_some());
+    h.state_mut().tab = Tab::Calibration;
+    h.run_steps(3);
+    assert!(h.query_by_label("AURC").is_some());
+    assert!(h.query_all_by_label_contains("Risk-coverage").next().is_some());
+    // Back to the test split: its 6 items.
+    h.state_mut().eval_set = "test".into();
+    h.state_mut().tab = Tab::Examples;
+    h.state_mut().examples.diff_mode = false;
+    h.run_steps(3);
+    assert!(h.query_by_label("test-0").is_some() && h.query_by_label("shift-0").is_none());
 }

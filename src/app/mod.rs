@@ -5,8 +5,12 @@
 #![allow(dead_code)]
 
 pub mod figure;
+pub mod lazy;
+pub mod runs_index;
+pub mod selective;
 pub mod setup;
 pub mod store;
+pub mod uncertainty;
 pub mod views;
 
 use laplace_lora::experiment::{self, Stage};
@@ -48,6 +52,8 @@ pub struct WorkbenchApp {
     pub tab: Tab,
     pub runs_root: PathBuf,
     pub runs: Vec<RunEntry>,
+    /// The runs table's cache (rows per directory, sweep reports).
+    pub runs_index: runs_index::RunIndex,
     runs_scanned: Option<Instant>,
     loading: Option<Receiver<RunStore>>,
     compare_loading: Option<Receiver<(RunStore, RunStore)>>,
@@ -56,6 +62,10 @@ pub struct WorkbenchApp {
     pub runs_state: views::RunsState,
     pub calib: views::CalibState,
     pub examples: views::ExamplesState,
+    /// The evaluation set the Calibration and Examples tabs draw ("test" or an eval/NAME set).
+    pub eval_set: String,
+    /// Background results of the store still to come (eval predictions, uncertainty splits).
+    store_loading: bool,
     status_tx: Sender<String>,
     status_rx: Receiver<String>,
     pub status_line: String,
@@ -79,14 +89,17 @@ impl WorkbenchApp {
             tab: Tab::Training,
             runs_root,
             runs: Vec::new(),
+            runs_index: Default::default(),
             runs_scanned: None,
             loading: None,
             compare_loading: None,
             recompute_loading: None,
             compare: None,
-            runs_state: views::RunsState { a: None, b: None },
+            runs_state: Default::default(),
             calib: Default::default(),
             examples: Default::default(),
+            eval_set: store::TEST_SET.to_string(),
+            store_loading: false,
             status_tx,
             status_rx,
             status_line: String::new(),
@@ -265,11 +278,16 @@ impl WorkbenchApp {
                 self.compare = Some(c);
             }
         }
+        self.store_loading = self.store.poll_lazy();
+        if !self.eval_set.is_empty() && self.eval_set != store::TEST_SET && !self.store.eval_metrics.contains_key(&self.eval_set) {
+            // The open run has no such set (another run was opened).
+            self.eval_set = store::TEST_SET.to_string();
+        }
         while let Ok(m) = self.status_rx.try_recv() {
             self.status_line = m;
         }
         if self.runs_scanned.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-            self.runs = store::list_runs(&self.runs_root);
+            self.runs = self.runs_index.scan(&self.runs_root);
             self.runs_scanned = Some(Instant::now());
         }
     }
@@ -324,11 +342,11 @@ impl WorkbenchApp {
             let vc = views::ViewCtx { run_dir: dir.as_deref(), status: &self.status_tx };
             match self.tab {
                 Tab::Training => views::training_tab(ui, &self.store, &vc),
-                Tab::Calibration => views::calibration_tab(ui, &self.store, &mut self.calib, &vc),
-                Tab::Examples => views::examples_tab(ui, &self.store, &mut self.examples, &vc),
+                Tab::Calibration => views::calibration_tab(ui, &mut self.store, &mut self.calib, &mut self.eval_set, &vc),
+                Tab::Examples => views::examples_tab(ui, &mut self.store, &mut self.examples, &mut self.eval_set, &vc),
                 Tab::Prior => views::prior_tab(ui, &mut self.store, &vc),
                 Tab::Runs => {
-                    let act = views::runs_tab(ui, &self.runs, &self.runs_root, &mut self.runs_state, self.compare.as_ref(), &vc);
+                    let act = views::runs_tab(ui, &self.runs, &self.runs_index.sweeps, &self.runs_root, &mut self.runs_state, self.compare.as_ref(), &vc);
                     match act {
                         views::RunsAction::Refresh => self.runs_scanned = None,
                         views::RunsAction::Open(p) => self.open_run(p),
@@ -338,6 +356,18 @@ impl WorkbenchApp {
                             std::thread::spawn(move || {
                                 let _ = tx.send((store::load_run_dir(&a), store::load_run_dir(&b)));
                             });
+                        }
+                        views::RunsAction::Trash(p) => {
+                            self.status_line = match runs_index::move_to_trash(&self.runs_root, &p) {
+                                Ok(dest) => format!("moved {} to {}", p.display(), dest.display()),
+                                Err(e) => format!("not moved: {e}"),
+                            };
+                            for slot in [&mut self.runs_state.a, &mut self.runs_state.b] {
+                                if slot.as_ref() == Some(&p) {
+                                    *slot = None;
+                                }
+                            }
+                            self.runs_scanned = None;
                         }
                         views::RunsAction::None => {}
                     }
@@ -352,7 +382,13 @@ impl WorkbenchApp {
                 }
             }
         });
-        if self.worker.is_some() || self.loading.is_some() || self.compare_loading.is_some() || self.recompute_loading.is_some() || self.setup.dialog_open {
+        if self.worker.is_some()
+            || self.loading.is_some()
+            || self.compare_loading.is_some()
+            || self.recompute_loading.is_some()
+            || self.store_loading
+            || self.setup.dialog_open
+        {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         self.record_frame(t0, &ctx);

@@ -1,13 +1,22 @@
 //! The run store: everything the workbench draws, filled from the worker's events while a run
 //! goes on, or from a run directory on disk. The UI reads it every frame; nothing here blocks.
 
+use super::lazy::Lazy;
+use super::uncertainty::{self, Split};
 use laplace_lora::calibration::{self, Metrics};
 use laplace_lora::experiment::{Event, ExperimentConfig, Stage, Summary};
 use laplace_lora::laplace::predictive::Predictor;
 pub use laplace_lora::train::StepReport;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// The name of the test split in the evaluation-set selector.
+pub const TEST_SET: &str = "test";
+
+/// Monte Carlo draws per item for the uncertainty split of a Gaussian over the logits.
+pub const SPLIT_DRAWS: usize = 2000;
 
 /// A display name for a method key.
 pub fn method_label(m: &str) -> &str {
@@ -182,6 +191,11 @@ pub struct RunStore {
     pub prior_metrics: Option<Metrics>,
     /// Bumped on every change, so views can cache derived data.
     pub revision: u64,
+    /// Predictions of the evaluation sets beyond the test split (eval/NAME/predictions.jsonl),
+    /// read on a short-lived thread when a tab first shows the set.
+    pub eval_preds: BTreeMap<String, Lazy<Arc<Vec<PredRow>>>>,
+    /// The uncertainty split per (set, method), one entry per item, computed when first shown.
+    pub uncertainty: BTreeMap<(String, String), Lazy<Vec<Option<Split>>>>,
 }
 
 impl Default for RunStore {
@@ -214,6 +228,8 @@ impl Default for RunStore {
             prior_probs: None,
             prior_metrics: None,
             revision: 0,
+            eval_preds: BTreeMap::new(),
+            uncertainty: BTreeMap::new(),
         }
     }
 }
@@ -349,6 +365,9 @@ impl RunStore {
     /// Laplace files) into the store; a missing file is skipped, a broken one is a warning.
     pub fn load_result_files(&mut self, dir: &Path) {
         self.revision += 1;
+        // What was derived from the earlier files is stale.
+        self.eval_preds.clear();
+        self.uncertainty.clear();
         if dir.join("metrics.json").is_file() {
             match laplace_lora::experiment::MetricsFile::read(&dir.join("metrics.json")) {
                 Ok(mf) => {
@@ -453,6 +472,109 @@ impl RunStore {
     }
 }
 
+/// The methods whose items carry what the uncertainty split needs: probability samples
+/// (`samples`) or a Gaussian over the logits (`logit_mean` and `logit_cov`).
+pub fn split_methods(preds: &[PredRow]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for p in preds.iter().take(50) {
+        for m in p.samples.keys().chain(p.logit_cov.keys().filter(|m| p.logit_mean.contains_key(*m))) {
+            if !v.contains(m) {
+                v.push(m.clone());
+            }
+        }
+    }
+    v
+}
+
+/// The uncertainty split of one item for a method: from its samples, else by seeded Monte Carlo
+/// on its Gaussian over the logits (seed: the item's index, so a run always shows the same).
+pub fn item_split(p: &PredRow, method: &str, i: usize) -> Option<Split> {
+    if let Some(s) = p.samples.get(method) {
+        return uncertainty::split_samples(s);
+    }
+    let (mu, cov) = (p.logit_mean.get(method)?, p.logit_cov.get(method)?);
+    uncertainty::split_gaussian(mu, cov, SPLIT_DRAWS, i as u64)
+}
+
+impl RunStore {
+    /// The evaluation sets beyond the test split (those with eval/NAME/metrics.json).
+    pub fn eval_set_names(&self) -> Vec<String> {
+        self.eval_metrics.keys().cloned().collect()
+    }
+
+    /// Starts reading a set's predictions if that has not begun (the test set is always there).
+    pub fn request_set(&mut self, set: &str) {
+        if set == TEST_SET || self.eval_preds.contains_key(set) {
+            return;
+        }
+        let Some(dir) = self.dir.clone() else { return };
+        let path = dir.join("eval").join(set).join("predictions.jsonl");
+        self.eval_preds.insert(
+            set.to_string(),
+            Lazy::spawn(move || {
+                if !path.is_file() {
+                    return Err(format!("no {}", path.display()));
+                }
+                laplace_lora::experiment::read_predictions(&path).map(Arc::new).map_err(|e| format!("{e:#}"))
+            }),
+        );
+    }
+
+    /// A set's predictions: None while they are read (or not requested), Err when unreadable.
+    pub fn set_predictions(&self, set: &str) -> Option<Result<&[PredRow], &str>> {
+        if set == TEST_SET {
+            return Some(Ok(self.predictions.as_slice()));
+        }
+        self.eval_preds.get(set)?.get().map(|r| r.map(|v| v.as_slice()))
+    }
+
+    /// Starts the uncertainty split of a set and method (once; the set must be read already).
+    pub fn request_split(&mut self, set: &str, method: &str) {
+        let key = (set.to_string(), method.to_string());
+        if self.uncertainty.contains_key(&key) {
+            return;
+        }
+        // Only the method's own fields travel to the thread.
+        let items: Vec<PredRow> = match self.set_predictions(set) {
+            Some(Ok(p)) => p
+                .iter()
+                .map(|p| PredRow {
+                    samples: p.samples.get_key_value(method).map(|(k, v)| (k.clone(), v.clone())).into_iter().collect(),
+                    logit_mean: p.logit_mean.get_key_value(method).map(|(k, v)| (k.clone(), v.clone())).into_iter().collect(),
+                    logit_cov: p.logit_cov.get_key_value(method).map(|(k, v)| (k.clone(), v.clone())).into_iter().collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            _ => return,
+        };
+        let m = method.to_string();
+        self.uncertainty.insert(key, Lazy::spawn(move || Ok(items.iter().enumerate().map(|(i, p)| item_split(p, &m, i)).collect())));
+    }
+
+    /// The split per item of a set and method: None while it is computed (or not requested).
+    pub fn split_of(&self, set: &str, method: &str) -> Option<Result<&[Option<Split>], &str>> {
+        self.uncertainty.get(&(set.to_string(), method.to_string()))?.get().map(|r| r.map(|v| v.as_slice()))
+    }
+
+    /// Takes the background results that arrived; true while any is still coming.
+    pub fn poll_lazy(&mut self) -> bool {
+        let mut loading = false;
+        let mut arrived = false;
+        for l in self.eval_preds.values_mut() {
+            arrived |= l.poll();
+            loading |= l.is_loading();
+        }
+        for l in self.uncertainty.values_mut() {
+            arrived |= l.poll();
+            loading |= l.is_loading();
+        }
+        if arrived {
+            self.revision += 1;
+        }
+        loading
+    }
+}
+
 pub fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::LoadModel => "loading model",
@@ -509,53 +631,7 @@ pub fn load_run_dir(dir: &Path) -> RunStore {
     s
 }
 
-/// A run directory found under runs/.
-#[derive(Clone, Debug)]
-pub struct RunEntry {
-    pub path: PathBuf,
-    pub name: String,
-    pub status: String,
-    pub modified: std::time::SystemTime,
-}
-
-/// Lists run directories (folders with events.jsonl or config.toml) under `root`, newest first.
-pub fn list_runs(root: &Path) -> Vec<RunEntry> {
-    let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir(root) else { return v };
-    for e in rd.flatten() {
-        let p = e.path();
-        if !p.is_dir() || !(p.join("events.jsonl").exists() || p.join("config.toml").exists()) {
-            continue;
-        }
-        let last = last_line(&p.join("events.jsonl")).unwrap_or_default();
-        let ended = if last.contains("\"finished\"") {
-            "finished"
-        } else if last.contains("\"cancelled\"") {
-            "cancelled"
-        } else if last.contains("\"failed\"") {
-            "failed"
-        } else {
-            "running or interrupted"
-        };
-        let status = if p.join("prior_curve.csv").exists() { format!("{ended}, with Laplace") } else { ended.to_string() };
-        let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-        v.push(RunEntry { name: e.file_name().to_string_lossy().into_owned(), path: p, status, modified });
-    }
-    v.sort_by(|a, b| b.modified.cmp(&a.modified));
-    v
-}
-
-/// The last non-empty line of a file, reading only its last 8 KiB.
-fn last_line(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
-}
+pub use super::runs_index::RunEntry;
 
 /// Top-label confidence and correctness of a probability row.
 pub fn conf_correct(p: &[f64], label: usize) -> (usize, f64, bool) {

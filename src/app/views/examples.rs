@@ -1,8 +1,12 @@
-//! The Examples tab: every test item with each method's probabilities, the posterior logits and their spread.
+//! The Examples tab: every item of the chosen evaluation set with each method's probabilities,
+//! the split of one method's uncertainty into aleatoric and epistemic parts, the posterior
+//! logits and their spread; or the items where two methods disagree most.
 
+use super::method_diff::{method_diff, DiffState};
 use super::*;
 use crate::app::figure::{csv_button, csv_field, Figure, Series};
-use crate::app::store::{conf_correct, map_probs, method_label, RunStore, PRIOR_METHOD};
+use crate::app::store::{conf_correct, map_probs, method_label, split_methods, PredRow, RunStore, PRIOR_METHOD, SPLIT_DRAWS, TEST_SET};
+use crate::app::uncertainty::{self, Split};
 use egui::{Color32, RichText};
 use laplace_lora::calibration::{self};
 
@@ -13,6 +17,10 @@ pub enum SortBy {
     LaplaceConf,
     Correct,
     Overconfidence,
+    /// The chosen method's total / aleatoric / epistemic uncertainty.
+    Total,
+    Aleatoric,
+    Epistemic,
 }
 
 pub struct ExamplesState {
@@ -21,12 +29,30 @@ pub struct ExamplesState {
     pub wrong_confident: bool,
     pub threshold: f64,
     pub selected: Option<usize>,
-    mc_cache: Option<(usize, u64, Vec<f64>)>,
+    /// The method whose uncertainty split the table shows (one with samples or a logit Gaussian).
+    pub split_method: Option<String>,
+    /// Show the two-method difference list instead of the items table.
+    pub diff_mode: bool,
+    pub diff: DiffState,
+    /// The set the selection belongs to (a new set clears it).
+    shown_set: String,
+    mc_cache: Option<(String, usize, u64, Vec<f64>)>,
 }
 
 impl Default for ExamplesState {
     fn default() -> Self {
-        Self { sort: SortBy::Overconfidence, descending: true, wrong_confident: false, threshold: 0.7, selected: None, mc_cache: None }
+        Self {
+            sort: SortBy::Overconfidence,
+            descending: true,
+            wrong_confident: false,
+            threshold: 0.7,
+            selected: None,
+            split_method: None,
+            diff_mode: false,
+            diff: Default::default(),
+            shown_set: TEST_SET.to_string(),
+            mc_cache: None,
+        }
     }
 }
 
@@ -36,140 +62,245 @@ struct Row {
     conf: f64,
     correct: bool,
     lap: Option<f64>,
+    split: Option<Split>,
 }
 
-/// The Bayesian probabilities shown for an item: the prior slider's, else the run's Laplace ones.
-fn laplace_probs<'a>(s: &'a RunStore, i: usize) -> Option<(&'static str, &'a [f64])> {
-    if let Some(p) = s.prior_probs.as_ref().and_then(|p| p.get(i)) {
+/// The Bayesian probabilities shown for an item: the prior slider's (test set only), else the
+/// run's Laplace ones.
+fn laplace_probs<'a>(s: &'a RunStore, preds: &'a [PredRow], on_test: bool, i: usize) -> Option<(&'static str, &'a [f64])> {
+    if let Some(p) = s.prior_probs.as_ref().filter(|_| on_test).and_then(|p| p.get(i)) {
         return Some((PRIOR_METHOD, p.as_slice()));
     }
-    s.predictions[i].probs.get("laplace").map(|p| ("laplace", p.as_slice()))
+    preds.get(i)?.probs.get("laplace").map(|p| ("laplace", p.as_slice()))
 }
 
-pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc: &ViewCtx) {
+/// The logit mean and covariance of an item: the store's (at the prior slider) on the test set,
+/// else the item's own Laplace-LoRA ones.
+fn item_logits(s: &RunStore, preds: &[PredRow], on_test: bool, i: usize) -> Option<(Vec<f64>, Vec<Vec<f64>>, bool)> {
+    if on_test {
+        return s.item_logits(i);
+    }
+    let p = preds.get(i)?;
+    Some((p.logit_mean.get("laplace")?.clone(), p.logit_cov.get("laplace")?.clone(), false))
+}
+
+pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState, set: &mut String, vc: &ViewCtx) {
     explain(ui, "Every test item with the fine-tuned (MAP) model's answer and confidence. Overconfidence is confidence minus correctness (1 if right, 0 if wrong): a wrong answer given with 95% confidence scores 0.95, the worst kind of mistake. Sort by a column (click its header) or tick \"wrong and confident\" to list only the mistakes the model was sure about. Select an item to see its prompt, how each method spreads probability over the choices and, when the Laplace stage has run, the uncertainty of each logit: error bars show one standard deviation of the logit mapped through the softmax, and the histogram shows Monte Carlo samples of the top answer's probability.");
-    if s.predictions.is_empty() {
+    eval_set_selector(ui, s, set);
+    let set = set.as_str();
+    if st.shown_set != set {
+        st.shown_set = set.to_string();
+        st.selected = None;
+        st.mc_cache = None;
+    }
+    let on_test = set == TEST_SET;
+    s.request_set(set);
+    // The uncertainty split of the chosen method, computed once per (set, method) off the UI thread.
+    let split_ms = match s.set_predictions(set) {
+        Some(Ok(p)) => split_methods(p),
+        _ => vec![],
+    };
+    if st.split_method.as_ref().is_none_or(|m| !split_ms.contains(m)) {
+        st.split_method = split_ms.iter().find(|m| *m == "laplace").or(split_ms.first()).cloned();
+    }
+    if let Some(m) = &st.split_method {
+        s.request_split(set, m);
+    }
+    let s: &RunStore = s;
+    let preds: &[PredRow] = match s.set_predictions(set) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            ui.colored_label(Color32::from_rgb(220, 160, 40), format!("cannot show the items of {set}: {e}"));
+            return;
+        }
+        None => {
+            ui.label(format!("reading the predictions of {set}..."));
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+            return;
+        }
+    };
+    if preds.is_empty() {
         ui.add_space(20.0);
         ui.label("No test predictions yet: they are written when a run finishes (predictions.jsonl).");
         return;
     }
-    let mut rows: Vec<Row> = s
-        .predictions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (pred, conf, correct) = conf_correct(map_probs(p), p.label);
-            let lap = laplace_probs(s, i).map(|(_, q)| calibration::top_label(q).1);
-            Row { i, pred, conf, correct, lap }
-        })
-        .collect();
-    if st.wrong_confident {
-        rows.retain(|r| !r.correct && r.conf >= st.threshold);
+    let split_m = st.split_method.clone();
+    let splits: Option<Result<&[Option<Split>], &str>> = split_m.as_deref().and_then(|m| s.split_of(set, m));
+    if split_m.is_some() && splits.is_none() {
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
     }
-    let key = |r: &Row| -> f64 {
-        match st.sort {
-            SortBy::Index => r.i as f64,
-            SortBy::MapConf => r.conf,
-            SortBy::LaplaceConf => r.lap.unwrap_or(-1.0),
-            SortBy::Correct => r.correct as u8 as f64,
-            SortBy::Overconfidence => r.conf - r.correct as u8 as f64,
-        }
-    };
-    rows.sort_by(|a, b| {
-        let o = key(a).total_cmp(&key(b));
-        if st.descending { o.reverse() } else { o }.then(a.i.cmp(&b.i))
-    });
+    let split_at = |i: usize| -> Option<Split> { splits.and_then(|r| r.ok()).and_then(|v| v.get(i).copied().flatten()) };
     ui.horizontal(|ui| {
-        ui.checkbox(&mut st.wrong_confident, "wrong and confident").on_hover_text("Only the items the MAP model got wrong with at least this confidence");
-        ui.add(egui::Slider::new(&mut st.threshold, 0.3..=0.99).text("confidence at least"));
-        ui.label(format!("{} of {} items", rows.len(), s.predictions.len()));
-        let has_lap = s.predictions.iter().any(|p| p.probs.contains_key("laplace")) || s.prior_probs.is_some();
-        csv_button(
-            ui,
-            "examples",
-            || {
-                let mut c = String::from("id,label,map_prediction,map_confidence,correct,overconfidence,laplace_confidence\n");
-                for r in &rows {
-                    c += &format!(
-                        "{},{},{},{},{},{},{}\n",
-                        csv_field(&s.predictions[r.i].id),
-                        s.predictions[r.i].label,
-                        r.pred,
-                        r.conf,
-                        r.correct,
-                        r.conf - r.correct as u8 as f64,
-                        r.lap.map(|x| x.to_string()).unwrap_or_default()
-                    );
+        ui.selectable_value(&mut st.diff_mode, false, "Items");
+        ui.selectable_value(&mut st.diff_mode, true, "Where two methods differ");
+        if !split_ms.is_empty() {
+            ui.separator();
+            let l = ui.label("Uncertainty split for:");
+            let cur = split_m.clone().unwrap_or_default();
+            egui::ComboBox::from_id_salt("split_method")
+                .selected_text(RichText::new(method_label(&cur)).color(method_color(&cur)))
+                .show_ui(ui, |ui| {
+                    for m in &split_ms {
+                        ui.selectable_value(&mut st.split_method, Some(m.clone()), RichText::new(method_label(m)).color(method_color(m)));
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+            match splits {
+                None => {
+                    ui.spinner();
+                    ui.weak("computing...");
                 }
-                c
-            },
-            vc.run_dir,
-            vc.status,
-        );
-        if !has_lap {
-            ui.weak("(Laplace columns appear when the run has the posterior)");
+                Some(Err(e)) => {
+                    ui.colored_label(Color32::from_rgb(220, 160, 40), e);
+                }
+                Some(Ok(_)) => {}
+            }
         }
     });
-    let mut header = |ui: &mut egui::Ui, label: &str, by: SortBy| {
-        let arrow = if st.sort == by {
-            if st.descending {
-                " (desc)"
-            } else {
-                " (asc)"
-            }
-        } else {
-            ""
-        };
-        if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text("Sort by this column; click again to reverse the order").clicked() {
-            if st.sort == by {
-                st.descending = !st.descending;
-            } else {
-                st.sort = by;
-                st.descending = true;
-            }
+    if st.diff_mode {
+        let methods: Vec<String> = s.method_order.iter().filter(|m| preds.iter().take(20).any(|p| p.probs.contains_key(*m))).cloned().collect();
+        if let Some(i) = method_diff(ui, preds, &methods, &mut st.diff, st.selected, vc) {
+            st.selected = Some(i);
         }
-    };
-    egui::ScrollArea::vertical().id_salt("examples_table").max_height(230.0).auto_shrink([false, true]).show(ui, |ui| {
-        egui::Grid::new("examples_grid").striped(true).num_columns(7).show(ui, |ui| {
-            header(ui, "#", SortBy::Index);
-            ui.label(RichText::new("id").strong());
-            ui.label(RichText::new("answer / MAP").strong());
-            header(ui, "MAP conf.", SortBy::MapConf);
-            header(ui, "Laplace conf.", SortBy::LaplaceConf);
-            header(ui, "correct", SortBy::Correct);
-            header(ui, "overconf.", SortBy::Overconfidence);
-            ui.end_row();
-            for r in &rows {
-                let p = &s.predictions[r.i];
-                if ui.selectable_label(st.selected == Some(r.i), format!("{}", r.i + 1)).clicked() {
-                    st.selected = Some(r.i);
-                }
-                if ui.selectable_label(st.selected == Some(r.i), crate::app::setup::short(&p.id, 28)).clicked() {
-                    st.selected = Some(r.i);
-                }
-                ui.label(format!("{} / {}", letter(p.label), letter(r.pred)));
-                ui.label(format!("{:.3}", r.conf));
-                ui.label(r.lap.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into()));
-                if r.correct {
-                    ui.colored_label(Color32::from_rgb(50, 175, 95), "yes");
-                } else {
-                    ui.colored_label(Color32::from_rgb(230, 85, 60), "no");
-                }
-                ui.label(format!("{:+.3}", r.conf - r.correct as u8 as f64));
-                ui.end_row();
+    } else {
+        let mut rows: Vec<Row> = preds
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (pred, conf, correct) = conf_correct(map_probs(p), p.label);
+                let lap = laplace_probs(s, preds, on_test, i).map(|(_, q)| calibration::top_label(q).1);
+                Row { i, pred, conf, correct, lap, split: split_at(i) }
+            })
+            .collect();
+        if st.wrong_confident {
+            rows.retain(|r| !r.correct && r.conf >= st.threshold);
+        }
+        let key = |r: &Row| -> f64 {
+            match st.sort {
+                SortBy::Index => r.i as f64,
+                SortBy::MapConf => r.conf,
+                SortBy::LaplaceConf => r.lap.unwrap_or(-1.0),
+                SortBy::Correct => r.correct as u8 as f64,
+                SortBy::Overconfidence => r.conf - r.correct as u8 as f64,
+                SortBy::Total => r.split.map(|x| x.total).unwrap_or(-1.0),
+                SortBy::Aleatoric => r.split.map(|x| x.aleatoric).unwrap_or(-1.0),
+                SortBy::Epistemic => r.split.map(|x| x.epistemic).unwrap_or(-1.0),
+            }
+        };
+        rows.sort_by(|a, b| {
+            let o = key(a).total_cmp(&key(b));
+            if st.descending { o.reverse() } else { o }.then(a.i.cmp(&b.i))
+        });
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut st.wrong_confident, "wrong and confident").on_hover_text("Only the items the MAP model got wrong with at least this confidence");
+            ui.add(egui::Slider::new(&mut st.threshold, 0.3..=0.99).text("confidence at least"));
+            ui.label(format!("{} of {} items", rows.len(), preds.len()));
+            let has_lap = preds.iter().any(|p| p.probs.contains_key("laplace")) || (on_test && s.prior_probs.is_some());
+            let name = if on_test { "examples".to_string() } else { format!("examples_{}", crate::app::figure::sanitize(set)) };
+            csv_button(
+                ui,
+                &name,
+                || {
+                    let m = split_m.clone().unwrap_or_default();
+                    let mut c =
+                        format!("id,label,map_prediction,map_confidence,correct,overconfidence,laplace_confidence,{m}_total,{m}_aleatoric,{m}_epistemic\n");
+                    let f = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+                    for r in &rows {
+                        c += &format!(
+                            "{},{},{},{},{},{},{},{},{},{}\n",
+                            csv_field(&preds[r.i].id),
+                            preds[r.i].label,
+                            r.pred,
+                            r.conf,
+                            r.correct,
+                            r.conf - r.correct as u8 as f64,
+                            f(r.lap),
+                            f(r.split.map(|x| x.total)),
+                            f(r.split.map(|x| x.aleatoric)),
+                            f(r.split.map(|x| x.epistemic)),
+                        );
+                    }
+                    c
+                },
+                vc.run_dir,
+                vc.status,
+            );
+            if !has_lap {
+                ui.weak("(Laplace columns appear when the run has the posterior)");
             }
         });
-    });
-    ui.separator();
-    if st.selected.is_none() {
-        // Show the first row's details (the most overconfident item by default).
-        st.selected = rows.first().map(|r| r.i);
+        let mut header = |ui: &mut egui::Ui, label: &str, by: SortBy| {
+            let arrow = if st.sort == by {
+                if st.descending {
+                    " (desc)"
+                } else {
+                    " (asc)"
+                }
+            } else {
+                ""
+            };
+            if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text("Sort by this column; click again to reverse the order").clicked() {
+                if st.sort == by {
+                    st.descending = !st.descending;
+                } else {
+                    st.sort = by;
+                    st.descending = true;
+                }
+            }
+        };
+        egui::ScrollArea::vertical().id_salt("examples_table").max_height(230.0).auto_shrink([false, true]).show(ui, |ui| {
+            egui::Grid::new("examples_grid").striped(true).num_columns(10).show(ui, |ui| {
+                header(ui, "#", SortBy::Index);
+                ui.label(RichText::new("id").strong());
+                ui.label(RichText::new("answer / MAP").strong());
+                header(ui, "MAP conf.", SortBy::MapConf);
+                header(ui, "Laplace conf.", SortBy::LaplaceConf);
+                header(ui, "correct", SortBy::Correct);
+                header(ui, "overconf.", SortBy::Overconfidence);
+                if split_m.is_some() {
+                    header(ui, "total H", SortBy::Total);
+                    header(ui, "aleatoric", SortBy::Aleatoric);
+                    header(ui, "epistemic", SortBy::Epistemic);
+                }
+                ui.end_row();
+                for r in &rows {
+                    let p = &preds[r.i];
+                    if ui.selectable_label(st.selected == Some(r.i), format!("{}", r.i + 1)).clicked() {
+                        st.selected = Some(r.i);
+                    }
+                    if ui.selectable_label(st.selected == Some(r.i), crate::app::setup::short(&p.id, 28)).clicked() {
+                        st.selected = Some(r.i);
+                    }
+                    ui.label(format!("{} / {}", letter(p.label), letter(r.pred)));
+                    ui.label(format!("{:.3}", r.conf));
+                    ui.label(r.lap.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into()));
+                    if r.correct {
+                        ui.colored_label(Color32::from_rgb(50, 175, 95), "yes");
+                    } else {
+                        ui.colored_label(Color32::from_rgb(230, 85, 60), "no");
+                    }
+                    ui.label(format!("{:+.3}", r.conf - r.correct as u8 as f64));
+                    if split_m.is_some() {
+                        for v in [r.split.map(|x| x.total), r.split.map(|x| x.aleatoric), r.split.map(|x| x.epistemic)] {
+                            ui.label(v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into()));
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+        });
+        if st.selected.is_none() {
+            // Show the first row's details (the most overconfident item by default).
+            st.selected = rows.first().map(|r| r.i);
+        }
     }
-    let Some(i) = st.selected.filter(|i| *i < s.predictions.len()) else {
+    ui.separator();
+    let Some(i) = st.selected.filter(|i| *i < preds.len()) else {
         ui.weak("Select an item to see its prompt and predictive distribution.");
         return;
     };
-    let p = &s.predictions[i];
+    let p = &preds[i];
     egui::ScrollArea::vertical().id_salt("example_detail").show(ui, |ui| {
         ui.columns(2, |c| {
             let ui = &mut c[0];
@@ -180,7 +311,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
             });
             for (k, ch) in p.choices.iter().enumerate() {
                 let mark = if k == p.label { "(correct)" } else { "" };
-                let lap = laplace_probs(s, i).and_then(|(_, q)| q.get(k).copied()).map(|x| format!("   Laplace {x:.3}")).unwrap_or_default();
+                let lap = laplace_probs(s, preds, on_test, i).and_then(|(_, q)| q.get(k).copied()).map(|x| format!("   Laplace {x:.3}")).unwrap_or_default();
                 let t = format!("{}: {ch}   MAP {:.3}{lap} {mark}", letter(k), map_probs(p).get(k).copied().unwrap_or(f64::NAN));
                 if k == p.label {
                     ui.colored_label(Color32::from_rgb(50, 175, 95), t);
@@ -188,7 +319,11 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                     ui.label(t);
                 }
             }
-            let logits = s.item_logits(i);
+            if let (Some(m), Some(x)) = (&split_m, split_at(i)) {
+                ui.add_space(6.0);
+                split_ui(ui, m, &x, p);
+            }
+            let logits = item_logits(s, preds, on_test, i);
             if let Some((mu, cov, at_slider)) = &logits {
                 let sd: Vec<f64> = (0..mu.len()).map(|k| cov.get(k).and_then(|r| r.get(k)).copied().unwrap_or(0.0).max(0.0).sqrt()).collect();
                 ui.add_space(6.0);
@@ -223,7 +358,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
                 .filter_map(|m| p.probs.get_key_value(m.as_str()))
                 .map(|(m, q)| (m.as_str(), q.as_slice()))
                 .collect();
-            if let Some((name, l)) = laplace_probs(s, i) {
+            if let Some((name, l)) = laplace_probs(s, preds, on_test, i) {
                 methods.push((name, l));
             }
             let mut f = Figure::new(&format!("example_{}", crate::app::figure::sanitize(&p.id)), "Probabilities per answer", "answer (0 = A)", "probability");
@@ -250,16 +385,16 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
             figure(ui, &f, 220.0, vc);
             if let Some((mu, cov, _)) = &logits {
                 let rev = s.revision;
-                if st.mc_cache.as_ref().map(|(a, b, _)| (*a, *b)) != Some((i, rev)) {
+                if st.mc_cache.as_ref().map(|(n, a, b, _)| (n.as_str(), *a, *b)) != Some((set, i, rev)) {
                     let flat: Vec<f64> = cov.iter().flat_map(|r| r.iter().copied()).collect();
                     let samples = if flat.len() == mu.len() * mu.len() {
                         laplace_lora::laplace::predictive::mc_samples_top(mu, &flat, 1000, i as u64)
                     } else {
                         mc_top_prob(mu, cov, 1000, i as u64)
                     };
-                    st.mc_cache = Some((i, rev, samples));
+                    st.mc_cache = Some((set.to_string(), i, rev, samples));
                 }
-                let samples = &st.mc_cache.as_ref().unwrap().2;
+                let samples = &st.mc_cache.as_ref().unwrap().3;
                 let mut h = vec![0f64; 20];
                 for v in samples {
                     h[((v * 20.0) as usize).min(19)] += 1.0;
@@ -284,36 +419,34 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &RunStore, st: &mut ExamplesState, vc:
     });
 }
 
+/// The item's split for one method: the three numbers and a plain sentence.
+fn split_ui(ui: &mut egui::Ui, m: &str, x: &Split, p: &PredRow) {
+    let how = if p.samples.contains_key(m) {
+        format!("from its {} samples", p.samples[m].len())
+    } else {
+        format!("{SPLIT_DRAWS} Monte Carlo draws of its Gaussian over the logits, at the run's chosen δ")
+    };
+    ui.label(RichText::new(format!("Uncertainty of {} ({how})", method_label(m))).strong().color(method_color(m)));
+    egui::Grid::new("split_grid").striped(true).show(ui, |ui| {
+        for (name, v, hover) in [
+            ("total  H[E p]", x.total, "entropy of the averaged prediction (nats; ln K at most)"),
+            ("aleatoric  E[H p]", x.aleatoric, "the average entropy of each sample: unsure even at a single setting of the weights"),
+            ("epistemic  H[E p] - E[H p]", x.epistemic, "mutual information: how much the samples disagree with one another"),
+        ] {
+            ui.label(name).on_hover_text(hover);
+            ui.label(RichText::new(format!("{v:.4}")).monospace());
+            ui.end_row();
+        }
+    });
+    ui.label(uncertainty::explain(x));
+}
+
 fn letter(k: usize) -> String {
     laplace_lora::data::LETTERS.get(k).map(|s| s.to_string()).unwrap_or_else(|| k.to_string())
 }
 
 /// Probability of the mean's top class under samples f ~ N(mu, cov) (Cholesky with jitter).
 pub fn mc_top_prob(mu: &[f64], cov: &[Vec<f64>], n: usize, seed: u64) -> Vec<f64> {
-    use rand::{Rng, SeedableRng};
-    use rand_distr::StandardNormal;
-    let k = mu.len();
-    let mut l = vec![vec![0.0; k]; k];
-    for i in 0..k {
-        for j in 0..=i {
-            let mut sum = cov.get(i).and_then(|r| r.get(j)).copied().unwrap_or(0.0);
-            for t in 0..j {
-                sum -= l[i][t] * l[j][t];
-            }
-            if i == j {
-                l[i][j] = (sum + 1e-9).max(0.0).sqrt();
-            } else {
-                l[i][j] = if l[j][j] > 0.0 { sum / l[j][j] } else { 0.0 };
-            }
-        }
-    }
     let top = calibration::top_label(&calibration::softmax(mu)).0;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let z: Vec<f64> = (0..k).map(|_| rng.sample(StandardNormal)).collect();
-            let f: Vec<f64> = (0..k).map(|i| mu[i] + (0..=i).map(|j| l[i][j] * z[j]).sum::<f64>()).collect();
-            calibration::softmax(&f)[top]
-        })
-        .collect()
+    uncertainty::gaussian_prob_samples(mu, cov, n, seed).iter().map(|q| q[top]).collect()
 }

@@ -3,8 +3,10 @@
 
 mod calibration;
 mod examples;
+mod method_diff;
 mod prior;
 mod runs;
+mod sweep_plot;
 mod training;
 
 pub use calibration::*;
@@ -14,7 +16,7 @@ pub use runs::*;
 pub use training::*;
 
 use super::figure::{export_buttons, Figure};
-use super::store::PRIOR_METHOD;
+use super::store::{RunStore, PRIOR_METHOD, TEST_SET};
 use egui::{Color32, RichText};
 use std::path::Path;
 use std::sync::mpsc::Sender;
@@ -61,5 +63,33 @@ pub(crate) fn figure(ui: &mut egui::Ui, fig: &Figure, height: f32, vc: &ViewCtx)
         // The PNG is a crop of everything the figure drew: title, plot, axes and their labels.
         let drawn = ui.scope(|ui| fig.show(ui, height)).response.rect;
         export_buttons(ui, fig, drawn.expand(2.0), vc.run_dir, vc.status);
+    });
+}
+
+/// "Evaluation set: test | NAME..." when the run has sets beyond the test split (eval/NAME/);
+/// the Calibration and Examples tabs draw the chosen one.
+pub fn eval_set_selector(ui: &mut egui::Ui, s: &RunStore, set: &mut String) {
+    let names = s.eval_set_names();
+    if names.is_empty() {
+        if set != TEST_SET {
+            *set = TEST_SET.to_string();
+        }
+        return;
+    }
+    ui.horizontal(|ui| {
+        let l = ui.label("Evaluation set:");
+        egui::ComboBox::from_id_salt("eval_set")
+            .selected_text(set.as_str())
+            .show_ui(ui, |ui| {
+                ui.selectable_value(set, TEST_SET.to_string(), "test (in-distribution)");
+                for n in &names {
+                    ui.selectable_value(set, n.clone(), n);
+                }
+            })
+            .response
+            .labelled_by(l.id);
+        if set != TEST_SET {
+            ui.weak("(a distribution-shift set: evaluated with every method after training)");
+        }
     });
 }
