@@ -20,7 +20,7 @@ pub(super) fn default_axis_name(keys: &[String], i: usize) -> String {
     if keys.iter().all(|k| k.starts_with("data.")) && keys.iter().any(|k| matches!(k.as_str(), "data.train" | "data.test" | "data.validation")) {
         return "data".into();
     }
-    if keys.iter().any(|k| k == "methods.list") {
+    if super::spec::is_methods_axis(keys) {
         return "methods".into();
     }
     match keys {

@@ -178,7 +178,7 @@ pub fn load(dir: &Path, over: Option<&str>) -> Result<SweepReport> {
         }
         None => m.axes.iter().find(|a| a.keys == ["train.seed"]).or_else(|| m.axes.iter().find(|a| a.name == "seed")).map(|a| a.name.clone()),
     };
-    let is_methods = |a: &super::manifest::AxisInfo| a.keys.iter().any(|k| k == "methods.list");
+    let is_methods = |a: &super::manifest::AxisInfo| super::spec::is_methods_axis(&a.keys);
     let mut setting_columns: Vec<String> = Vec::new();
     if !m.axes.iter().any(|a| a.keys.iter().any(|k| k == "data.train")) {
         setting_columns.push("data".into());

@@ -121,7 +121,7 @@ impl Axis {
     }
     /// The axis of method lists (`methods.list`): its runs are one setting in the report.
     pub fn is_methods(&self) -> bool {
-        self.keys.iter().any(|k| k == "methods.list")
+        is_methods_axis(&self.keys)
     }
     /// An axis over data sets (it sets the training data).
     pub fn is_data(&self) -> bool {
@@ -574,5 +574,26 @@ mod tests {
         b.train.seed = 9;
         b.lora.rank = 3;
         assert_eq!(config_differences(&p[0].config, &b), ["lora.rank", "train.seed"]);
+    }
+}
+
+/// Whether an axis with these keys is an axis of method lists: it sets `methods.list` and nothing
+/// outside `[methods]`. An axis that also sets data (each data set with the methods to run on it)
+/// is a data axis, whose values stay apart in the report.
+pub fn is_methods_axis(keys: &[String]) -> bool {
+    keys.iter().any(|k| k == "methods.list") && keys.iter().all(|k| k.starts_with("methods."))
+}
+
+#[cfg(test)]
+mod methods_axis_tests {
+    use super::is_methods_axis;
+
+    #[test]
+    fn only_an_axis_of_method_settings_is_a_methods_axis() {
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_methods_axis(&k(&["methods.list"])));
+        assert!(is_methods_axis(&k(&["methods.list", "methods.mc_dropout.p"])));
+        assert!(!is_methods_axis(&k(&["data.train", "data.test", "methods.list"])));
+        assert!(!is_methods_axis(&k(&["train.seed"])));
     }
 }
