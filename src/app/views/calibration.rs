@@ -186,7 +186,7 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut CalibState,
         });
         return;
     }
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("Show:");
         for m in &all {
             let mut on = !st.hidden.contains(m);

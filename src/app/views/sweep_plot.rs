@@ -55,5 +55,7 @@ pub fn sweep_figure(rep: &SweepReport, metric: usize) -> Option<Figure> {
     let (pts, labels): (Vec<[f64; 2]>, Vec<String>) = rep.settings.iter().enumerate().map(|(si, s)| ([si as f64, top * 1.1], s.title())).unzip();
     f.series.push(Series::labels(Color32::from_gray(200), pts, labels));
     f.y_range = Some((0.0, (top * 1.2).max(1e-6)));
+    // Room right of the last group for the legend (one entry a method), so it hides no bar.
+    f.x_range = Some((-0.5, rep.settings.len() as f64 - 0.5 + 0.7));
     Some(f)
 }
