@@ -12,6 +12,7 @@ use app::{Tab, WorkbenchApp};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use gui::{harness, step_until};
+use laplace_lora::calibration::binning::{metrics_binned, Binning, Scheme};
 use laplace_lora::experiment::{self, ExperimentConfig, Stage};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -177,6 +178,23 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     let ex = dir.join("exports");
     assert!(ex.join("prior_log_marglik.svg").is_file() && ex.join("prior_log_marglik.csv").is_file());
     assert!(std::fs::read_to_string(ex.join("prior_log_marglik.svg")).unwrap().starts_with("<svg"));
+
+    // Calibration with 4 equal-mass bins and bootstrap intervals: the table shows the metrics of
+    // the stored probabilities under that binning, and the intervals' header.
+    click_tab(&mut h, "Calibration");
+    h.run_steps(2);
+    h.state_mut().calib.stats = app::views::StatsSettings { binning: Binning { bins: 4, scheme: Scheme::EqualMass }, bootstrap: true };
+    h.run_steps(3);
+    let preds = &h.state().store.predictions;
+    let probs: Vec<Vec<f64>> = preds.iter().map(|p| p.probs["map"].clone()).collect();
+    let labels: Vec<usize> = preds.iter().map(|p| p.label).collect();
+    let want = metrics_binned(&probs, &labels, &Binning { bins: 4, scheme: Scheme::EqualMass });
+    // MCE, the largest bin gap, moves with the binning (ECE need not: with every gap of one sign
+    // it is |accuracy - mean confidence| under any binning).
+    let stored = &h.state().store.metrics["map"];
+    assert!((want.mce - stored.mce).abs() > 1e-4, "the test needs a binning that changes MCE: {} vs {}", want.mce, stored.mce);
+    assert!(h.query_all_by_label(&format!("{:.4}", want.mce)).next().is_some(), "MAP's equal-mass MCE {:.4} in the table", want.mce);
+    assert!(h.query_all_by_label("ECE 95%").next().is_some(), "the bootstrap intervals are shown");
 }
 
 #[test]

@@ -10,13 +10,16 @@ use laplace_lora::calibration::Metrics;
 pub struct CalibState {
     pub overlay: bool,
     pub hidden: std::collections::BTreeSet<String>,
+    /// Bins and bootstrap (`binning_controls`), and their table for the current set.
+    pub stats: super::binning_controls::StatsSettings,
+    stats_cache: Option<super::binning_controls::StatsCache>,
     /// Risk-coverage curves and AURC per method, for (store revision, set).
     selective: Option<(u64, String, Vec<(String, Vec<[f64; 2]>, f64)>)>,
 }
 
 impl Default for CalibState {
     fn default() -> Self {
-        Self { overlay: false, hidden: Default::default(), selective: None }
+        Self { overlay: false, hidden: Default::default(), stats: Default::default(), stats_cache: None, selective: None }
     }
 }
 
@@ -69,10 +72,21 @@ pub fn reliability_figure(id: &str, title: &str, methods: &[(String, &Metrics)],
             let pts: Vec<[f64; 2]> = m.bins.iter().filter(|b| b.count > 0).map(|b| [b.mean_confidence, b.accuracy]).collect();
             f.series.push(Series::line(&format!("{label} (ECE {:.3})", m.ece), c, pts).width(2.5));
         } else {
+            // Equal-width bins: one bar series; equal-mass bins (each its own width, from its
+            // smallest to its largest confidence): a series a bin, one legend entry.
             let w = m.bins.first().map(|b| b.upper - b.lower).unwrap_or(1.0 / 15.0);
-            let bars: Vec<[f64; 2]> = m.bins.iter().filter(|b| b.count > 0).map(|b| [(b.lower + b.upper) / 2.0, b.accuracy]).collect();
-            f.series.push(Series::bars(&format!("{label} accuracy"), c, w, bars));
+            let uniform = m.bins.iter().all(|b| ((b.upper - b.lower) - w).abs() < 1e-12);
+            if uniform {
+                let bars: Vec<[f64; 2]> = m.bins.iter().filter(|b| b.count > 0).map(|b| [(b.lower + b.upper) / 2.0, b.accuracy]).collect();
+                f.series.push(Series::bars(&format!("{label} accuracy"), c, w, bars));
+            } else {
+                for (i, b) in m.bins.iter().filter(|b| b.count > 0).enumerate() {
+                    let s = Series::bars(&format!("{label} accuracy"), c, (b.upper - b.lower).max(0.006), vec![[(b.lower + b.upper) / 2.0, b.accuracy]]);
+                    f.series.push(if i == 0 { s } else { s.hidden_from_legend() });
+                }
+            }
             for (i, b) in m.bins.iter().filter(|b| b.count > 0).enumerate() {
+                let w = (b.upper - b.lower).max(0.006);
                 let (lo, hi) = (b.lower + w * 0.05, b.upper - w * 0.05);
                 let (a, cf) = (b.accuracy, b.mean_confidence);
                 let s = Series::area("gap", Color32::from_rgba_unmultiplied(230, 60, 60, 70), vec![[lo, a], [hi, a], [hi, cf], [lo, cf]]);
@@ -202,7 +216,12 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut CalibState,
         ui.selectable_value(&mut st.overlay, false, "Side by side");
         ui.selectable_value(&mut st.overlay, true, "Overlaid");
     });
-    let rows: Vec<(String, &Metrics)> = all.iter().filter(|m| !st.hidden.contains(*m)).filter_map(|m| metrics_of(m).map(|x| (m.clone(), x))).collect();
+    let stats = super::binning_controls::stats_controls(ui, s, set, &all, &mut st.stats, &mut st.stats_cache);
+    let rows: Vec<(String, &Metrics)> = match stats {
+        // Rebinned (or a shift set's, with its AUROC): from the stored per-item probabilities.
+        Some(c) => c.rows.iter().filter(|r| !st.hidden.contains(&r.method)).map(|r| (r.method.clone(), &r.metrics)).collect(),
+        None => all.iter().filter(|m| !st.hidden.contains(*m)).filter_map(|m| metrics_of(m).map(|x| (m.clone(), x))).collect(),
+    };
     let temp = s.temperature;
     let extra = move |m: &str| if m == "temperature" { temp.map(|t| format!(" (T = {t:.2})")).unwrap_or_default() } else { String::new() };
     // The risk-coverage curves, recomputed when the store or the set changes (a sort per method).
@@ -230,6 +249,9 @@ pub fn calibration_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut CalibState,
         Some(&extra),
         Some(("AURC", "area under the risk-coverage curve: the mean error rate of the k most confident items over k = 1..n (lower is better: the confident answers are the right ones)", &aurc_of)),
     );
+    if let Some(c) = stats {
+        super::binning_controls::stats_table(ui, c, set);
+    }
     if let Some(Err(e)) = s.set_predictions(set) {
         ui.colored_label(Color32::from_rgb(220, 160, 40), format!("the per-item curves need this set's predictions: {e}"));
     }

@@ -1,6 +1,7 @@
 //! The tabs: training, calibration, examples, prior precision, runs, one file each. Each draws
 //! from the store and never blocks.
 
+mod binning_controls;
 mod calibration;
 mod examples;
 mod method_diff;
@@ -9,6 +10,7 @@ mod runs;
 mod sweep_plot;
 mod training;
 
+pub use binning_controls::StatsSettings;
 pub use calibration::*;
 pub use examples::*;
 pub use prior::*;

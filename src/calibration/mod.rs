@@ -14,6 +14,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod binning;
+pub mod bootstrap;
+pub mod shift;
+
 /// Number of equal-width confidence bins used for ECE, MCE and the reliability diagram.
 pub const ECE_BINS: usize = 15;
 
@@ -77,7 +81,7 @@ pub fn top_label(p: &[f64]) -> (usize, f64) {
 /// the edges computed exactly as `b as f64 / bins as f64` (the same values reported as
 /// `lower`/`upper`), so a confidence equal to an edge always opens the bin above it.
 /// c >= 1 goes into the last bin, c <= 0 or NaN into the first.
-fn bin_index(c: f64, bins: usize) -> usize {
+pub(crate) fn bin_index(c: f64, bins: usize) -> usize {
     let nb = bins as f64;
     if c.is_nan() || c <= 0.0 {
         return 0;
