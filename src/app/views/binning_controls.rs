@@ -65,8 +65,8 @@ pub fn stats_controls<'a>(
     cache: &'a mut Option<StatsCache>,
 ) -> Option<&'a StatsCache> {
     ui.horizontal_wrapped(|ui| {
-        ui.label("Bins:").on_hover_text("how many confidence bins the reliability diagrams, ECE and MCE use (the stored metrics: 15 of equal width)");
-        ui.add(egui::DragValue::new(&mut st.binning.bins).range(2..=50));
+        let l = ui.label("Bins:").on_hover_text("how many confidence bins the reliability diagrams, ECE and MCE use (the stored metrics: 15 of equal width)");
+        ui.add(egui::DragValue::new(&mut st.binning.bins).range(2..=50)).labelled_by(l.id);
         let mut mass = st.binning.scheme == Scheme::EqualMass;
         if ui.checkbox(&mut mass, "equal mass").on_hover_text("each bin holds the same number of items (adaptive ECE) instead of covering the same width of confidence").changed() {
             st.binning.scheme = if mass { Scheme::EqualMass } else { Scheme::EqualWidth };
