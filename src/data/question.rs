@@ -92,7 +92,7 @@ mod tests {
         let e = render(&Question { choices: "a\nb\nc\nd\ne".into(), ..q.clone() }, &letter_labels(4), "q").unwrap_err();
         assert!(e.contains("give 2 to 4 choices") && e.contains("you gave 5"), "{e}");
         let tf = s(&[" True", " False"]);
-        assert!(render(&q, &tf, "q").unwrap_err().contains("leave the choices empty"));
+        assert!(render(&Question { context: "A passage.".into(), ..q.clone() }, &tf, "q").unwrap_err().contains("leave the choices empty"));
         let b = Question { context: "Ann has a cat.".into(), question: "does ann have a cat".into(), choices: String::new() };
         assert_eq!(render(&b, &tf, "q").unwrap().prompt, boolq_prompt("Ann has a cat.", "does ann have a cat"));
         assert!(render(&Question { context: String::new(), ..b.clone() }, &tf, "q").unwrap_err().contains("passage"));
