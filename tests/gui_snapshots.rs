@@ -158,6 +158,36 @@ fn snapshot_every_tab() {
     if let Err(e) = h.try_snapshot("tab_calibration_overlaid") {
         errors.push(e.to_string());
     }
+    // "Ask your own question" with an answer in place (what the run's thread would send back).
+    {
+        use laplace_lora::data::question::{render, Question};
+        use laplace_lora::experiment::session::MethodPrediction;
+        let a = h.state_mut();
+        a.store.dir = Some(PathBuf::from("runs/synthetic"));
+        a.tab = Tab::Examples;
+        a.examples.ask_mode = true;
+        a.ask.question = Question { context: String::new(), question: "Which number is the largest?".into(), choices: "7\n3\n12\n1".into() };
+        let item = render(&a.ask.question, &laplace_lora::data::letter_labels(4), "your question").unwrap();
+        let mp = |m: &str, probs: [f64; 4], gauss: bool| MethodPrediction {
+            method: m.into(),
+            probs: probs.to_vec(),
+            logit_mean: gauss.then(|| vec![1.2, -0.4, 2.9, -1.1]),
+            logit_cov: gauss.then(|| (0..4).map(|i| (0..4).map(|j| if i == j { 0.8 } else { 0.1 }).collect()).collect()),
+        };
+        a.ask.answer = Some((
+            item,
+            vec![
+                mp("zero_shot", [0.25, 0.24, 0.27, 0.24], false),
+                mp("map", [0.12, 0.02, 0.85, 0.01], false),
+                mp("temperature", [0.18, 0.06, 0.72, 0.04], false),
+                mp("laplace", [0.19, 0.08, 0.66, 0.07], true),
+            ],
+        ));
+    }
+    h.run_steps(4);
+    if let Err(e) = h.try_snapshot("examples_ask") {
+        errors.push(e.to_string());
+    }
     assert!(errors.is_empty(), "{errors:#?}");
 }
 
