@@ -188,6 +188,31 @@ fn snapshot_every_tab() {
     if let Err(e) = h.try_snapshot("examples_ask") {
         errors.push(e.to_string());
     }
+    // The training items behind the selected item's prediction (as the run's thread would rank
+    // them), in a taller window: the list sits below the item's logits.
+    {
+        use laplace_lora::experiment::session::{SupportRow, Supports};
+        let a = h.state_mut();
+        a.examples.ask_mode = false;
+        let id = a.store.predictions[1].id.clone();
+        let row = |i: usize, label: usize, score: f64| SupportRow {
+            id: format!("train-{i}"),
+            label,
+            label_text: ["11", "21", "31", "41"][label].into(),
+            prompt: format!("Select one of the choices that answers the following question: Which number is the largest? ({i})\nChoices:\nA. 11\nAnswer:"),
+            score,
+            frobenius: score.abs() * 1.7,
+            kernel: vec![0.0; 16],
+        };
+        let rows = vec![row(4, 1, 3.2e-2), row(17, 2, -2.1e-2), row(9, 1, 1.5e-2), row(30, 0, -4.0e-3)];
+        a.ask.supports.insert(format!("test/{id}"), Ok(Supports { predicted: 1, rows, n_train: 64 }));
+    }
+    h.set_size(egui::vec2(1400.0, 1200.0));
+    h.run_steps(4);
+    if let Err(e) = h.try_snapshot("examples_supports") {
+        errors.push(e.to_string());
+    }
+    h.set_size(egui::vec2(1400.0, 900.0));
     assert!(errors.is_empty(), "{errors:#?}");
 }
 
