@@ -80,7 +80,9 @@ impl AskState {
     }
 
     fn ensure_worker(&mut self, dir: &Path) {
-        if self.worker.as_ref().is_none_or(|w| w.run_dir != dir) {
+        // A run that did not open is tried again (its files may have been fixed meanwhile).
+        let failed = matches!(self.info, Some(Err(_)));
+        if failed || self.worker.as_ref().is_none_or(|w| w.run_dir != dir) {
             self.reset();
             self.worker = Some(SessionWorker::spawn(dir));
             self.status = "loading the run's model, adapter and methods...".into();
