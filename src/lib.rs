@@ -15,6 +15,7 @@ pub mod optim;
 pub mod peft;
 pub mod run_check;
 pub mod runio;
+pub mod session_worker;
 pub mod sweep;
 pub mod testing;
 pub mod train;

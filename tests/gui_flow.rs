@@ -229,3 +229,111 @@ fn fit_laplace_on_an_opened_fine_tuned_run() {
     assert!(dir.join("laplace").join("posterior.safetensors").is_file());
     assert_eq!(h.state().status_line, "Laplace fitted on the open run");
 }
+
+/// Every file under `dir` with its length and modification time.
+fn files_of(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn ask_your_own_question_and_see_the_training_items_behind_a_prediction() {
+    use egui::accesskit::Role;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    laplace_lora::testing::write_tiny_hf_model(&model, 7, false).unwrap();
+    let dir = tmp.path().join("runs").join("asked");
+    experiment::prepare_run_dir(&dir, false).unwrap();
+    experiment::run(&tiny_config(&model), &dir, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let before = files_of(&dir);
+
+    let mut h = harness(WorkbenchApp::new(Some(repo().join("sample_data")), tmp.path().join("runs")));
+    h.run_steps(2);
+    h.state_mut().open_run(dir.clone());
+    step_until(&mut h, 20, "the run to open", |a| a.store.dir.as_deref() == Some(dir.as_path()) && !a.store.predictions.is_empty());
+    click_tab(&mut h, "Examples");
+    h.run_steps(2);
+    h.get_by_label("Ask your own question").click();
+    h.run_steps(2);
+
+    // Type a question and its four choices (the run answers A..D), ask, wait for the answer.
+    let question = "Which number is the largest?";
+    let choices = ["seven", "three", "twelve", "one"];
+    let q = h.get_by_role_and_label(Role::TextInput, "Question");
+    q.focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "Question").type_text(question);
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Choices (one a line)").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Choices (one a line)").type_text(&choices.join("\n"));
+    h.run_steps(2);
+    assert_eq!(h.state().ask.question.question, question);
+    assert_eq!(h.state().ask.question.choices, choices.join("\n"));
+    h.get_by_label("Ask").click();
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("computing...").next().is_some(), "the question is computed in the background");
+    step_until(&mut h, 120, "the answer", |a| a.ask.answer.is_some() || a.ask.message.is_some());
+    assert!(h.state().ask.message.is_none(), "{:?}", h.state().ask.message);
+    let (item, shown) = h.state().ask.answer.clone().unwrap();
+    assert!(item.prompt.contains("A. seven\nB. three\nC. twelve\nD. one\nAnswer:"), "{}", item.prompt);
+    let lap = shown.iter().find(|p| p.method == "laplace").expect("Laplace-LoRA answered");
+    assert!(h.query_all_by_label(&format!("{:.4}", lap.probs[0])).next().is_some(), "the probabilities are shown");
+    assert!(h.query_all_by_label_contains("Laplace-LoRA's logits under the posterior").next().is_some());
+    assert_eq!(files_of(&dir), before, "asking leaves the run directory as it was");
+
+    // A fifth choice does not fit a run with four answer letters: a message, no answer change.
+    h.state_mut().ask.question.choices.push_str("\nninety");
+    h.get_by_label("Ask").click();
+    step_until(&mut h, 20, "the message", |a| a.ask.message.is_some());
+    assert!(h.state().ask.message.as_ref().unwrap().contains("give 2 to 4 choices"), "{:?}", h.state().ask.message);
+    assert!(h.query_all_by_label_contains("give 2 to 4 choices").next().is_some(), "the message is shown");
+
+    // The same item written as a file and evaluated by `evaluate_run` gives the same numbers.
+    let f = tmp.path().join("mine.jsonl");
+    std::fs::write(&f, serde_json::json!({"id": "mine", "question": question, "choices": choices, "answer": 0}).to_string() + "\n").unwrap();
+    let set = laplace_lora::data::EvalSet { name: "mine".into(), path: f, format: Default::default(), max_items: None, drop_unfit: false };
+    experiment::evaluate_run(&dir, set, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let want = experiment::read_predictions(&dir.join("eval").join("mine").join("predictions.jsonl")).unwrap().remove(0);
+    assert_eq!(want.prompt, item.prompt, "rendered with the run's template");
+    assert_eq!(want.probs.len(), shown.len(), "every method answered");
+    for p in &shown {
+        let w = &want.probs[&p.method];
+        assert_eq!(w.len(), p.probs.len());
+        for (a, b) in w.iter().zip(&p.probs) {
+            assert!((a - b).abs() < 1e-9, "{}: {a} vs {b}", p.method);
+        }
+        if let Some(m) = &p.logit_mean {
+            for (a, b) in want.logit_mean[&p.method].iter().zip(m) {
+                assert!((a - b).abs() < 1e-9, "{} logit mean: {a} vs {b}", p.method);
+            }
+        }
+    }
+
+    // The training items behind a test item's prediction, computed on the same run's thread.
+    h.get_by_label("Back to the items").click();
+    h.run_steps(3);
+    // The button sits below the item's logits, out of the window: clicked through accesskit.
+    h.get_by_label("Find the top 10 training items").click_accesskit();
+    h.run_steps(1);
+    assert!(h.state().ask.busy() || !h.state().ask.supports.is_empty(), "the click asked for the supports");
+    step_until(&mut h, 120, "the supports", |a| !a.ask.supports.is_empty() && !a.ask.busy());
+    let (_, sup) = h.state().ask.supports.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let sup = sup.expect("supports computed");
+    assert_eq!(sup.rows.len(), sup.n_train.min(10));
+    assert!(sup.rows.windows(2).all(|w| w[0].score.abs() >= w[1].score.abs()), "ranked by |s_n|");
+    assert!(h.query_all_by_label_contains("training items scored").next().is_some());
+}

@@ -158,6 +158,61 @@ fn snapshot_every_tab() {
     if let Err(e) = h.try_snapshot("tab_calibration_overlaid") {
         errors.push(e.to_string());
     }
+    // "Ask your own question" with an answer in place (what the run's thread would send back).
+    {
+        use laplace_lora::data::question::{render, Question};
+        use laplace_lora::experiment::session::MethodPrediction;
+        let a = h.state_mut();
+        a.store.dir = Some(PathBuf::from("runs/synthetic"));
+        a.tab = Tab::Examples;
+        a.examples.ask_mode = true;
+        a.ask.question = Question { context: String::new(), question: "Which number is the largest?".into(), choices: "7\n3\n12\n1".into() };
+        let item = render(&a.ask.question, &laplace_lora::data::letter_labels(4), "your question").unwrap();
+        let mp = |m: &str, probs: [f64; 4], gauss: bool| MethodPrediction {
+            method: m.into(),
+            probs: probs.to_vec(),
+            logit_mean: gauss.then(|| vec![1.2, -0.4, 2.9, -1.1]),
+            logit_cov: gauss.then(|| (0..4).map(|i| (0..4).map(|j| if i == j { 0.8 } else { 0.1 }).collect()).collect()),
+        };
+        a.ask.answer = Some((
+            item,
+            vec![
+                mp("zero_shot", [0.25, 0.24, 0.27, 0.24], false),
+                mp("map", [0.12, 0.02, 0.85, 0.01], false),
+                mp("temperature", [0.18, 0.06, 0.72, 0.04], false),
+                mp("laplace", [0.19, 0.08, 0.66, 0.07], true),
+            ],
+        ));
+    }
+    h.run_steps(4);
+    if let Err(e) = h.try_snapshot("examples_ask") {
+        errors.push(e.to_string());
+    }
+    // The training items behind the selected item's prediction (as the run's thread would rank
+    // them), in a taller window: the list sits below the item's logits.
+    {
+        use laplace_lora::experiment::session::{SupportRow, Supports};
+        let a = h.state_mut();
+        a.examples.ask_mode = false;
+        let id = a.store.predictions[1].id.clone();
+        let row = |i: usize, label: usize, score: f64| SupportRow {
+            id: format!("train-{i}"),
+            label,
+            label_text: ["11", "21", "31", "41"][label].into(),
+            prompt: format!("Select one of the choices that answers the following question: Which number is the largest? ({i})\nChoices:\nA. 11\nAnswer:"),
+            score,
+            frobenius: score.abs() * 1.7,
+            kernel: vec![0.0; 16],
+        };
+        let rows = vec![row(4, 1, 3.2e-2), row(17, 2, -2.1e-2), row(9, 1, 1.5e-2), row(30, 0, -4.0e-3)];
+        a.ask.supports.insert(format!("test/{id}"), Ok(Supports { predicted: 1, rows, n_train: 64 }));
+    }
+    h.set_size(egui::vec2(1400.0, 1200.0));
+    h.run_steps(4);
+    if let Err(e) = h.try_snapshot("examples_supports") {
+        errors.push(e.to_string());
+    }
+    h.set_size(egui::vec2(1400.0, 900.0));
     assert!(errors.is_empty(), "{errors:#?}");
 }
 

@@ -349,3 +349,54 @@ fn low_rank_residual_at_a_tiny_prior_precision_matches_a_dense_solve() {
         eprintln!("low-rank Sigma_f at delta {delta}: worst relative error {worst:.2e}");
     }
 }
+
+/// The cross-covariance of the training items behind a prediction, k(x, x_n) = J(x) Sigma J(x_n)^T
+/// (laplace::kernel), equals the dense product with Sigma = (KFAC + delta I)^-1 solved directly:
+/// full-rank factors at three priors, and low-rank factors at a tiny prior, where the Jacobian
+/// outside the kept eigenvectors (weighed by 1/delta) must enter the cross term too.
+#[test]
+fn cross_kernel_equals_the_dense_j_sigma_j() {
+    use laplace_lora::laplace::kernel::cross_kernel;
+    let s = setup();
+    let data = examples();
+    let x = Encoded { ids: vec![4, 21, 30, 24, 3], label: 0, num_choices: K };
+    let full_rank = cfg(Structure::Kron, Positions::Expand);
+    let low_rank = LaplaceConfig { low_rank_threshold: 16, low_rank_k: 16, ..full_rank.clone() };
+    for (c, deltas) in [(full_rank, vec![0.05, 1.0, 30.0]), (low_rank, vec![1e-4])] {
+        let post = fit(&s, &data, &c);
+        let low = post.basis.iter().any(|b| matches!(b, BlockBasis::Kron { x, .. } if x.k < x.n));
+        assert_eq!(low, c.low_rank_k == 16, "the low-rank case has a low-rank factor, the other none");
+        let (p, kron) = dense_kron(&post);
+        let all: Vec<usize> = (0..post.blocks.len()).collect();
+        let vars = block_vars(&s, &post.blocks);
+        let (jx, _) = dense_jacobian(&s, &x, &vars);
+        for delta in deltas {
+            let mut m = kron.clone();
+            (0..p).for_each(|i| m[i * p + i] += delta);
+            let l = cholesky(&m, p);
+            let g = Group { blocks: all.clone(), deltas: vec![delta; all.len()] };
+            let (mu, ks) = cross_kernel(&s.model, &s.lora, &post, &g, &x, &data, &ANSWER, 0, 2, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+            assert_eq!((mu.len(), ks.len()), (K, data.len()));
+            let sol_x: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jx[c])).collect();
+            let var_x: Vec<f64> = (0..K).map(|a| jx[a].iter().zip(&sol_x[a]).map(|(u, v)| u * v).sum()).collect();
+            for (e, kk) in data.iter().zip(&ks) {
+                let (jn, _) = dense_jacobian(&s, e, &vars);
+                let sol_n: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jn[c])).collect();
+                for a in 0..K {
+                    for b in 0..K {
+                        let want: f64 = jx[a].iter().zip(&sol_n[b]).map(|(u, v)| u * v).sum();
+                        let var_n: f64 = jn[b].iter().zip(&sol_n[b]).map(|(u, v)| u * v).sum();
+                        // f32 Jacobians: 1e-4 relative to the scale sqrt(Var f_a(x) Var f_b(x_n)).
+                        let scale = (var_x[a] * var_n).sqrt();
+                        let got = kk[a * K + b];
+                        assert!(
+                            (got - want).abs() <= 1e-4 * scale,
+                            "delta {delta} low-rank {}: k[{a},{b}] {got} vs dense {want} (scale {scale})",
+                            c.low_rank_k
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! and run directories are read on short-lived threads.
 #![allow(dead_code)]
 
+pub mod ask;
 pub mod figure;
 pub mod lazy;
 pub mod runs_index;
@@ -62,6 +63,8 @@ pub struct WorkbenchApp {
     pub runs_state: views::RunsState,
     pub calib: views::CalibState,
     pub examples: views::ExamplesState,
+    /// The open run held on a thread of its own for questions and supports.
+    pub ask: ask::AskState,
     /// The evaluation set the Calibration and Examples tabs draw ("test" or an eval/NAME set).
     pub eval_set: String,
     /// Background results of the store still to come (eval predictions, uncertainty splits).
@@ -77,6 +80,8 @@ pub struct WorkbenchApp {
     pub cpu_usage: Option<f32>,
     /// The running worker refits Laplace on the open run (rather than running a new experiment).
     refitting: bool,
+    /// The ask session is computing or loading.
+    ask_busy: bool,
 }
 
 impl WorkbenchApp {
@@ -98,6 +103,7 @@ impl WorkbenchApp {
             runs_state: Default::default(),
             calib: Default::default(),
             examples: Default::default(),
+            ask: Default::default(),
             eval_set: store::TEST_SET.to_string(),
             store_loading: false,
             status_tx,
@@ -110,6 +116,7 @@ impl WorkbenchApp {
             frame_log: std::env::var_os("LAPLACE_LORA_FRAME_LOG").map(|p| (PathBuf::from(p), Instant::now())),
             cpu_usage: None,
             refitting: false,
+            ask_busy: false,
         }
     }
 
@@ -237,6 +244,8 @@ impl WorkbenchApp {
                 });
             }
             self.runs_scanned = None;
+            // The run's files changed (a new run or a refit): a session on it is stale.
+            self.ask.reset();
             let refit = std::mem::take(&mut self.refitting);
             self.status_line = match (&self.store.status, refit) {
                 (RunStatus::Finished, false) => "run finished".into(),
@@ -279,6 +288,8 @@ impl WorkbenchApp {
             }
         }
         self.store_loading = self.store.poll_lazy();
+        self.ask.sync(self.store.dir.as_deref());
+        self.ask_busy = self.ask.poll();
         if !self.eval_set.is_empty() && self.eval_set != store::TEST_SET && !self.store.eval_metrics.contains_key(&self.eval_set) {
             // The open run has no such set (another run was opened).
             self.eval_set = store::TEST_SET.to_string();
@@ -343,7 +354,7 @@ impl WorkbenchApp {
             match self.tab {
                 Tab::Training => views::training_tab(ui, &self.store, &vc),
                 Tab::Calibration => views::calibration_tab(ui, &mut self.store, &mut self.calib, &mut self.eval_set, &vc),
-                Tab::Examples => views::examples_tab(ui, &mut self.store, &mut self.examples, &mut self.eval_set, &vc),
+                Tab::Examples => views::examples_tab(ui, &mut self.store, &mut self.examples, &mut self.ask, &mut self.eval_set, &vc),
                 Tab::Prior => views::prior_tab(ui, &mut self.store, &vc),
                 Tab::Runs => {
                     let act = views::runs_tab(ui, &self.runs, &self.runs_index.sweeps, &self.runs_root, &mut self.runs_state, self.compare.as_ref(), &vc);
@@ -387,6 +398,7 @@ impl WorkbenchApp {
             || self.compare_loading.is_some()
             || self.recompute_loading.is_some()
             || self.store_loading
+            || self.ask_busy
             || self.setup.dialog_open
         {
             ctx.request_repaint_after(Duration::from_millis(100));

@@ -8,6 +8,7 @@ mod error;
 mod formats;
 pub mod known;
 mod prompt;
+pub mod question;
 pub mod section;
 mod split;
 

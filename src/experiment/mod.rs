@@ -14,6 +14,7 @@ mod events;
 mod pipeline;
 mod prepare;
 mod run_dir;
+pub mod session;
 
 pub use config::*;
 pub use events::*;

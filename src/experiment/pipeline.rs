@@ -76,11 +76,11 @@ fn logged(
 }
 
 /// What every method's context is built from.
-struct Loaded {
-    m: LoadedModel,
-    d: PreparedData,
-    pad: u32,
-    eval_batch: usize,
+pub(super) struct Loaded {
+    pub(super) m: LoadedModel,
+    pub(super) d: PreparedData,
+    pub(super) pad: u32,
+    pub(super) eval_batch: usize,
 }
 
 fn load(cfg: &ExperimentConfig, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<Loaded>> {
@@ -247,12 +247,12 @@ fn probs_of(logits: &[Vec<f64>]) -> Vec<Vec<f64>> {
 
 /// A finished run, loaded again: its configuration (with `laplace` in place of its `[laplace]`
 /// section if given), model, data (checked against `splits.json`) and MAP adapter.
-struct Reopened {
-    l: Loaded,
-    lora: LoraSet,
+pub(super) struct Reopened {
+    pub(super) l: Loaded,
+    pub(super) lora: LoraSet,
 }
 
-fn reopen(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<Reopened>> {
+pub(super) fn reopen(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &mut dyn FnMut(Event) -> Result<()>) -> Result<Option<Reopened>> {
     let Some(l) = load(cfg, cancel, send)? else { return Ok(None) };
     let splits_path = run_dir.join("splits.json");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&splits_path).with_context(|| format!("reading {}", splits_path.display()))?)
@@ -277,7 +277,7 @@ fn reopen(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &mu
     Ok(Some(Reopened { l, lora }))
 }
 
-fn finished_run_config(run_dir: &Path) -> Result<ExperimentConfig> {
+pub(super) fn finished_run_config(run_dir: &Path) -> Result<ExperimentConfig> {
     let cfg = ExperimentConfig::from_file(&run_dir.join("config.toml")).with_context(|| format!("{} is not a finished run directory", run_dir.display()))?;
     for f in ["adapter/adapter_model.safetensors", "metrics.json", "predictions.jsonl", "splits.json"] {
         if !run_dir.join(f).exists() {
@@ -401,7 +401,7 @@ pub fn evaluate_run(run_dir: &Path, set: crate::data::EvalSet, cancel: &AtomicBo
 
 /// The methods' context on a finished run reopened from its directory (no training, no
 /// checkpoints kept): refit and the `eval` verb.
-fn finished_run_context<'a>(
+pub(super) fn finished_run_context<'a>(
     cfg: &'a ExperimentConfig,
     l: &'a Loaded,
     lora: &'a LoraSet,

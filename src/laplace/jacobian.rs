@@ -40,12 +40,12 @@ pub struct Functional {
 
 /// Per block: the projected Jacobians of one example (K matrices, row-major k_o x k_x) and the
 /// eigenvalues (a, g) they pair with; `resid[c][c']` is the mass outside a low-rank basis.
-struct Projected {
-    m: Vec<Vec<f32>>,
-    resid: Vec<Vec<f64>>,
+pub(crate) struct Projected {
+    pub m: Vec<Vec<f32>>,
+    pub resid: Vec<Vec<f64>>,
 }
 
-struct Bases {
+pub(crate) struct Bases {
     /// Kron: (Q_X (n_x, k_x), Q_O^T (k_o, n_o), low-rank?) as f32 tensors.
     kron: Vec<Option<(Tensor, Tensor, bool)>>,
     /// Low-rank Kron blocks: (Q_X, Q_O) in f64, for the residual mass outside their span.
@@ -54,7 +54,7 @@ struct Bases {
     full: Option<Tensor>,
 }
 
-fn bases(post: &Posterior, dev: &Device) -> Result<Bases> {
+pub(crate) fn bases(post: &Posterior, dev: &Device) -> Result<Bases> {
     let mat = |v: &[f64], n: usize, k: usize| -> Result<Tensor> { Ok(Tensor::from_vec(v.to_vec(), (n, k), dev)?.to_dtype(DType::F32)?) };
     let kron = post
         .basis
@@ -85,16 +85,141 @@ fn bases(post: &Posterior, dev: &Device) -> Result<Bases> {
     Ok(Bases { kron, kron64, full })
 }
 
-/// The Jacobian mass outside a low-rank block's kept eigenvectors, per example and class pair:
-/// <R_c, R_c'>_F with R_c = M_c - Q_O Q_O^T M_c Q_X Q_X^T, formed in f64. (Total minus kept mass,
-/// |M|^2 - |M~|^2, loses everything to cancellation when the kept basis holds nearly all of the
-/// mass, and divided by delta that error dominates Sigma_f at small delta.)
-/// `m` is (K * B, n_o, n_x), class-major; the result is indexed [example][c][c'].
-fn residual_mass(m: &Tensor, qx: &Tensor, qo: &Tensor, k: usize, nb: usize) -> Result<Vec<Vec<Vec<f64>>>> {
+/// The Jacobian outside a low-rank block's kept eigenvectors, per row of `m` (K * B, n_o, n_x):
+/// R_c = M_c - Q_O Q_O^T M_c Q_X Q_X^T, formed in f64 and flattened to (K * B, n_o * n_x).
+/// (Total minus kept mass, |M|^2 - |M~|^2, loses everything to cancellation when the kept basis
+/// holds nearly all of the mass, and divided by delta that error dominates Sigma_f at small delta.)
+pub(crate) fn residual_rows(m: &Tensor, qx: &Tensor, qo: &Tensor) -> Result<Tensor> {
     let m64 = m.to_dtype(DType::F64)?;
     let kept = qo.broadcast_matmul(&qo.t()?.broadcast_matmul(&m64.broadcast_matmul(qx)?)?)?.broadcast_matmul(&qx.t()?)?;
-    let r = (m64 - kept)?.flatten_from(1)?.to_vec2::<f64>()?;
+    Ok((m64 - kept)?.flatten_from(1)?)
+}
+
+/// The Jacobian mass outside a low-rank block's kept eigenvectors, per example and class pair:
+/// <R_c, R_c'>_F ([`residual_rows`]), indexed [example][c][c']; the rows are class-major.
+fn residual_mass(rows: &Tensor, k: usize, nb: usize) -> Result<Vec<Vec<Vec<f64>>>> {
+    let r = rows.to_vec2::<f64>()?;
     Ok((0..nb).map(|n| (0..k).map(|c| (0..k).map(|d| r[c * nb + n].iter().zip(&r[d * nb + n]).map(|(x, y)| x * y).sum()).collect()).collect()).collect())
+}
+
+/// 1 / (a_i g_j + delta) per block of a group (row-major k_o x k_x for a Kronecker block; one
+/// entry for the full structure's single "block"); None for blocks outside the group.
+pub(crate) fn inverse_eigenvalues(post: &Posterior, g: &Group) -> Vec<Option<Vec<f64>>> {
+    (0..post.blocks.len())
+        .map(|i| {
+            if !g.blocks.contains(&i) {
+                return None;
+            }
+            let d = g.deltas[i];
+            Some(match (&post.basis.get(i), &post.full) {
+                (Some(BlockBasis::Kron { x, o }), _) => o.values.iter().flat_map(|gj| x.values.iter().map(move |ai| 1.0 / (ai * gj + d))).collect(),
+                (Some(BlockBasis::Diag { d: dd }), _) => dd.iter().map(|v| 1.0 / (v + d)).collect(),
+                (None, Some(f)) => f.values.iter().map(|v| 1.0 / (v + d)).collect(),
+                (None, None) => Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// One batch of examples (`idx` into `data`): the MAP answer logits (B x K) and, per example and
+/// block, the K projected Jacobians M~_c (one backward pass per class). With `keep_resid`, also
+/// per block the residual rows of a low-rank block ([`residual_rows`], class-major: row c * B + n).
+pub(crate) struct BatchJacobians {
+    pub logits: Vec<Vec<f32>>,
+    pub projected: Vec<Vec<Projected>>,
+    pub resid_rows: Vec<Option<Tensor>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project_batch(
+    model: &Llama,
+    lora: &LoraSet,
+    post: &Posterior,
+    bs: &Bases,
+    data: &[Encoded],
+    idx: &[usize],
+    answer_ids: &[u32],
+    pad: u32,
+    keep_resid: bool,
+    times: &mut [f64; 3],
+) -> Result<BatchJacobians> {
+    let k = answer_ids.len();
+    let dev = model.device().clone();
+    let t = std::time::Instant::now();
+    let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, k)?;
+    let f = tb.logits()?;
+    let fv = f.to_vec2::<f32>()?;
+    let nb = idx.len();
+    times[0] += t.elapsed().as_secs_f64();
+    // Per block, M_c for every class and example: (K * B, n_o, n_x), class-major.
+    let mut xs = Vec::new();
+    for &b in &post.blocks {
+        let e = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("a LoRA layer was not tapped")?;
+        xs.push((tb.layout(e)?, input_side(lora, e, b.mat)?));
+    }
+    let t = std::time::Instant::now();
+    let onehot = |c: usize| -> Result<Tensor> {
+        let w: Vec<f32> = (0..nb * k).map(|i| if i % k == c { 1.0 } else { 0.0 }).collect();
+        Ok(Tensor::from_vec(w, (nb, k), &dev)?)
+    };
+    let passes = tb.backward(&(0..k).map(onehot).collect::<Result<Vec<_>>>()?)?;
+    times[1] += t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
+    for (grads, used) in &passes {
+        for (bi, &b) in post.blocks.iter().enumerate() {
+            let entry = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
+            let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
+            let o = output_side(lora, entry, b.mat, &tb.replicas(e, *used)?)?;
+            ms[bi].push(xs[bi].0.first(used * nb).per_example_outer(&tb.replicas(&xs[bi].1, *used)?, &o)?);
+        }
+    }
+    let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
+    // Project into the eigenbases: one batched product per block for every class and
+    // example, read back once. Row c * B + n of v is M~_c of example n.
+    let mut resid_rows: Vec<Option<Tensor>> = vec![None; post.blocks.len()];
+    let mut per_example: Vec<Vec<Projected>> = (0..nb).map(|_| Vec::new()).collect();
+    if let (Some(q), Some(_)) = (&bs.full, &post.full) {
+        let cat = Tensor::cat(&ms.iter().map(|m| m.flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (K*B, P)
+        let v = cat.matmul(q)?.to_vec2::<f32>()?;
+        for (n, pe) in per_example.iter_mut().enumerate() {
+            pe.push(Projected { m: (0..k).map(|c| v[c * nb + n].clone()).collect(), resid: vec![vec![0.0; k]; k] });
+        }
+    } else {
+        for (bi, basis) in post.basis.iter().enumerate() {
+            let m = &ms[bi];
+            let (v, resid) = match (basis, &bs.kron[bi]) {
+                (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
+                    let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (K*B, k_o, k_x)
+                    let resid = match (&bs.kron64[bi], low) {
+                        (Some((qx64, qo64)), true) => {
+                            let rows = residual_rows(m, qx64, qo64)?;
+                            let mass = residual_mass(&rows, k, nb)?;
+                            if keep_resid {
+                                resid_rows[bi] = Some(rows);
+                            }
+                            Some(mass)
+                        }
+                        _ => None,
+                    };
+                    (mt.flatten_from(1)?.to_vec2::<f32>()?, resid)
+                }
+                (BlockBasis::Diag { .. }, _) => (m.flatten_from(1)?.to_vec2::<f32>()?, None),
+                _ => unreachable!("bases match the posterior"),
+            };
+            for (n, pe) in per_example.iter_mut().enumerate() {
+                let m: Vec<Vec<f32>> = (0..k).map(|c| v[c * nb + n].clone()).collect();
+                // The Jacobian mass outside a low-rank basis (MATH.md section 7).
+                let resid = match &resid {
+                    Some(r) => r[n].clone(),
+                    None => vec![vec![0.0; k]; k],
+                };
+                pe.push(Projected { m, resid });
+            }
+        }
+    }
+    times[2] += t.elapsed().as_secs_f64();
+    Ok(BatchJacobians { logits: fv, projected: per_example, resid_rows })
 }
 
 /// Sigma_f contributions and spectral entries of every example of `data`.
@@ -117,25 +242,7 @@ pub fn functional(
     let dev = model.device().clone();
     let bs = bases(post, &dev)?;
     // 1 / (a_i g_j + delta) per exact group and block, row-major (k_o x k_x).
-    let inv: Vec<Vec<Option<Vec<f64>>>> = exact
-        .iter()
-        .map(|g| {
-            (0..post.blocks.len())
-                .map(|i| {
-                    if !g.blocks.contains(&i) {
-                        return None;
-                    }
-                    let d = g.deltas[i];
-                    Some(match (&post.basis.get(i), &post.full) {
-                        (Some(BlockBasis::Kron { x, o }), _) => o.values.iter().flat_map(|gj| x.values.iter().map(move |ai| 1.0 / (ai * gj + d))).collect(),
-                        (Some(BlockBasis::Diag { d: dd }), _) => dd.iter().map(|v| 1.0 / (v + d)).collect(),
-                        (None, Some(f)) => f.values.iter().map(|v| 1.0 / (v + d)).collect(),
-                        (None, None) => Vec::new(),
-                    })
-                })
-                .collect()
-        })
-        .collect();
+    let inv: Vec<Vec<Option<Vec<f64>>>> = exact.iter().map(|g| inverse_eigenvalues(post, g)).collect();
     // Each block's eigenvalues binned once for every example (MATH.md section 8).
     let block_bins: Vec<BlockBins> = if spectral_groups.is_empty() {
         Vec::new()
@@ -156,77 +263,13 @@ pub fn functional(
     let mut done = 0;
     // LAPLACE_LORA_PROFILE=1: seconds in the forward, the backward passes and the projections.
     let profile = std::env::var_os("LAPLACE_LORA_PROFILE").is_some();
-    let (mut t_fwd, mut t_bwd, mut t_proj) = (0.0, 0.0, 0.0);
+    let mut times = [0.0f64; 3];
     for idx in order.chunks(batch_size.max(1)) {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let t = std::time::Instant::now();
-        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, k)?;
-        let f = tb.logits()?;
-        let fv = f.to_vec2::<f32>()?;
+        let BatchJacobians { logits: fv, projected: per_example, .. } = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, false, &mut times)?;
         let nb = idx.len();
-        t_fwd += t.elapsed().as_secs_f64();
-        // Per block, M_c for every class and example: (K * B, n_o, n_x), class-major.
-        let mut xs = Vec::new();
-        for &b in &post.blocks {
-            let e = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("a LoRA layer was not tapped")?;
-            xs.push((tb.layout(e)?, input_side(lora, e, b.mat)?));
-        }
-        let t = std::time::Instant::now();
-        let onehot = |c: usize| -> Result<Tensor> {
-            let w: Vec<f32> = (0..nb * k).map(|i| if i % k == c { 1.0 } else { 0.0 }).collect();
-            Ok(Tensor::from_vec(w, (nb, k), &dev)?)
-        };
-        let passes = tb.backward(&(0..k).map(onehot).collect::<Result<Vec<_>>>()?)?;
-        t_bwd += t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
-        for (grads, used) in &passes {
-            for (bi, &b) in post.blocks.iter().enumerate() {
-                let entry = tb.tap.entries.iter().find(|e| e.layer == b.layer).context("tap")?;
-                let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
-                let o = output_side(lora, entry, b.mat, &tb.replicas(e, *used)?)?;
-                ms[bi].push(xs[bi].0.first(used * nb).per_example_outer(&tb.replicas(&xs[bi].1, *used)?, &o)?);
-            }
-        }
-        let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
-        // Project into the eigenbases: one batched product per block for every class and
-        // example, read back once. Row c * B + n of v is M~_c of example n.
-        let mut per_example: Vec<Vec<Projected>> = (0..nb).map(|_| Vec::new()).collect();
-        if let (Some(q), Some(_)) = (&bs.full, &post.full) {
-            let cat = Tensor::cat(&ms.iter().map(|m| m.flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (K*B, P)
-            let v = cat.matmul(q)?.to_vec2::<f32>()?;
-            for (n, pe) in per_example.iter_mut().enumerate() {
-                pe.push(Projected { m: (0..k).map(|c| v[c * nb + n].clone()).collect(), resid: vec![vec![0.0; k]; k] });
-            }
-        } else {
-            for (bi, basis) in post.basis.iter().enumerate() {
-                let m = &ms[bi];
-                let (v, resid) = match (basis, &bs.kron[bi]) {
-                    (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
-                        let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (K*B, k_o, k_x)
-                        let resid = match (&bs.kron64[bi], low) {
-                            (Some((qx64, qo64)), true) => Some(residual_mass(m, qx64, qo64, k, nb)?),
-                            _ => None,
-                        };
-                        (mt.flatten_from(1)?.to_vec2::<f32>()?, resid)
-                    }
-                    (BlockBasis::Diag { .. }, _) => (m.flatten_from(1)?.to_vec2::<f32>()?, None),
-                    _ => unreachable!("bases match the posterior"),
-                };
-                for (n, pe) in per_example.iter_mut().enumerate() {
-                    let m: Vec<Vec<f32>> = (0..k).map(|c| v[c * nb + n].clone()).collect();
-                    // The Jacobian mass outside a low-rank basis (MATH.md section 7).
-                    let resid = match &resid {
-                        Some(r) => r[n].clone(),
-                        None => vec![vec![0.0; k]; k],
-                    };
-                    pe.push(Projected { m, resid });
-                }
-            }
-        }
-        t_proj += t.elapsed().as_secs_f64();
         for (n, &i) in idx.iter().enumerate() {
             let nc = data[i].num_choices;
             let mu: Vec<f64> = (0..k).map(|c| if c < nc { fv[n][c] as f64 } else { f64::NEG_INFINITY }).collect();
@@ -275,7 +318,7 @@ pub fn functional(
         progress(done, data.len());
     }
     if profile {
-        eprintln!("jacobians: forward {t_fwd:.2} s, backward {t_bwd:.2} s, projections {t_proj:.2} s over {} examples", data.len());
+        eprintln!("jacobians: forward {:.2} s, backward {:.2} s, projections {:.2} s over {} examples", times[0], times[1], times[2], data.len());
     }
     Ok(Some(out.into_iter().map(|f| f.expect("every example was processed")).collect()))
 }

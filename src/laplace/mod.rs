@@ -16,6 +16,7 @@ pub mod curvature;
 pub mod eigen;
 pub mod fit;
 pub mod jacobian;
+pub mod kernel;
 pub mod marglik;
 pub mod posterior;
 pub mod predictive;

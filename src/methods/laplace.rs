@@ -40,6 +40,13 @@ pub struct Fitted {
     pub log_marglik: f64,
 }
 
+impl Shared {
+    /// Drops a set's cached Jacobian results (a set name used once, e.g. a user's question).
+    pub fn forget(&mut self, set: &str) {
+        self.functional.remove(set);
+    }
+}
+
 impl Fitted {
     fn groups(&self) -> Vec<Group> {
         let all: Vec<usize> = (0..self.posterior.blocks.len()).collect();

@@ -33,6 +33,8 @@ pub struct ExamplesState {
     pub split_method: Option<String>,
     /// Show the two-method difference list instead of the items table.
     pub diff_mode: bool,
+    /// Show "Ask your own question" instead of the items.
+    pub ask_mode: bool,
     pub diff: DiffState,
     /// The set the selection belongs to (a new set clears it).
     shown_set: String,
@@ -49,6 +51,7 @@ impl Default for ExamplesState {
             selected: None,
             split_method: None,
             diff_mode: false,
+            ask_mode: false,
             diff: Default::default(),
             shown_set: TEST_SET.to_string(),
             mc_cache: None,
@@ -84,8 +87,15 @@ fn item_logits(s: &RunStore, preds: &[PredRow], on_test: bool, i: usize) -> Opti
     Some((p.logit_mean.get("laplace")?.clone(), p.logit_cov.get("laplace")?.clone(), false))
 }
 
-pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState, set: &mut String, vc: &ViewCtx) {
-    explain(ui, "Every test item with the fine-tuned (MAP) model's answer and confidence. Overconfidence is confidence minus correctness (1 if right, 0 if wrong): a wrong answer given with 95% confidence scores 0.95, the worst kind of mistake. Sort by a column (click its header) or tick \"wrong and confident\" to list only the mistakes the model was sure about. Select an item to see its prompt, how each method spreads probability over the choices and, when the Laplace stage has run, the uncertainty of each logit: error bars show one standard deviation of the logit mapped through the softmax, and the histogram shows Monte Carlo samples of the top answer's probability.");
+pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState, ask: &mut crate::app::ask::AskState, set: &mut String, vc: &ViewCtx) {
+    explain(ui, "Every test item with the fine-tuned (MAP) model's answer and confidence. Overconfidence is confidence minus correctness (1 if right, 0 if wrong): a wrong answer given with 95% confidence scores 0.95, the worst kind of mistake. Sort by a column (click its header) or tick \"wrong and confident\" to list only the mistakes the model was sure about. Select an item to see its prompt, how each method spreads probability over the choices and, when the Laplace stage has run, the uncertainty of each logit: error bars show one standard deviation of the logit mapped through the softmax, and the histogram shows Monte Carlo samples of the top answer's probability. Below them, \"Find the top 10 training items\" lists the training items whose labelled answer co-varies most with this item's predicted answer under the Laplace posterior. \"Ask your own question\" evaluates every method of the run on an item you type.");
+    if st.ask_mode {
+        if ui.button("Back to the items").clicked() {
+            st.ask_mode = false;
+        }
+        ask_view(ui, ask, s, vc);
+        return;
+    }
     eval_set_selector(ui, s, set);
     let set = set.as_str();
     if st.shown_set != set {
@@ -133,6 +143,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState,
     ui.horizontal(|ui| {
         ui.selectable_value(&mut st.diff_mode, false, "Items");
         ui.selectable_value(&mut st.diff_mode, true, "Where two methods differ");
+        ui.selectable_value(&mut st.ask_mode, true, "Ask your own question");
         if !split_ms.is_empty() {
             ui.separator();
             let l = ui.label("Uncertainty split for:");
@@ -347,6 +358,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState,
             } else if let Some(l) = &p.map_logits {
                 ui.weak(format!("MAP logits: {}", l.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")));
             }
+            supports_ui(ui, ask, s, set, p, vc);
             let ui = &mut c[1];
             let k = p.choices.len();
             // Every method of the run, in its order; Laplace-LoRA last (at the slider's delta when

@@ -1,20 +1,25 @@
 //! The tabs: training, calibration, examples, prior precision, runs, one file each. Each draws
 //! from the store and never blocks.
 
+mod ask;
 mod binning_controls;
 mod calibration;
 mod examples;
 mod method_diff;
 mod prior;
 mod runs;
+mod supports;
 mod sweep_plot;
 mod training;
 
+pub use ask::*;
+#[allow(unused_imports)] // the GUI tests set the statistics controls directly
 pub use binning_controls::StatsSettings;
 pub use calibration::*;
 pub use examples::*;
 pub use prior::*;
 pub use runs::*;
+pub use supports::*;
 pub use training::*;
 
 use super::figure::{export_buttons, Figure};
