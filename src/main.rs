@@ -178,7 +178,7 @@ examples; and the peak memory. Compare with the PyTorch reference in benches/ref
         /// benches/reference/configs/tinyllama-1.1b.json) instead of --model.
         #[arg(long, conflicts_with_all = ["model", "synthetic"])]
         synthetic_config: Option<PathBuf>,
-        /// The frozen matrices' storage: "auto" (bf16 on a CPU with AVX512_BF16, else f32), "f32",
+        /// The frozen matrices' storage: "auto" (f32 for now), "f32",
         /// "bf16", "f16", "q8_0" (requantized at load), "keep" (a GGUF's own blocks).
         #[arg(long, default_value = "auto")]
         dtype: String,

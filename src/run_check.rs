@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 /// The memory plan of an experiment, with the longest tokenized prompt and K from its data.
 pub fn plan(cfg: &ExperimentConfig, seq_len: usize, classes: usize) -> Result<memory::Plan> {
-    // "auto" is decided as the loader decides it (bf16 on a CPU with AVX512_BF16, else f32).
+    // "auto" is decided as the loader decides it (f32 for now).
     let dtype = model::parse_frozen_dtype(&cfg.model.dtype)?;
     let dtype = if cfg.model.device.trim().eq_ignore_ascii_case("cpu") { dtype.resolve(&candle_core::Device::Cpu) } else { dtype };
     let storage = memory::WeightStorage::parse(dtype.name()).unwrap_or(memory::WeightStorage::F32);

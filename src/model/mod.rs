@@ -114,7 +114,7 @@ pub fn load_tokenizer(files: &ModelFiles) -> Result<Tokenizer> {
 }
 
 /// The frozen matrices' storage from `model.dtype` / `bench --dtype` (`frozen::FrozenDtype`):
-/// "auto" (bf16 on a CPU with AVX512_BF16, else f32), "f32", "bf16", "f16", "q8_0", "keep".
+/// "auto" (f32 for now: see `FrozenDtype::resolve`), "f32", "bf16", "f16", "q8_0", "keep".
 /// On a GPU half precision halves the weights' memory but did not pay in time on an H200 at 135M
 /// or 1.1B parameters (the step is bound by kernel launches; README, "GPU").
 pub fn parse_frozen_dtype(s: &str) -> Result<frozen::FrozenDtype> {
