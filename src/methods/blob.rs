@@ -22,7 +22,7 @@ use super::settings::BlobSettings;
 use super::{Context, EvalSet, Method, SetPrediction};
 use crate::experiment::Stage;
 use crate::lora::LoraSet;
-use crate::train::{self, StepHook, TrainConfig, TrainOutcome};
+use crate::train::{StepHook, TrainConfig, TrainOutcome};
 use anyhow::{Context as _, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -189,26 +189,7 @@ pub fn train_blob(cx: &Context, s: &BlobSettings, opts: BlobTrainOpts) -> Result
     let mut hook = Hook { post: &post, s, opts, rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0xe95), eps: Vec::new(), period };
     let tcfg: TrainConfig = cx.cfg.train.clone();
     cx.message(Stage::Train, format!("blob: training the Gaussian over A ({} parameters, KL period {period} steps)", post.lora.num_params()))?;
-    let mut err = None;
-    let outcome = train::train_with(
-        cx.model,
-        &post.lora,
-        &cx.data.train,
-        &cx.data.answer_ids,
-        cx.pad,
-        &tcfg,
-        Some(&mut hook),
-        cx.cancel,
-        &mut |r| {
-            if let Err(e) = cx.emit(crate::experiment::Event::Progress { stage: Stage::Train, done: r.step as u64, total: r.total_steps as u64 }) {
-                err.get_or_insert(e);
-            }
-        },
-        &mut |_, _| Ok(()),
-    )?;
-    if let Some(e) = err {
-        return Err(e);
-    }
+    let outcome = cx.train_lora(&post.lora, &tcfg, Some(&mut hook))?;
     Ok(match outcome {
         TrainOutcome::Finished => {
             post.set_draw(None)?;

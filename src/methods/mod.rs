@@ -157,14 +157,25 @@ impl Context<'_> {
         let tcfg = TrainConfig { seed, ..self.cfg.train.clone() };
         self.message(Stage::Train, format!("{what}: training {} LoRA parameters (seed {seed}, dropout {dropout})", lora.num_params()))?;
         let t0 = std::time::Instant::now();
+        let outcome = self.train_lora(&lora, &tcfg, None)?;
+        Ok(match outcome {
+            TrainOutcome::Finished => Some((lora, t0.elapsed().as_secs_f64())),
+            TrainOutcome::Cancelled { .. } => None,
+        })
+    }
+
+    /// Fine-tunes `lora` on the training split with `tcfg` (and a step hook: BLoB's), progress as
+    /// Train-stage events.
+    pub fn train_lora(&self, lora: &LoraSet, tcfg: &TrainConfig, hook: Option<&mut dyn train::StepHook>) -> Result<TrainOutcome> {
         let mut err = None;
-        let outcome = train::train(
+        let outcome = train::train_with(
             self.model,
-            &lora,
+            lora,
             &self.data.train,
             &self.data.answer_ids,
             self.pad,
-            &tcfg,
+            tcfg,
+            hook,
             self.cancel,
             &mut |r| {
                 if let Err(e) = self.emit(Event::Progress { stage: Stage::Train, done: r.step as u64, total: r.total_steps as u64 }) {
@@ -173,13 +184,10 @@ impl Context<'_> {
             },
             &mut |_, _| Ok(()),
         )?;
-        if let Some(e) = err {
-            return Err(e);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(outcome),
         }
-        Ok(match outcome {
-            TrainOutcome::Finished => Some((lora, t0.elapsed().as_secs_f64())),
-            TrainOutcome::Cancelled { .. } => None,
-        })
     }
 
     /// `methods/NAME/` of the run directory (created).

@@ -242,23 +242,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState,
             }
         });
         let mut header = |ui: &mut egui::Ui, label: &str, by: SortBy| {
-            let arrow = if st.sort == by {
-                if st.descending {
-                    " (desc)"
-                } else {
-                    " (asc)"
-                }
-            } else {
-                ""
-            };
-            if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text("Sort by this column; click again to reverse the order").clicked() {
-                if st.sort == by {
-                    st.descending = !st.descending;
-                } else {
-                    st.sort = by;
-                    st.descending = true;
-                }
-            }
+            super::sort_header(ui, label, by, &mut st.sort, &mut st.descending, "Sort by this column; click again to reverse the order")
         };
         egui::ScrollArea::vertical().id_salt("examples_table").max_height(230.0).auto_shrink([false, true]).show(ui, |ui| {
             egui::Grid::new("examples_grid").striped(true).num_columns(10).show(ui, |ui| {

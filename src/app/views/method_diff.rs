@@ -154,25 +154,7 @@ pub fn method_diff(ui: &mut egui::Ui, preds: &[PredRow], methods: &[String], st:
             vc.status,
         );
     });
-    let mut header = |ui: &mut egui::Ui, label: &str, by: DiffSort, hover: &str| {
-        let arrow = if st.sort == by {
-            if st.descending {
-                " (desc)"
-            } else {
-                " (asc)"
-            }
-        } else {
-            ""
-        };
-        if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text(hover).clicked() {
-            if st.sort == by {
-                st.descending = !st.descending;
-            } else {
-                st.sort = by;
-                st.descending = true;
-            }
-        }
-    };
+    let mut header = |ui: &mut egui::Ui, label: &str, by: DiffSort, hover: &str| super::sort_header(ui, label, by, &mut st.sort, &mut st.descending, hover);
     egui::ScrollArea::vertical().id_salt("diff_table").max_height(230.0).auto_shrink([false, true]).show(ui, |ui| {
         egui::Grid::new("diff_grid").striped(true).num_columns(8).show(ui, |ui| {
             header(ui, "#", DiffSort::Index, "item number");

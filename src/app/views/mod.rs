@@ -100,3 +100,21 @@ pub fn eval_set_selector(ui: &mut egui::Ui, s: &RunStore, set: &mut String) {
         }
     });
 }
+
+/// A table's sortable column header: a button showing the column's name and, when it is the sort
+/// column, the direction; a click sorts by it (descending first) or reverses the order.
+pub(crate) fn sort_header<S: PartialEq + Copy>(ui: &mut egui::Ui, label: &str, by: S, sort: &mut S, descending: &mut bool, hover: &str) {
+    let arrow = match (*sort == by, *descending) {
+        (true, true) => " (desc)",
+        (true, false) => " (asc)",
+        _ => "",
+    };
+    if ui.button(RichText::new(format!("{label}{arrow}")).strong()).on_hover_text(hover).clicked() {
+        if *sort == by {
+            *descending = !*descending;
+        } else {
+            *sort = by;
+            *descending = true;
+        }
+    }
+}
