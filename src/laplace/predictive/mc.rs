@@ -2,7 +2,7 @@
 //! C C^T = Sigma_f (+ jitter), p = (1/S) sum_s softmax(f_s). Probabilities are averaged, never
 //! logits. Also the per-draw top-class probabilities behind the examples view's histogram.
 
-use super::{prepare, scatter, softmax_into, softmax_vec, Prep};
+use super::{on_active, prepare, softmax_into, softmax_vec, Prep};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -91,27 +91,22 @@ fn for_each_sample(mu: &[f64], chol: &[f64], samples: usize, seed: u64, mut f: i
 /// Monte Carlo predictive: the mean of softmax(mu + C z) over `samples` draws (seeded), C from
 /// [`cholesky_jitter`]. `samples = 0` or a non-finite covariance gives softmax(mu).
 pub fn monte_carlo(mu: &[f64], cov: &[f64], samples: usize, seed: u64) -> Vec<f64> {
-    let k = mu.len();
-    match prepare(mu, cov) {
-        Prep::Done(p) => p,
-        Prep::Active { idx, mu: m, cov: None } => scatter(&softmax_vec(&m), &idx, k),
-        Prep::Active { idx, mu: m, cov: Some(c) } => {
-            if samples == 0 {
-                return scatter(&softmax_vec(&m), &idx, k);
-            }
-            let ka = idx.len();
-            let l = cholesky_jitter(&c, ka);
-            let mut acc = vec![0.0; ka];
-            for_each_sample(&m, &l, samples, seed, |p| {
-                for (a, v) in acc.iter_mut().zip(p) {
-                    *a += v;
-                }
-            });
-            let inv = 1.0 / samples as f64;
-            acc.iter_mut().for_each(|a| *a *= inv);
-            scatter(&acc, &idx, k)
+    on_active(mu, cov, |m, c| {
+        if samples == 0 {
+            return softmax_vec(m);
         }
-    }
+        let ka = m.len();
+        let l = cholesky_jitter(c, ka);
+        let mut acc = vec![0.0; ka];
+        for_each_sample(m, &l, samples, seed, |p| {
+            for (a, v) in acc.iter_mut().zip(p) {
+                *a += v;
+            }
+        });
+        let inv = 1.0 / samples as f64;
+        acc.iter_mut().for_each(|a| *a *= inv);
+        acc
+    })
 }
 
 /// Per-sample probability of the MAP top class (argmax of mu over the active classes), for a

@@ -72,18 +72,21 @@ impl Predictor {
 
 /// The GLM predictive E[softmax(f)] by quadrature (see `quadrature.rs`).
 pub fn quadrature(mu: &[f64], cov: &[f64]) -> Vec<f64> {
+    on_active(mu, cov, |m, c| match m.len() {
+        1 => vec![1.0],
+        2 => quadrature::binary(m, c).to_vec(),
+        _ => quadrature::multiclass(m, c),
+    })
+}
+
+/// `f` on the active classes' mean and covariance (`prepare`), its probabilities put back in
+/// place; softmax(mu) where the covariance is not finite, `prepare`'s answer where it decided.
+pub(super) fn on_active(mu: &[f64], cov: &[f64], f: impl Fn(&[f64], &[f64]) -> Vec<f64>) -> Vec<f64> {
     let k = mu.len();
     match prepare(mu, cov) {
         Prep::Done(p) => p,
         Prep::Active { idx, mu: m, cov: None } => scatter(&softmax_vec(&m), &idx, k),
-        Prep::Active { idx, mu: m, cov: Some(c) } => {
-            let p = match idx.len() {
-                1 => vec![1.0],
-                2 => quadrature::binary(&m, &c).to_vec(),
-                _ => quadrature::multiclass(&m, &c),
-            };
-            scatter(&p, &idx, k)
-        }
+        Prep::Active { idx, mu: m, cov: Some(c) } => scatter(&f(&m, &c), &idx, k),
     }
 }
 

@@ -14,46 +14,36 @@
 //! default, is shift-invariant but sees each class's variance at K = 2 as v/4, i.e. it computes
 //! sigmoid(d / sqrt(1 + pi v/32)): four times too little variance. It is gone.)
 
-use super::{prepare, scatter, softmax_vec, Prep};
+use super::{on_active, softmax_vec};
 
 const PI_8: f64 = std::f64::consts::PI / 8.0;
 
 /// The shift-invariant pairwise probit (module doc). Negative variances (round-off) count as 0;
 /// a non-finite covariance falls back to softmax(mu).
 pub fn probit(mu: &[f64], cov: &[f64]) -> Vec<f64> {
-    let k = mu.len();
-    match prepare(mu, cov) {
-        Prep::Done(p) => p,
-        Prep::Active { idx, mu: m, cov: None } => scatter(&softmax_vec(&m), &idx, k),
-        Prep::Active { idx, mu: m, cov: Some(c) } => {
-            let n = idx.len();
-            let mut p: Vec<f64> = (0..n)
-                .map(|a| {
-                    let mut denom = 1.0;
-                    for j in (0..n).filter(|&j| j != a) {
-                        let var = (c[a * n + a] + c[j * n + j] - 2.0 * c[a * n + j]).max(0.0);
-                        denom += (-(m[a] - m[j]) / (1.0 + PI_8 * var).sqrt()).exp();
-                    }
-                    1.0 / denom
-                })
-                .collect();
-            let s: f64 = p.iter().sum();
-            p.iter_mut().for_each(|x| *x /= s);
-            scatter(&p, &idx, k)
-        }
-    }
+    on_active(mu, cov, |m, c| {
+        let n = m.len();
+        let mut p: Vec<f64> = (0..n)
+            .map(|a| {
+                let mut denom = 1.0;
+                for j in (0..n).filter(|&j| j != a) {
+                    let var = (c[a * n + a] + c[j * n + j] - 2.0 * c[a * n + j]).max(0.0);
+                    denom += (-(m[a] - m[j]) / (1.0 + PI_8 * var).sqrt()).exp();
+                }
+                1.0 / denom
+            })
+            .collect();
+        let s: f64 = p.iter().sum();
+        p.iter_mut().for_each(|x| *x /= s);
+        p
+    })
 }
 
 /// laplace-torch's probit on the raw logits (module doc).
 pub fn probit_torch(mu: &[f64], cov: &[f64]) -> Vec<f64> {
-    let k = mu.len();
-    match prepare(mu, cov) {
-        Prep::Done(p) => p,
-        Prep::Active { idx, mu: m, cov: None } => scatter(&softmax_vec(&m), &idx, k),
-        Prep::Active { idx, mu: m, cov: Some(c) } => {
-            let n = idx.len();
-            let scaled: Vec<f64> = (0..n).map(|a| m[a] / (1.0 + PI_8 * c[a * n + a].max(0.0)).sqrt()).collect();
-            scatter(&softmax_vec(&scaled), &idx, k)
-        }
-    }
+    on_active(mu, cov, |m, c| {
+        let n = m.len();
+        let scaled: Vec<f64> = (0..n).map(|a| m[a] / (1.0 + PI_8 * c[a * n + a].max(0.0)).sqrt()).collect();
+        softmax_vec(&scaled)
+    })
 }
