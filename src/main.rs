@@ -86,6 +86,14 @@ for yes/no).\n\nExample: laplace-lora eval runs/compare4 --data sample_data/comp
         /// The data file's format ("auto" detects it).
         #[arg(long, default_value = "auto")]
         format: String,
+        /// Evaluate a seeded sample of this many items (the run's seed), as `max_items` of a
+        /// `[[data.eval]]` entry.
+        #[arg(long)]
+        max_items: Option<usize>,
+        /// Leave out items whose answers do not fit the run's answer tokens (e.g. ARC's few
+        /// 5-choice items on a 4-choice run) instead of refusing the set.
+        #[arg(long)]
+        drop_unfit: bool,
     },
     /// Put a known model into the local cache (default SmolLM2-135M-Instruct).
     #[command(long_about = "Put a known model into the local cache ($LAPLACE_LORA_CACHE, else the \
@@ -358,7 +366,7 @@ fn main() {
             check_model::run(&files?, &check_model::Args { dtype, prompt, tokens, answer_logits, json, max_items })
         }),
         Some(Command::Laplace { run, config, set }) => cmd_laplace(run, config, set), // likewise
-        Some(Command::Eval { run, data, name, format }) => cmd_eval(run, data, name, &format),
+        Some(Command::Eval { run, data, name, format, max_items, drop_unfit }) => cmd_eval(run, data, name, &format, max_items, drop_unfit),
         Some(Command::Bench {
             model,
             repeats,
@@ -688,7 +696,7 @@ fn print_tables(run_dir: &std::path::Path) {
     }
 }
 
-fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str) -> Result<i32> {
+fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str, max_items: Option<usize>, drop_unfit: bool) -> Result<i32> {
     let format: laplace_lora::data::Format = format.parse()?;
     let name = name.unwrap_or_else(|| {
         let s = data.to_string_lossy();
@@ -701,7 +709,10 @@ fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str) -> 
     });
     let data = if data.exists() { std::path::absolute(&data)? } else { data };
     eprintln!("evaluating {} on {} as eval/{name}", run.display(), data.display());
-    let set = laplace_lora::data::EvalSet { name, path: data, format, max_items: None, drop_unfit: false };
+    if max_items == Some(0) {
+        anyhow::bail!("--max-items 0 leaves nothing to evaluate");
+    }
+    let set = laplace_lora::data::EvalSet { name, path: data, format, max_items, drop_unfit };
     let worker = Worker::spawn_eval(run.clone(), set);
     follow(worker, &run)
 }

@@ -5,7 +5,7 @@
 //! which is cancelled).
 
 use crate::data::Item;
-use crate::experiment::session::{MethodPrediction, RunSession, Supports};
+use crate::experiment::session::{MethodPrediction, RunSession, Saliency, Supports};
 use crate::experiment::Event;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,8 @@ pub enum Request {
     Predict(Vec<Item>),
     /// The `top` training items behind Laplace-LoRA's prediction for the item.
     Supports { item: Item, top: usize },
+    /// Which prompt tokens drive the item's answer logits.
+    Saliency(Item),
 }
 
 /// What the opened run offers.
@@ -36,6 +38,8 @@ pub enum Reply {
     Predicted(Result<Vec<Vec<MethodPrediction>>, String>),
     /// The item's id and its supports.
     Supports(String, Result<Supports, String>),
+    /// The item's id and its token saliency.
+    Saliency(String, Result<Saliency, String>),
 }
 
 pub struct SessionWorker {
@@ -87,6 +91,16 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     format!("internal error (panic): {m}")
 }
 
+/// A request's outcome as the reply carries it.
+fn outcome<T>(r: std::thread::Result<anyhow::Result<Option<T>>>) -> Result<T, String> {
+    match r {
+        Ok(Ok(Some(p))) => Ok(p),
+        Ok(Ok(None)) => Err("cancelled".into()),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(p) => Err(panic_text(p)),
+    }
+}
+
 fn serve(dir: &Path, rx: &Receiver<Request>, tx: &Sender<Reply>, cancel: &AtomicBool) {
     let mut emit = |e: Event| -> anyhow::Result<()> {
         let r = match e {
@@ -124,25 +138,15 @@ fn serve(dir: &Path, rx: &Receiver<Request>, tx: &Sender<Reply>, cancel: &Atomic
     while let Ok(req) = rx.recv() {
         let reply = match req {
             Request::Predict(items) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.predict(&items, cancel, &mut emit)));
-                Reply::Predicted(match r {
-                    Ok(Ok(Some(p))) => Ok(p),
-                    Ok(Ok(None)) => Err("cancelled".into()),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(p) => Err(panic_text(p)),
-                })
+                Reply::Predicted(outcome(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.predict(&items, cancel, &mut emit)))))
             }
             Request::Supports { item, top } => {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.supports(&item, top, cancel, &mut emit)));
-                Reply::Supports(
-                    item.id.clone(),
-                    match r {
-                        Ok(Ok(Some(p))) => Ok(p),
-                        Ok(Ok(None)) => Err("cancelled".into()),
-                        Ok(Err(e)) => Err(format!("{e:#}")),
-                        Err(p) => Err(panic_text(p)),
-                    },
-                )
+                Reply::Supports(item.id.clone(), outcome(r))
+            }
+            Request::Saliency(item) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.saliency(&item).map(Some)));
+                Reply::Saliency(item.id.clone(), outcome(r))
             }
         };
         if tx.send(reply).is_err() {

@@ -122,7 +122,7 @@ pub fn loss_and_grads(
     answer_ids: &[u32],
     dropout: Option<&mut LoraDropout>,
 ) -> Result<(f64, f64, candle_core::backprop::GradStore)> {
-    let mut opts = ForwardOpts { lora: Some(lora), dropout, tap: None };
+    let mut opts = ForwardOpts { lora: Some(lora), dropout, tap: None, embed_shift: None };
     let logits = model.answer_logits(batch, answer_ids, &mut opts)?;
     let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
     let pred = logits.argmax(1)?.to_vec1::<u32>()?;
@@ -287,7 +287,7 @@ pub fn predict_logits_with(
             return Ok(None);
         }
         let (batch, _) = make_batch(model, data, idx, k, pad)?;
-        let mut opts = ForwardOpts { lora, dropout: dropout.as_deref_mut(), tap: None };
+        let mut opts = ForwardOpts { lora, dropout: dropout.as_deref_mut(), tap: None, embed_shift: None };
         let f = model.answer_logits(&batch, answer_ids, &mut opts)?.to_vec2::<f32>()?;
         for (row, &i) in f.into_iter().zip(idx) {
             out[i] = row.into_iter().enumerate().map(|(j, v)| if j < data[i].num_choices { v as f64 } else { f64::NEG_INFINITY }).collect();

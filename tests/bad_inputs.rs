@@ -770,5 +770,8 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
     c.push(case("eval_name_unsafe", eval("eval_name_unsafe", "[[data.eval]]\nname = \"../up\"\npath = \"a.jsonl\""), &["\"../up\"", "cannot name its folder"]));
     c.push(case("eval_zero_items", eval("eval_zero_items", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nmax_items = 0"), &["max_items = 0"]));
     c.push(case("eval_unknown_key", eval("eval_unknown_key", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nsplit = \"test\""), &["split"]));
+    // The eval verb's cap.
+    let verb: Vec<String> = ["eval", "runs/none", "--data", "a.jsonl", "--max-items", "0"].iter().map(|s| s.to_string()).collect();
+    c.push(case("eval_verb_zero_items", verb, &["--max-items 0"]));
     c
 }

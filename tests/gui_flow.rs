@@ -89,6 +89,20 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     let dir = tmp.path().join("runs").join("done");
     experiment::prepare_run_dir(&dir, false).unwrap();
     experiment::run(&tiny_config(&model), &dir, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    // A distribution-shift set evaluated on the finished run (`laplace-lora eval`), with its own
+    // spectral cache for the Prior tab.
+    let shift = tmp.path().join("shift.jsonl");
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            let c: Vec<String> = (0..4).map(|j| format!("{}", (i * 7 + j * 13) % 50 + 1)).collect();
+            let best = (0..4).max_by_key(|&j| (i * 7 + j * 13) % 50).unwrap();
+            serde_json::json!({"id": format!("shift-{i}"), "question": "Which number is the largest?", "choices": c, "answer": best}).to_string()
+        })
+        .collect();
+    std::fs::write(&shift, lines.join("\n") + "\n").unwrap();
+    let set = laplace_lora::data::EvalSet { name: "shift".into(), path: shift, format: Default::default(), max_items: None, drop_unfit: false };
+    experiment::evaluate_run(&dir, set, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(dir.join("eval").join("shift").join("spectral_cache.safetensors").is_file(), "the eval verb writes the set's spectral cache");
 
     let mut h = harness(WorkbenchApp::new(Some(repo().join("sample_data")), tmp.path().join("runs")));
     h.run_steps(2);
@@ -170,6 +184,28 @@ fn open_finished_run_every_tab_and_move_the_prior_slider() {
     assert_eq!(p0.len(), h.state().store.predictions[0].choices.len());
     let (_, cov, at_slider) = h.state().store.item_logits(0).unwrap();
     assert!(at_slider && cov.len() == p0.len());
+
+    // The Prior tab on the shift set: the slider's metrics there come from eval/shift's cache; at
+    // the chosen delta they are the set's Laplace-LoRA metrics (exact Sigma_f in metrics.json, the
+    // binned spectral one here: 2% on NLL as for the test split), and they follow the slider.
+    h.state_mut().eval_set = "shift".into();
+    h.state_mut().store.set_prior_delta(chosen);
+    h.run_steps(1);
+    step_until(&mut h, 30, "the shift set's cache", |a| a.store.set_prior.is_some());
+    let (_, d0, probs, m0) = h.state().store.set_prior.clone().unwrap();
+    assert_eq!((d0, probs.len()), (chosen, 10));
+    let want = h.state().store.eval_metrics["shift"]["laplace"].clone();
+    assert!((m0.nll - want.nll).abs() < 0.02 * want.nll.abs().max(1.0), "shift NLL at the chosen delta {} vs the run's {}", m0.nll, want.nll);
+    assert!((m0.accuracy - want.accuracy).abs() < 0.11, "shift accuracy {} vs {}", m0.accuracy, want.accuracy);
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("Metrics on shift at the slider").next().is_some());
+    assert!(h.query_all_by_label(&format!("{:.4}", m0.nll)).next().is_some(), "the table shows the shift set's NLL {:.4}", m0.nll);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "log10 delta").set_value_accesskit(lo);
+    h.run_steps(3);
+    let (_, d1, _, m1) = h.state().store.set_prior.clone().unwrap();
+    assert!((d1.log10() - lo).abs() < 0.011 && (m1.nll - m0.nll).abs() > 1e-6, "the shift metrics follow the slider: {d1} {} -> {}", m0.nll, m1.nll);
+    h.state_mut().eval_set = app::store::TEST_SET.to_string();
+    h.run_steps(2);
 
     // Exports write files into the run directory.
     h.get_all_by_label("SVG").next().unwrap().click();
@@ -324,6 +360,7 @@ fn ask_your_own_question_and_see_the_training_items_behind_a_prediction() {
     }
 
     // The training items behind a test item's prediction, computed on the same run's thread.
+    let before = files_of(&dir);
     h.get_by_label("Back to the items").click();
     h.run_steps(3);
     // The button sits below the item's logits, out of the window: clicked through accesskit.
@@ -336,4 +373,22 @@ fn ask_your_own_question_and_see_the_training_items_behind_a_prediction() {
     assert_eq!(sup.rows.len(), sup.n_train.min(10));
     assert!(sup.rows.windows(2).all(|w| w[0].score.abs() >= w[1].score.abs()), "ranked by |s_n|");
     assert!(h.query_all_by_label_contains("training items scored").next().is_some());
+
+    // Which prompt tokens drive the same item's answer, on the same thread: one score per
+    // prompt token and choice (checked against finite differences in tests/saliency.rs), the
+    // strongest listed under the coloured prompt.
+    h.get_by_label("Show which tokens drive the answer").click_accesskit();
+    h.run_steps(1);
+    step_until(&mut h, 60, "the saliency", |a| !a.ask.saliency.is_empty() && !a.ask.busy());
+    let sal = h.state().ask.saliency.values().next().unwrap().clone().expect("saliency computed");
+    let item = &h.state().store.predictions[h.state().examples.selected.unwrap()];
+    assert_eq!(sal.scores.per_class.len(), item.choices.len());
+    assert!(sal.scores.per_class.iter().all(|r| r.len() == sal.tokens.len()));
+    assert!(sal.tokens.len() > 5 && sal.scores.per_class.iter().flatten().any(|v| *v != 0.0), "{sal:?}");
+    let scores = app::views::shown_scores(&sal, sal.scores.predicted(), false);
+    let (t, v) = app::views::strongest(&scores, 1)[0];
+    let want = format!("{:?} {v:+.3}", sal.tokens[t]);
+    assert!(h.query_all_by_label(&want).next().is_some(), "the strongest token {want} is listed");
+    assert!(h.query_all_by_label("for the answer").next().is_some(), "the answer selector is shown");
+    assert_eq!(files_of(&dir), before, "nothing of this is written into the run");
 }

@@ -212,6 +212,26 @@ fn snapshot_every_tab() {
     if let Err(e) = h.try_snapshot("examples_supports") {
         errors.push(e.to_string());
     }
+    // Which prompt tokens drive the same item's answer (as the run's thread would send them): the
+    // prompt's words as tokens, scores made from their positions.
+    {
+        use laplace_lora::experiment::session::Saliency;
+        use laplace_lora::model::saliency::TokenSaliency;
+        let a = h.state_mut();
+        let p = a.store.predictions[1].clone();
+        let mut tokens: Vec<String> = p.prompt.split_inclusive(' ').map(|t| t.to_string()).collect();
+        tokens.truncate(40);
+        let k = p.choices.len();
+        let per_class = (0..k)
+            .map(|c| (0..tokens.len()).map(|t| ((t * 7 + c * 3) % 11) as f64 / 10.0 - 0.5 + if t == 12 && c == 1 { 2.0 } else { 0.0 }).collect())
+            .collect();
+        let logits = (0..k).map(|c| if c == 1 { 2.0 } else { 0.5 - c as f64 * 0.1 }).collect();
+        a.ask.saliency.insert(format!("test/{}", p.id), Ok(Saliency { tokens, scores: TokenSaliency { logits, per_class } }));
+    }
+    h.run_steps(4);
+    if let Err(e) = h.try_snapshot("examples_saliency") {
+        errors.push(e.to_string());
+    }
     h.set_size(egui::vec2(1400.0, 900.0));
     assert!(errors.is_empty(), "{errors:#?}");
 }

@@ -4,7 +4,7 @@
 
 use laplace_lora::data::question::{self, Question};
 use laplace_lora::data::Item;
-use laplace_lora::experiment::session::{MethodPrediction, Supports};
+use laplace_lora::experiment::session::{MethodPrediction, Saliency, Supports};
 use laplace_lora::session_worker::{Reply, Request, SessionInfo, SessionWorker};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 /// How many training items the supports list shows.
 pub const TOP_SUPPORTS: usize = 10;
 
-/// A test item whose training supports are wanted (the Item is built once the run's answer
-/// labels are known).
+/// A test item whose training supports or token saliency are wanted (the Item is built once the
+/// run's answer labels are known).
 #[derive(Clone, Debug)]
-pub struct SupportsOf {
+pub struct ItemOf {
     pub key: String,
     pub id: String,
     pub prompt: String,
@@ -23,15 +23,37 @@ pub struct SupportsOf {
     pub label: usize,
 }
 
+impl ItemOf {
+    /// The item with the run's answer labels (`labels`: the run's K).
+    fn item(&self, labels: &[String]) -> Result<Item, String> {
+        let nc = self.choices.len();
+        if nc > labels.len() {
+            return Err(format!("the item has {nc} choices, the run {} answer tokens", labels.len()));
+        }
+        Ok(Item { id: self.id.clone(), prompt: self.prompt.clone(), choices: self.choices.clone(), answer_labels: labels[..nc].to_vec(), label: self.label })
+    }
+}
+
+fn send(w: &SessionWorker, r: Request) -> Result<(), String> {
+    if w.send(r) {
+        Ok(())
+    } else {
+        Err("the run's thread stopped".into())
+    }
+}
+
 enum Pending {
     /// The question as typed.
     Ask(Question),
-    Supports(SupportsOf),
+    Supports(ItemOf),
+    Saliency(ItemOf),
 }
 
 enum InFlight {
     Ask(Item),
+    /// The key of the item whose supports or saliency are being computed.
     Supports(String),
+    Saliency(String),
 }
 
 #[derive(Default)]
@@ -50,6 +72,12 @@ pub struct AskState {
     pub answer: Option<(Item, Vec<MethodPrediction>)>,
     /// Supports by key (set and item id).
     pub supports: HashMap<String, Result<Supports, String>>,
+    /// Token saliency by key (set and item id; "your question" for the asked one).
+    pub saliency: HashMap<String, Result<Saliency, String>>,
+    /// The answer whose saliency is shown, by key (the predicted one when absent).
+    pub saliency_class: HashMap<String, usize>,
+    /// Show the raw logit's saliency instead of the centred logit's.
+    pub saliency_raw: bool,
 }
 
 impl AskState {
@@ -79,6 +107,10 @@ impl AskState {
         matches!(&self.in_flight, Some(InFlight::Supports(k)) if k == key) || self.queue.iter().any(|p| matches!(p, Pending::Supports(s) if s.key == key))
     }
 
+    pub fn saliency_pending(&self, key: &str) -> bool {
+        matches!(&self.in_flight, Some(InFlight::Saliency(k)) if k == key) || self.queue.iter().any(|p| matches!(p, Pending::Saliency(s) if s.key == key))
+    }
+
     fn ensure_worker(&mut self, dir: &Path) {
         // A run that did not open is tried again (its files may have been fixed meanwhile).
         let failed = matches!(self.info, Some(Err(_)));
@@ -100,13 +132,23 @@ impl AskState {
     }
 
     /// Asks for the training items behind the item's prediction.
-    pub fn request_supports(&mut self, dir: &Path, of: SupportsOf) {
+    pub fn request_supports(&mut self, dir: &Path, of: ItemOf) {
         if self.supports_pending(&of.key) {
             return;
         }
         self.ensure_worker(dir);
         self.supports.remove(&of.key);
         self.queue.push_back(Pending::Supports(of));
+    }
+
+    /// Asks which prompt tokens drive the item's answer logits.
+    pub fn request_saliency(&mut self, dir: &Path, of: ItemOf) {
+        if self.saliency_pending(&of.key) {
+            return;
+        }
+        self.ensure_worker(dir);
+        self.saliency.remove(&of.key);
+        self.queue.push_back(Pending::Saliency(of));
     }
 
     /// Stops the current computation.
@@ -157,6 +199,11 @@ impl AskState {
                     }
                     self.progress = None;
                 }
+                Reply::Saliency(_, r) => {
+                    if let Some(InFlight::Saliency(key)) = self.in_flight.take() {
+                        self.saliency.insert(key, r);
+                    }
+                }
             }
         }
         match &self.info {
@@ -168,6 +215,9 @@ impl AskState {
                         Pending::Ask(_) => self.message = Some(format!("cannot open the run: {e}")),
                         Pending::Supports(s) => {
                             self.supports.insert(s.key, Err(format!("cannot open the run: {e}")));
+                        }
+                        Pending::Saliency(s) => {
+                            self.saliency.insert(s.key, Err(format!("cannot open the run: {e}")));
                         }
                     }
                 }
@@ -202,18 +252,20 @@ impl AskState {
                 Err(m) => self.message = Some(m),
             },
             Pending::Supports(s) => {
-                let nc = s.choices.len();
-                if nc > labels.len() {
-                    self.supports.insert(s.key, Err(format!("the item has {nc} choices, the run {} answer tokens", labels.len())));
-                    return;
-                }
-                let item = Item { id: s.id, prompt: s.prompt, choices: s.choices, answer_labels: labels[..nc].to_vec(), label: s.label };
-                if w.send(Request::Supports { item, top: TOP_SUPPORTS }) {
-                    self.in_flight = Some(InFlight::Supports(s.key));
-                } else {
-                    self.supports.insert(s.key, Err("the run's thread stopped".into()));
+                let sent = s.item(labels).and_then(|item| send(w, Request::Supports { item, top: TOP_SUPPORTS }));
+                match sent {
+                    Ok(()) => self.in_flight = Some(InFlight::Supports(s.key)),
+                    Err(e) => {
+                        self.supports.insert(s.key, Err(e));
+                    }
                 }
             }
+            Pending::Saliency(s) => match s.item(labels).and_then(|item| send(w, Request::Saliency(item))) {
+                Ok(()) => self.in_flight = Some(InFlight::Saliency(s.key)),
+                Err(e) => {
+                    self.saliency.insert(s.key, Err(e));
+                }
+            },
         }
     }
 

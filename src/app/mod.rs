@@ -355,7 +355,7 @@ impl WorkbenchApp {
                 Tab::Training => views::training_tab(ui, &self.store, &vc),
                 Tab::Calibration => views::calibration_tab(ui, &mut self.store, &mut self.calib, &mut self.eval_set, &vc),
                 Tab::Examples => views::examples_tab(ui, &mut self.store, &mut self.examples, &mut self.ask, &mut self.eval_set, &vc),
-                Tab::Prior => views::prior_tab(ui, &mut self.store, &vc),
+                Tab::Prior => views::prior_tab(ui, &mut self.store, &mut self.eval_set, &vc),
                 Tab::Runs => {
                     let act = views::runs_tab(ui, &self.runs, &self.runs_index.sweeps, &self.runs_root, &mut self.runs_state, self.compare.as_ref(), &vc);
                     match act {

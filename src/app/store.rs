@@ -196,6 +196,11 @@ pub struct RunStore {
     pub eval_preds: BTreeMap<String, Lazy<Arc<Vec<PredRow>>>>,
     /// The uncertainty split per (set, method), one entry per item, computed when first shown.
     pub uncertainty: BTreeMap<(String, String), Lazy<Vec<Option<Split>>>>,
+    /// The spectral cache of each evaluation set beyond the test split
+    /// (eval/NAME/spectral_cache.safetensors), read when the Prior tab first shows the set.
+    pub eval_recompute: BTreeMap<String, Lazy<Box<dyn PriorRecompute>>>,
+    /// The prior slider on an evaluation set: (set, delta, its probabilities and metrics there).
+    pub set_prior: Option<(String, f64, Vec<Vec<f64>>, Metrics)>,
 }
 
 impl Default for RunStore {
@@ -230,6 +235,8 @@ impl Default for RunStore {
             revision: 0,
             eval_preds: BTreeMap::new(),
             uncertainty: BTreeMap::new(),
+            eval_recompute: BTreeMap::new(),
+            set_prior: None,
         }
     }
 }
@@ -431,25 +438,13 @@ impl RunStore {
         self.prior_delta = Some(delta);
         self.revision += 1;
         if let Some(r) = &self.recompute {
-            let mut probs = r.at(delta);
-            let labels: Vec<usize> = self.predictions.iter().map(|p| p.label).collect();
-            if probs.len() == labels.len() && !labels.is_empty() {
-                // The cache holds every answer token of the task; an item shows only its own
-                // choices (the others are masked to probability 0).
-                for (q, p) in probs.iter_mut().zip(&self.predictions) {
-                    let nc = p.choices.len();
-                    if nc > 0 && q.len() > nc {
-                        q.truncate(nc);
-                        let z: f64 = q.iter().sum();
-                        if z > 0.0 {
-                            q.iter_mut().for_each(|x| *x /= z);
-                        }
-                    }
+            match probs_at(r.as_ref(), delta, &self.predictions) {
+                Ok((probs, m)) => {
+                    self.prior_metrics = Some(m);
+                    self.prior_probs = Some(probs);
                 }
-                self.prior_metrics = Some(calibration::metrics(&probs, &labels));
-                self.prior_probs = Some(probs);
-            } else if self.prior_probs.is_none() {
-                self.warnings.push(format!("the prior recompute gives {} items, predictions.jsonl has {}", probs.len(), labels.len()));
+                Err(e) if self.prior_probs.is_none() => self.warnings.push(e),
+                Err(_) => {}
             }
         }
     }
@@ -470,6 +465,29 @@ impl RunStore {
         }
         Some((p.logit_mean.get("laplace")?.clone(), p.logit_cov.get("laplace")?.clone(), false))
     }
+}
+
+/// A set's probabilities at `delta` from its spectral cache, each item's truncated to its own
+/// choices (the cache holds every answer token of the task; the others are masked to probability
+/// 0), and their metrics.
+fn probs_at(r: &dyn PriorRecompute, delta: f64, preds: &[PredRow]) -> Result<(Vec<Vec<f64>>, Metrics), String> {
+    let mut probs = r.at(delta);
+    let labels: Vec<usize> = preds.iter().map(|p| p.label).collect();
+    if probs.len() != labels.len() || labels.is_empty() {
+        return Err(format!("the prior recompute gives {} items, predictions.jsonl has {}", probs.len(), labels.len()));
+    }
+    for (q, p) in probs.iter_mut().zip(preds) {
+        let nc = p.choices.len();
+        if nc > 0 && q.len() > nc {
+            q.truncate(nc);
+            let z: f64 = q.iter().sum();
+            if z > 0.0 {
+                q.iter_mut().for_each(|x| *x /= z);
+            }
+        }
+    }
+    let m = calibration::metrics(&probs, &labels);
+    Ok((probs, m))
 }
 
 /// The methods whose items carry what the uncertainty split needs: probability samples
@@ -556,6 +574,56 @@ impl RunStore {
         self.uncertainty.get(&(set.to_string(), method.to_string()))?.get().map(|r| r.map(|v| v.as_slice()))
     }
 
+    /// The prior slider's metrics on `set` at the slider's delta: the test split's from the run's
+    /// cache, another set's from its own (read, with its predictions, on first use; None
+    /// meanwhile). Recomputed only when the set or the delta changed.
+    pub fn prior_metrics_on(&mut self, set: &str) -> Option<Result<Metrics, String>> {
+        if set == TEST_SET {
+            return self.prior_metrics.clone().map(Ok);
+        }
+        let delta = self.prior_delta?;
+        if let Some((s, d, _, m)) = &self.set_prior {
+            if s == set && *d == delta {
+                return Some(Ok(m.clone()));
+            }
+        }
+        self.request_set(set);
+        if !self.eval_recompute.contains_key(set) {
+            let dir = self.dir.clone()?;
+            let p = dir.join("eval").join(set).join("spectral_cache.safetensors");
+            self.eval_recompute.insert(
+                set.to_string(),
+                Lazy::spawn(move || {
+                    if !p.is_file() {
+                        return Err(format!(
+                            "no {}: the set was evaluated before the workbench kept its spectral cache; evaluate it again (laplace-lora eval RUN --data SET) to move the slider on it",
+                            p.display()
+                        ));
+                    }
+                    match laplace_lora::laplace::cache::load_cache(&p) {
+                        Ok(c) => Ok(Box::new(CacheRecompute(c, laplace_lora::laplace::cache::run_predictor(&dir))) as Box<dyn PriorRecompute>),
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                }),
+            );
+        }
+        let r = match self.eval_recompute.get(set)?.get()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let preds = match self.set_predictions(set)? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        match probs_at(r.as_ref(), delta, preds) {
+            Ok((probs, m)) => {
+                self.set_prior = Some((set.to_string(), delta, probs, m.clone()));
+                Some(Ok(m))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Takes the background results that arrived; true while any is still coming.
     pub fn poll_lazy(&mut self) -> bool {
         let mut loading = false;
@@ -565,6 +633,10 @@ impl RunStore {
             loading |= l.is_loading();
         }
         for l in self.uncertainty.values_mut() {
+            arrived |= l.poll();
+            loading |= l.is_loading();
+        }
+        for l in self.eval_recompute.values_mut() {
             arrived |= l.poll();
             loading |= l.is_loading();
         }

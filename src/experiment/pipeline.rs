@@ -355,6 +355,10 @@ pub fn refit_laplace(run_dir: &Path, laplace: Option<&LaplaceSection>, cancel: &
             for f in ["predictions.jsonl", "metrics.json"] {
                 std::fs::rename(o.dir.join(f), dir.join(f))?;
             }
+            let cache = o.dir.join(crate::methods::SET_CACHE);
+            if o.set.name != "test" && cache.is_file() {
+                std::fs::rename(cache, dir.join(crate::methods::SET_CACHE))?;
+            }
         }
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         Ok(Outcome::Finished)

@@ -52,6 +52,15 @@ pub struct Supports {
     pub n_train: usize,
 }
 
+/// Which prompt tokens drive the item's answer logits ([`crate::model::saliency`]), at the run's
+/// MAP adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saliency {
+    /// Each prompt token as text (decoded alone: a byte-level token may be part of a character).
+    pub tokens: Vec<String>,
+    pub scores: crate::model::saliency::TokenSaliency,
+}
+
 pub struct RunSession {
     cfg: ExperimentConfig,
     l: Loaded,
@@ -150,6 +159,17 @@ impl RunSession {
         drop(cx);
         self.shared.borrow_mut().forget(&name);
         Ok((!cancelled).then_some(out))
+    }
+
+    /// Gradient x input of each answer logit over the item's prompt tokens (one forward and K
+    /// backward passes).
+    pub fn saliency(&self, item: &Item) -> Result<Saliency> {
+        self.check_fit(std::slice::from_ref(item))?;
+        let tok = &self.l.m.tokenizer;
+        let x = encode_items(tok, std::slice::from_ref(item), self.cfg.train.max_length)?.remove(0);
+        let scores = crate::model::saliency::token_saliency(&self.l.m.model, Some(&self.lora), &x.ids, &self.l.d.answer_ids, x.num_choices)?;
+        let tokens = x.ids.iter().map(|&id| tok.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>"))).collect();
+        Ok(Saliency { tokens, scores })
     }
 
     /// The training items behind Laplace-LoRA's prediction for `item` ([`kernel`]): every

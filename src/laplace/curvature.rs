@@ -168,7 +168,7 @@ impl TappedBatch {
         let (batch, labels) = make_batch(model, data, &rep_idx, answer_ids.len(), pad)?;
         let labels = labels.narrow(0, 0, idx.len())?;
         let mut tap = Tap::default();
-        let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap) };
+        let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap), embed_shift: None };
         let f = model.answer_logits(&batch, answer_ids, &mut opts)?;
         Ok(Self { batch, labels, f, tap, b: idx.len(), reps })
     }

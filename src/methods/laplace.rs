@@ -45,7 +45,29 @@ impl Shared {
     pub fn forget(&mut self, set: &str) {
         self.functional.remove(set);
     }
+
+    /// Writes Laplace-LoRA's spectral cache of an evaluation set (`dir/spectral_cache.safetensors`,
+    /// the layout of `laplace/spectral_cache.safetensors` for the test split): the workbench's
+    /// prior slider then recomputes that set's predictive at any delta as it does the test
+    /// split's. False when the set has not been predicted.
+    pub fn write_set_cache(&self, set: &str, dir: &Path) -> Result<bool> {
+        let (Some(fs), Some(f)) = (self.functional.get(set), self.fitted.as_ref()) else { return Ok(false) };
+        if fs.iter().any(|x| x.spectral.is_empty()) {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(dir)?;
+        crate::laplace::cache::save_cache(
+            &dir.join(SET_CACHE),
+            &fs.iter().map(|x| x.spectral[0].clone()).collect::<Vec<_>>(),
+            &fs.iter().map(|x| x.mu.clone()).collect::<Vec<_>>(),
+            &f.grid,
+        )?;
+        Ok(true)
+    }
 }
+
+/// The file name of an evaluation set's spectral cache in its folder `eval/NAME/`.
+pub const SET_CACHE: &str = "spectral_cache.safetensors";
 
 impl Fitted {
     fn groups(&self) -> Vec<Group> {
@@ -174,7 +196,8 @@ impl Method for LaplaceMethod {
                 cx.pad,
                 cx.eval_batch,
                 &f.groups(),
-                &[],
+                // Laplace-LoRA's spectral entries too: the set's cache for the prior slider.
+                &[(0..f.posterior.blocks.len()).collect()],
                 &f.grid,
                 cx.cancel,
                 &mut |done, total| {

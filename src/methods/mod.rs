@@ -25,6 +25,7 @@ mod basic;
 mod blob;
 mod ensembles;
 mod laplace;
+pub use laplace::SET_CACHE;
 mod mc_dropout;
 pub mod runner;
 pub mod settings;

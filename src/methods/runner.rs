@@ -116,6 +116,10 @@ pub fn run_methods(cx: &Context, names: &[String], outputs: &mut [SetOutput], re
             let metrics = calibration::metrics(&p.probs, &out.labels());
             cx.emit(Event::Metrics { name: name.clone(), metrics: metrics.clone(), set: (out.set.name != "test").then(|| out.set.name.to_string()) })?;
             out.record(name, &p);
+            if name == "laplace" && out.set.name != "test" {
+                // The prior slider's cache for this set (the test split's is the fit's own).
+                shared.borrow().write_set_cache(out.set.name, &out.dir)?;
+            }
             let mut entry = serde_json::to_value(&metrics)?;
             for (k, v) in m.details() {
                 entry[k] = v;

@@ -86,11 +86,14 @@ pub struct ForwardOpts<'a> {
     pub lora: Option<&'a LoraSet>,
     pub dropout: Option<&'a mut LoraDropout>,
     pub tap: Option<&'a mut Tap>,
+    /// (B*T, hidden), added to the input embeddings: a zero `Var` whose gradient is dL/de_t
+    /// (token saliency, `saliency.rs`), or a finite perturbation (its check).
+    pub embed_shift: Option<&'a Tensor>,
 }
 
 impl<'a> ForwardOpts<'a> {
     pub fn new(lora: Option<&'a LoraSet>) -> Self {
-        Self { lora, dropout: None, tap: None }
+        Self { lora, dropout: None, tap: None, embed_shift: None }
     }
 }
 
@@ -223,6 +226,12 @@ impl Llama {
         (kinds.join("+"), bytes)
     }
 
+    /// The input embeddings of token ids: (N, hidden).
+    pub fn embeddings(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::from_vec(ids.to_vec(), ids.len(), &self.device)?;
+        Ok(self.embed.index_select(&ids, 0)?)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -307,6 +316,9 @@ impl Llama {
         }
         let ids = input_ids.flatten_all()?;
         let mut x = self.embed.index_select(&ids, 0)?; // (B*T, hidden)
+        if let Some(shift) = opts.embed_shift {
+            x = (x + shift)?;
+        }
         let rot = self.rotary(t)?;
         let mask = self.causal_mask(t)?;
         for i in 0..self.blocks.len() {

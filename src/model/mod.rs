@@ -15,6 +15,7 @@ pub mod memory;
 pub mod ops;
 pub mod pretokenize;
 pub mod quant;
+pub mod saliency;
 pub mod source;
 pub mod spm;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! on the run's own thread from its adapter and posterior (loaded once, kept for more questions).
 
 use super::*;
-use crate::app::ask::AskState;
+use crate::app::ask::{AskState, ItemOf};
 use crate::app::figure::Series;
 use crate::app::store::method_label;
 use laplace_lora::data::question::{kind_of, Kind};
@@ -49,7 +49,9 @@ pub fn ask_view(ui: &mut egui::Ui, a: &mut AskState, s: &RunStore, vc: &ViewCtx)
     if let Some(m) = &a.message {
         ui.colored_label(Color32::from_rgb(220, 160, 40), m);
     }
-    let Some((item, preds)) = &a.answer else { return };
+    // A copy: the saliency section below borrows the state mutably.
+    let Some((item, preds)) = a.answer.clone() else { return };
+    let (item, preds) = (&item, &preds);
     ui.separator();
     ui.columns(2, |c| {
         let ui = &mut c[0];
@@ -90,6 +92,9 @@ pub fn ask_view(ui: &mut egui::Ui, a: &mut AskState, s: &RunStore, vc: &ViewCtx)
                 }
             });
         }
+        let of =
+            ItemOf { key: format!("ask/{}", item.prompt), id: item.id.clone(), prompt: item.prompt.clone(), choices: item.choices.clone(), label: item.label };
+        saliency_ui(ui, a, dir, of);
         let ui = &mut c[1];
         let k = item.choices.len();
         let mut f = Figure::new("ask_probabilities", "Probabilities per answer (your question)", "answer (0 = A)", "probability");

@@ -4,6 +4,7 @@
 
 use super::method_diff::{method_diff, DiffState};
 use super::*;
+use crate::app::ask::ItemOf;
 use crate::app::figure::{csv_button, csv_field, Figure, Series};
 use crate::app::store::{conf_correct, map_probs, method_label, split_methods, PredRow, RunStore, PRIOR_METHOD, SPLIT_DRAWS, TEST_SET};
 use crate::app::uncertainty::{self, Split};
@@ -313,6 +314,10 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState,
                 } else {
                     ui.label(t);
                 }
+            }
+            if let Some(dir) = vc.run_dir.filter(|_| !s.is_running()) {
+                let of = ItemOf { key: format!("{set}/{}", p.id), id: p.id.clone(), prompt: p.prompt.clone(), choices: p.choices.clone(), label: p.label };
+                saliency_ui(ui, ask, dir, of);
             }
             if let (Some(m), Some(x)) = (&split_m, split_at(i)) {
                 ui.add_space(6.0);

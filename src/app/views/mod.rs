@@ -8,6 +8,7 @@ mod examples;
 mod method_diff;
 mod prior;
 mod runs;
+mod saliency;
 mod supports;
 mod sweep_plot;
 mod training;
@@ -19,6 +20,7 @@ pub use calibration::*;
 pub use examples::*;
 pub use prior::*;
 pub use runs::*;
+pub use saliency::*;
 pub use supports::*;
 pub use training::*;
 
@@ -74,7 +76,7 @@ pub(crate) fn figure(ui: &mut egui::Ui, fig: &Figure, height: f32, vc: &ViewCtx)
 }
 
 /// "Evaluation set: test | NAME..." when the run has sets beyond the test split (eval/NAME/);
-/// the Calibration and Examples tabs draw the chosen one.
+/// the Calibration, Examples and Prior tabs draw the chosen one.
 pub fn eval_set_selector(ui: &mut egui::Ui, s: &RunStore, set: &mut String) {
     let names = s.eval_set_names();
     if names.is_empty() {

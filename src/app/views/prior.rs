@@ -8,7 +8,7 @@ use laplace_lora::calibration::Metrics;
 
 /// The prior-precision tab. Moving the slider recomputes the test predictive before anything
 /// below it is drawn, so the readout, metrics and reliability diagram follow in the same frame.
-pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
+pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, set: &mut String, vc: &ViewCtx) {
     explain(ui, "The Laplace approximation puts a Gaussian over the LoRA weights whose width depends on the prior precision delta: a large delta trusts the fine-tuned weights (little uncertainty, close to MAP), a small delta lets them vary more (more uncertainty, softer probabilities). The workbench picks delta by maximising the log marginal likelihood (how well the model with that prior explains the training data, penalised for complexity; left plot, higher is better), and you can compare that choice with validation NLL and ECE (lower is better). The green line marks the chosen delta, the purple one the slider. Move the slider to try another delta: the test metrics, the reliability diagram below, the Calibration tab's \"Laplace @ slider\" entry and the Examples tab are recomputed instantly from the cached Jacobians (probit predictive).");
     let Some(curve) = &s.prior_curve else {
         ui.add_space(20.0);
@@ -46,6 +46,9 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
     if let Some(d) = new_delta {
         s.set_prior_delta(d);
     }
+    eval_set_selector(ui, s, set);
+    // Another set's metrics at the slider's delta, from that set's spectral cache.
+    let on_set = (set != TEST_SET).then(|| s.prior_metrics_on(set));
     let s: &RunStore = s;
     let Some(curve) = &s.prior_curve else { return };
     if let Some(p) = interp_prior(curve, 10f64.powf(x)) {
@@ -91,6 +94,10 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
             figure(&mut c[2], &mk("prior_val_ece", "Validation ECE", "ECE", &|p| p.val_ece, Color32::from_rgb(0, 175, 175)), h, vc);
         });
         ui.separator();
+        if let Some(r) = on_set {
+            set_metrics_ui(ui, s, set, r, vc);
+            return;
+        }
         match &s.prior_metrics {
             Some(m) => {
                 let mut rows: Vec<(String, &Metrics)> = vec![];
@@ -112,6 +119,51 @@ pub fn prior_tab(ui: &mut egui::Ui, s: &mut RunStore, vc: &ViewCtx) {
             None => {
                 ui.weak("Recomputing the test predictive at a new δ needs the Laplace stage's cached posterior (laplace/spectral_cache.safetensors); this run shows the curve only.");
             }
+        }
+    });
+}
+
+/// The slider's metrics on an evaluation set beyond the test split, beside every method's at the
+/// run's chosen delta on that set.
+fn set_metrics_ui(ui: &mut egui::Ui, s: &RunStore, set: &str, r: Option<Result<Metrics, String>>, vc: &ViewCtx) {
+    let m = match r {
+        None => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.weak(format!("reading the spectral cache of {set}..."));
+            });
+            return;
+        }
+        Some(Err(e)) => {
+            ui.colored_label(Color32::from_rgb(220, 160, 40), e);
+            return;
+        }
+        Some(Ok(m)) => m,
+    };
+    let delta = s.prior_delta.unwrap_or(0.0);
+    let mut rows: Vec<(String, &Metrics)> = vec![];
+    if let Some(ms) = s.eval_metrics.get(set) {
+        for k in ["map", "temperature", "laplace"] {
+            if let Some(x) = ms.get(k) {
+                rows.push((k.to_string(), x));
+            }
+        }
+    }
+    rows.push((PRIOR_METHOD.to_string(), &m));
+    ui.label(RichText::new(format!("Metrics on {set} at the slider's δ")).strong());
+    metrics_table(ui, "prior_metrics_set", &rows, None);
+    let f =
+        reliability_figure("reliability_prior_set", &format!("{set}: Laplace at δ = {delta:.4} (ECE {:.3})", m.ece), &[(PRIOR_METHOD.to_string(), &m)], false);
+    ui.columns(2, |c| {
+        figure(&mut c[0], &f, 230.0, vc);
+        if let (Some(l), Some(d)) = (s.eval_metrics.get(set).and_then(|ms| ms.get("laplace")), s.chosen_delta) {
+            let g = reliability_figure(
+                "reliability_laplace_chosen_set",
+                &format!("{set}: Laplace-LoRA at the chosen δ = {d:.4} (ECE {:.3})", l.ece),
+                &[("laplace".to_string(), l)],
+                false,
+            );
+            figure(&mut c[1], &g, 230.0, vc);
         }
     });
 }

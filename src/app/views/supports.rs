@@ -4,7 +4,7 @@
 //! computed on demand on the run's thread.
 
 use super::*;
-use crate::app::ask::{AskState, SupportsOf, TOP_SUPPORTS};
+use crate::app::ask::{AskState, ItemOf, TOP_SUPPORTS};
 use crate::app::store::PredRow;
 use laplace_lora::data::LETTERS;
 
@@ -39,7 +39,7 @@ pub fn supports_ui(ui: &mut egui::Ui, a: &mut AskState, s: &RunStore, set: &str,
                 .on_hover_text("K backward passes per training item: a while on a large training set")
                 .clicked()
             {
-                let of = SupportsOf { key, id: p.id.clone(), prompt: p.prompt.clone(), choices: p.choices.clone(), label: p.label };
+                let of = ItemOf { key, id: p.id.clone(), prompt: p.prompt.clone(), choices: p.choices.clone(), label: p.label };
                 a.request_supports(dir, of);
             }
         }
