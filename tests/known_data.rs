@@ -246,3 +246,16 @@ fn paper_shift_config_parses() {
     let back = laplace_lora::experiment::ExperimentConfig::from_toml_str(&c.to_toml().unwrap()).unwrap();
     assert_eq!(back, c);
 }
+
+/// The shipped ARC-Easy and sweep configurations read (the speed issue's real-task run, the
+/// dtype-over-seeds sweep).
+#[test]
+fn arc_easy_config_and_dtype_sweep_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = laplace_lora::experiment::ExperimentConfig::from_file(&root.join("assets/configs/arc-easy.toml")).unwrap();
+    assert_eq!(c.data.train, PathBuf::from("arc-easy"));
+    assert!(known::parse("arc-easy").unwrap().is_ok());
+    assert_eq!((c.data.max_train, c.data.max_test, c.train.epochs), (Some(128), Some(150), 5));
+    let s = laplace_lora::sweep::spec::SweepSpec::from_file(&root.join("assets/sweeps/dtype-seeds.toml")).unwrap();
+    assert_eq!(s.points().unwrap().len(), 12);
+}

@@ -56,7 +56,13 @@ def main() -> int:
         d = json.load(open(path))
         runs[(d["seq_len"], d["batch"])][variant] = d
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    any_run = next(iter(next(iter(runs.values())).values()))
+    # A failed variant ({"failed": why}) is named under its shape and left out of the tables.
+    failed = defaultdict(dict)
+    for key in list(runs):
+        for v in list(runs[key]):
+            if "failed" in runs[key][v]:
+                failed[key][v] = runs[key].pop(v)["failed"]
+    any_run = next(d for by in runs.values() for d in by.values())
     lines = [f"# laplace-lora bench against PyTorch, {any_run['date'][:10]}", ""]
     lines.append(f"- machine: {cpu_name()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB; load average (1/5/15 min) before and after each shape: {os.environ.get('LOADS', '?')}; {os.environ.get('ELAPSED', '?')} s in all")
     impl = {}
@@ -85,6 +91,8 @@ def main() -> int:
                 if ck is not None:
                     rates[-1] += f", logits/gradients vs f32 {ck:.1e}/{d.get('check_grads_rel'):.1e}"
         lines.append("GEMM rate of the frozen products: " + "; ".join(rates))
+        for v, why in failed.get((t, b), {}).items():
+            lines.append(f"{NAMES[v]}: {why}")
         if flops:
             lines.append(f"FLOPs: step {flops['step'] / 1e9:.1f} G, KFAC {flops['kfac_per_example'] / 1e9:.1f} G an example, predictive {flops['predictive_per_example'] / 1e9:.1f} G an example")
         lines.append("")
