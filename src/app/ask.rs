@@ -42,18 +42,32 @@ fn send(w: &SessionWorker, r: Request) -> Result<(), String> {
     }
 }
 
+/// What is wanted of a test item: its training supports or its token saliency.
+#[derive(Clone, Copy, PartialEq)]
+enum Job {
+    Supports,
+    Saliency,
+}
+
+impl Job {
+    fn request(self, item: Item) -> Request {
+        match self {
+            Job::Supports => Request::Supports { item, top: TOP_SUPPORTS },
+            Job::Saliency => Request::Saliency(item),
+        }
+    }
+}
+
 enum Pending {
     /// The question as typed.
     Ask(Question),
-    Supports(ItemOf),
-    Saliency(ItemOf),
+    Item(Job, ItemOf),
 }
 
 enum InFlight {
     Ask(Item),
-    /// The key of the item whose supports or saliency are being computed.
-    Supports(String),
-    Saliency(String),
+    /// The job and the key of the item it is computed for.
+    Item(Job, String),
 }
 
 #[derive(Default)]
@@ -103,12 +117,46 @@ impl AskState {
         matches!(self.in_flight, Some(InFlight::Ask(_))) || self.queue.iter().any(|p| matches!(p, Pending::Ask(_)))
     }
 
+    fn pending(&self, job: Job, key: &str) -> bool {
+        matches!(&self.in_flight, Some(InFlight::Item(j, k)) if *j == job && k == key)
+            || self.queue.iter().any(|p| matches!(p, Pending::Item(j, s) if *j == job && s.key == key))
+    }
+
     pub fn supports_pending(&self, key: &str) -> bool {
-        matches!(&self.in_flight, Some(InFlight::Supports(k)) if k == key) || self.queue.iter().any(|p| matches!(p, Pending::Supports(s) if s.key == key))
+        self.pending(Job::Supports, key)
     }
 
     pub fn saliency_pending(&self, key: &str) -> bool {
-        matches!(&self.in_flight, Some(InFlight::Saliency(k)) if k == key) || self.queue.iter().any(|p| matches!(p, Pending::Saliency(s) if s.key == key))
+        self.pending(Job::Saliency, key)
+    }
+
+    /// Records why a job has no answer, under the item's key.
+    fn fail(&mut self, job: Job, key: String, e: String) {
+        match job {
+            Job::Supports => {
+                self.supports.insert(key, Err(e));
+            }
+            Job::Saliency => {
+                self.saliency.insert(key, Err(e));
+            }
+        }
+    }
+
+    /// Queues a job for the item of the run at `dir` (opened on first use), once per key.
+    fn request(&mut self, job: Job, dir: &Path, of: ItemOf) {
+        if self.pending(job, &of.key) {
+            return;
+        }
+        self.ensure_worker(dir);
+        match job {
+            Job::Supports => {
+                self.supports.remove(&of.key);
+            }
+            Job::Saliency => {
+                self.saliency.remove(&of.key);
+            }
+        }
+        self.queue.push_back(Pending::Item(job, of));
     }
 
     fn ensure_worker(&mut self, dir: &Path) {
@@ -133,22 +181,12 @@ impl AskState {
 
     /// Asks for the training items behind the item's prediction.
     pub fn request_supports(&mut self, dir: &Path, of: ItemOf) {
-        if self.supports_pending(&of.key) {
-            return;
-        }
-        self.ensure_worker(dir);
-        self.supports.remove(&of.key);
-        self.queue.push_back(Pending::Supports(of));
+        self.request(Job::Supports, dir, of);
     }
 
     /// Asks which prompt tokens drive the item's answer logits.
     pub fn request_saliency(&mut self, dir: &Path, of: ItemOf) {
-        if self.saliency_pending(&of.key) {
-            return;
-        }
-        self.ensure_worker(dir);
-        self.saliency.remove(&of.key);
-        self.queue.push_back(Pending::Saliency(of));
+        self.request(Job::Saliency, dir, of);
     }
 
     /// Stops the current computation.
@@ -194,13 +232,13 @@ impl AskState {
                     self.progress = None;
                 }
                 Reply::Supports(_, r) => {
-                    if let Some(InFlight::Supports(key)) = self.in_flight.take() {
+                    if let Some(InFlight::Item(Job::Supports, key)) = self.in_flight.take() {
                         self.supports.insert(key, r);
                     }
                     self.progress = None;
                 }
                 Reply::Saliency(_, r) => {
-                    if let Some(InFlight::Saliency(key)) = self.in_flight.take() {
+                    if let Some(InFlight::Item(Job::Saliency, key)) = self.in_flight.take() {
                         self.saliency.insert(key, r);
                     }
                 }
@@ -210,15 +248,10 @@ impl AskState {
             Some(Err(e)) => {
                 // The run does not open: every waiting request fails with its reason.
                 let e = e.clone();
-                for p in self.queue.drain(..) {
+                for p in std::mem::take(&mut self.queue) {
                     match p {
                         Pending::Ask(_) => self.message = Some(format!("cannot open the run: {e}")),
-                        Pending::Supports(s) => {
-                            self.supports.insert(s.key, Err(format!("cannot open the run: {e}")));
-                        }
-                        Pending::Saliency(s) => {
-                            self.saliency.insert(s.key, Err(format!("cannot open the run: {e}")));
-                        }
+                        Pending::Item(job, s) => self.fail(job, s.key, format!("cannot open the run: {e}")),
                     }
                 }
             }
@@ -251,20 +284,9 @@ impl AskState {
                 }
                 Err(m) => self.message = Some(m),
             },
-            Pending::Supports(s) => {
-                let sent = s.item(labels).and_then(|item| send(w, Request::Supports { item, top: TOP_SUPPORTS }));
-                match sent {
-                    Ok(()) => self.in_flight = Some(InFlight::Supports(s.key)),
-                    Err(e) => {
-                        self.supports.insert(s.key, Err(e));
-                    }
-                }
-            }
-            Pending::Saliency(s) => match s.item(labels).and_then(|item| send(w, Request::Saliency(item))) {
-                Ok(()) => self.in_flight = Some(InFlight::Saliency(s.key)),
-                Err(e) => {
-                    self.saliency.insert(s.key, Err(e));
-                }
+            Pending::Item(job, s) => match s.item(labels).and_then(|item| send(w, job.request(item))) {
+                Ok(()) => self.in_flight = Some(InFlight::Item(job, s.key)),
+                Err(e) => self.fail(job, s.key, e),
             },
         }
     }

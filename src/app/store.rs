@@ -67,13 +67,18 @@ impl PriorRecompute for CacheRecompute {
 
 /// The spectral cache of a run directory, if it has one (`None`: no cache; `Err`: unreadable).
 pub fn load_recompute(dir: &Path) -> Option<Result<Box<dyn PriorRecompute>, String>> {
-    let p = dir.join("laplace").join("spectral_cache.safetensors");
+    cache_recompute(&dir.join("laplace").join("spectral_cache.safetensors"), dir)
+}
+
+/// A spectral cache file of the run at `run_dir` (the test split's, or an evaluation set's in
+/// `eval/NAME/`) with the run's predictive; `None` when the file is not there.
+fn cache_recompute(p: &Path, run_dir: &Path) -> Option<Result<Box<dyn PriorRecompute>, String>> {
     if !p.is_file() {
         return None;
     }
-    Some(match laplace_lora::laplace::cache::load_cache(&p) {
-        Ok(c) if c.entries.is_empty() => Err(format!("{}: no test items in the cache", p.display())),
-        Ok(c) => Ok(Box::new(CacheRecompute(c, laplace_lora::laplace::cache::run_predictor(dir))) as Box<dyn PriorRecompute>),
+    Some(match laplace_lora::laplace::cache::load_cache(p) {
+        Ok(c) if c.entries.is_empty() => Err(format!("{}: no items in the cache", p.display())),
+        Ok(c) => Ok(Box::new(CacheRecompute(c, laplace_lora::laplace::cache::run_predictor(run_dir))) as Box<dyn PriorRecompute>),
         Err(e) => Err(format!("{e:#}")),
     })
 }
@@ -594,16 +599,12 @@ impl RunStore {
             self.eval_recompute.insert(
                 set.to_string(),
                 Lazy::spawn(move || {
-                    if !p.is_file() {
-                        return Err(format!(
+                    cache_recompute(&p, &dir).unwrap_or_else(|| {
+                        Err(format!(
                             "no {}: the set was evaluated before the workbench kept its spectral cache; evaluate it again (laplace-lora eval RUN --data SET) to move the slider on it",
                             p.display()
-                        ));
-                    }
-                    match laplace_lora::laplace::cache::load_cache(&p) {
-                        Ok(c) => Ok(Box::new(CacheRecompute(c, laplace_lora::laplace::cache::run_predictor(&dir))) as Box<dyn PriorRecompute>),
-                        Err(e) => Err(format!("{e:#}")),
-                    }
+                        ))
+                    })
                 }),
             );
         }

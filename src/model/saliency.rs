@@ -71,8 +71,8 @@ fn forward(model: &Llama, lora: Option<&LoraSet>, ids: &[u32], answer_ids: &[u32
 
 /// Gradient x input of each of the item's answer logits at the adapter `lora`.
 pub fn token_saliency(model: &Llama, lora: Option<&LoraSet>, ids: &[u32], answer_ids: &[u32], num_choices: usize) -> Result<TokenSaliency> {
+    // A zero shift whose gradient is df/de_t: the embedding matrix itself is frozen (no gradient).
     let e = model.embeddings(ids)?; // (T, hidden)
-                                    // A zero shift whose gradient is df/de_t: the embedding matrix itself is frozen (no gradient).
     let probe = Var::zeros(e.shape(), e.dtype(), e.device())?;
     let f = forward(model, lora, ids, answer_ids, num_choices, Some(probe.as_tensor()))?.squeeze(0)?; // (K)
     let logits: Vec<f64> = f.to_vec1::<f32>()?.into_iter().take(num_choices).map(f64::from).collect();
