@@ -121,6 +121,17 @@ impl LoraLayer {
     pub fn module_path(&self) -> String {
         self.target.module_path(self.layer.unwrap_or(0))
     }
+
+    /// (A, B) as a forward pass uses them: the variables, or with `detach` copies of their
+    /// handles outside any graph (same storage; a pass that is never differentiated).
+    pub fn weights(&self, detach: bool) -> (Tensor, Tensor) {
+        let (a, b) = (self.a.as_tensor(), self.b.as_tensor());
+        if detach {
+            (a.detach(), b.detach())
+        } else {
+            (a.clone(), b.clone())
+        }
+    }
 }
 
 /// The adapters of one model, in a fixed order (blocks ascending, targets in `Target::ALL`

@@ -258,4 +258,9 @@ fn arc_easy_config_and_dtype_sweep_parse() {
     assert_eq!((c.data.max_train, c.data.max_test, c.train.epochs), (Some(128), Some(150), 5));
     let s = laplace_lora::sweep::spec::SweepSpec::from_file(&root.join("assets/sweeps/dtype-seeds.toml")).unwrap();
     assert_eq!(s.points().unwrap().len(), 12);
+    // The bf16 null: 2 data sets x {f32, bf16} x 5 seeds, and its AVX2 half (f32, 3 seeds).
+    for (file, n) in [("dtype-null.toml", 20), ("dtype-null-avx2.toml", 6)] {
+        let s = laplace_lora::sweep::spec::SweepSpec::from_file(&root.join("assets/sweeps").join(file)).unwrap();
+        assert_eq!(s.points().unwrap().len(), n, "{file}");
+    }
 }

@@ -59,6 +59,35 @@ fn full_and_diag_structures_equal_the_dense_ggn() {
     assert!(rel_fro(&diag, &dd) < 1e-4);
 }
 
+/// Examples with fewer choices than K, alone and mixed in a batch: the curvature pass drops the
+/// backward columns no example of a batch needs (diag(p) - pp^T has rank max choices - 1) and the
+/// Jacobian pass the classes no example has. The full-structure GGN must still be the dense one
+/// (masked classes at p = 0), and Sigma_f on each example's own classes J (F + delta)^-1 J^T.
+#[test]
+fn examples_with_fewer_choices_than_k_keep_the_dense_ggn_and_sigma_f() {
+    let s = setup();
+    let mut data = examples();
+    data.push(Encoded { ids: vec![4, 30, 3], label: 1, num_choices: 2 });
+    data.push(Encoded { ids: vec![4, 24, 26, 3], label: 0, num_choices: 2 });
+    data[0].num_choices = 2;
+    data[0].label = 1;
+    data[1].num_choices = 2;
+    data[1].label = 0;
+    let blocks = subset_blocks(&s.lora, Subset::All);
+    let vars = block_vars(&s, &blocks);
+    let (p, dense) = dense_ggn(&s, &data, &vars);
+    // Batches of 2 over the length-sorted items: [3 tokens, 3], [4, 5], [7] hold choices
+    // {2, 2}, {2, 2} and {3}: two batches with one column instead of two.
+    let post = fit(&s, &data, &cfg(Structure::Full, Positions::Expand));
+    let full = post.full.as_ref().unwrap().reconstruct();
+    assert!(rel_fro(&full, &dense) < 1e-4, "full GGN differs by {}", rel_fro(&full, &dense));
+    let delta = 0.5;
+    let mut m = dense.clone();
+    (0..p).for_each(|i| m[i * p + i] += delta);
+    let l = cholesky(&m, p);
+    check_sigma_f(&s, &post, &data, Group { blocks: vec![0], deltas: vec![delta] }, &l, &vars, "fewer choices");
+}
+
 #[test]
 fn marglik_and_functional_variance_equal_their_dense_formulas() {
     let s = setup();
@@ -81,36 +110,15 @@ fn marglik_and_functional_variance_equal_their_dense_formulas() {
             // Both in f64 from the same factors: 1e-9 relative.
             assert!((ours - dense_lml).abs() <= 1e-9 * dense_lml.abs().max(1.0), "{positions:?} delta {delta}: {ours} vs {dense_lml}");
             // Sigma_f = J (F + delta I)^-1 J^T, J from candle's own gradients.
-            let g = Group { blocks: all.clone(), deltas: vec![delta; blocks.len()] };
-            let fs = functional(
-                &s.model,
-                &s.lora,
+            check_sigma_f(
+                &s,
                 &post,
                 &data,
-                &ANSWER,
-                0,
-                2,
-                &[g],
-                &[],
-                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-                &AtomicBool::new(false),
-                &mut |_, _| {},
-            )
-            .unwrap()
-            .unwrap();
-            for (e, f) in data.iter().zip(&fs) {
-                let (j, _) = dense_jacobian(&s, e, &vars);
-                let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &j[c])).collect();
-                for a in 0..K {
-                    for b in 0..K {
-                        let want: f64 = j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum();
-                        let got = f.sigma[0][a * K + b];
-                        // f32 Jacobians: 1e-4 relative to the diagonal's scale.
-                        let scale = (f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt();
-                        assert!((got - want).abs() <= 1e-4 * scale, "{positions:?} delta {delta}: Sigma_f[{a},{b}] {got} vs {want}");
-                    }
-                }
-            }
+                Group { blocks: all.clone(), deltas: vec![delta; blocks.len()] },
+                &l,
+                &vars,
+                &format!("{positions:?} delta {delta}"),
+            );
         }
     }
 }

@@ -75,6 +75,21 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
         assert_eq!(x["n"], 16);
     }
     assert!(m["temperature"]["temperature"].as_f64().unwrap() > 0.0);
+    // Temperature scaling fits on the last epoch's validation logits (the final adapter's), with
+    // no validation pass of its own: no calibrate-stage progress, and its "NLL before" is the
+    // last validation event's NLL.
+    assert!(!events.iter().any(|e| matches!(e, Event::Progress { stage: experiment::Stage::Calibrate, .. })), "temperature scaling ran a validation pass");
+    let last_val =
+        events.iter().rev().find_map(|e| if let Event::Validation { summary, .. } = e { Some(summary.nll) } else { None }).expect("a validation event");
+    let msg = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Stage { stage: experiment::Stage::Calibrate, message } if message.starts_with("temperature ") => Some(message.clone()),
+            _ => None,
+        })
+        .expect("the temperature fit's message");
+    let before: f64 = msg.split("validation NLL ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{msg}"));
+    assert!((before - last_val).abs() < 1e-4, "temperature fitted on NLL {before}, the last validation pass had {last_val}");
     let preds: Vec<serde_json::Value> =
         std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(preds.len(), 16);

@@ -171,6 +171,9 @@ fn pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &
     let keep_checkpoints = names.iter().any(|n| n == "checkpoint_ensemble");
     let mut checkpoints: Vec<LoraSet> = Vec::new();
     let val_labels = labels_of(&d.validation);
+    // The last epoch's validation logits are the final adapter's: temperature scaling and the
+    // other methods read them instead of a pass of their own.
+    let mut last_validation: Option<Vec<Vec<f64>>> = None;
     let t_train = std::time::Instant::now();
     let outcome = {
         let mut send = send_cell.borrow_mut();
@@ -190,6 +193,7 @@ fn pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &
             if let Some(l) = logits {
                 let mm = calibration::metrics(&probs_of(&l), &val_labels);
                 forward(Event::Validation { epoch, step, split: "validation".into(), summary: Summary::from(&mm) });
+                last_validation = Some(l);
             }
             Ok(())
         });
@@ -230,7 +234,7 @@ fn pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &
         run_dir,
         cancel,
         send: RefCell::new(&mut *send),
-        map_logits: Default::default(),
+        map_logits: RefCell::new(last_validation.map(|l| ("validation".to_string(), l)).into_iter().collect()),
     };
     let Some(tl) = cx.logits(Stage::Evaluate, Some(&lora), None, &d.train)? else { return Ok(Outcome::Cancelled) };
     train_metrics.insert("map".into(), serde_json::to_value(calibration::metrics(&probs_of(&tl), &train_labels))?);

@@ -168,7 +168,7 @@ impl TappedBatch {
         let (batch, labels) = make_batch(model, data, &rep_idx, answer_ids.len(), pad)?;
         let labels = labels.narrow(0, 0, idx.len())?;
         let mut tap = Tap::default();
-        let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap), embed_shift: None };
+        let mut opts = ForwardOpts { lora: Some(lora), dropout: None, tap: Some(&mut tap), embed_shift: None, no_grad: false };
         let f = model.answer_logits(&batch, answer_ids, &mut opts)?;
         Ok(Self { batch, labels, f, tap, b: idx.len(), reps })
     }
@@ -406,6 +406,12 @@ pub fn pseudo_columns(p: &[Vec<f32>], kind: CurvatureKind, rng: &mut rand::rngs:
     }
 }
 
+/// The most answer choices an example of batch `idx` has (at most `k`, at least 1): the classes
+/// a backward pass can matter for.
+pub fn batch_choices(data: &[Encoded], idx: &[usize], k: usize) -> usize {
+    idx.iter().map(|&i| data[i].num_choices).max().unwrap_or(k).clamp(1, k.max(1))
+}
+
 /// How many columns `pseudo_columns` gives for K classes.
 pub fn column_count(k: usize, kind: CurvatureKind) -> usize {
     match kind {
@@ -483,7 +489,10 @@ pub fn collect(
             return Ok(None);
         }
         let t = std::time::Instant::now();
-        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, column_count(k, cfg.curvature))?;
+        // A batch whose examples all have fewer than K choices: the masked classes have p = 0,
+        // so diag(p) - pp^T has rank max(choices) - 1 and the other columns are zero.
+        let columns = column_count(batch_choices(data, idx, k), cfg.curvature);
+        let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, columns)?;
         let f = tb.logits()?;
         t_fwd += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
@@ -512,7 +521,11 @@ pub fn collect(
             xs.push((layout, x));
         }
         t_fac += t.elapsed().as_secs_f64();
-        let cols = pseudo_columns(&p, cfg.curvature, &mut rng).into_iter().map(|c| Tensor::new(c, f.device())).collect::<candle_core::Result<Vec<_>>>()?;
+        let cols = pseudo_columns(&p, cfg.curvature, &mut rng)
+            .into_iter()
+            .take(columns)
+            .map(|c| Tensor::new(c, f.device()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let t = std::time::Instant::now();
         let passes = tb.backward(&cols)?;
         t_bwd += t.elapsed().as_secs_f64();

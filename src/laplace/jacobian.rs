@@ -95,6 +95,20 @@ pub(crate) fn residual_rows(m: &Tensor, qx: &Tensor, qo: &Tensor) -> Result<Tens
     Ok((m64 - kept)?.flatten_from(1)?)
 }
 
+/// Q_O^T M_i Q_X for every row i of `m` (R, n_o, n_x), with Q_X (n_x, k_x) and Q_O^T (k_o, n_o):
+/// (R, k_o, k_x). Two plain products over all rows at once (the R n_o x n_x rows times Q_X, then,
+/// transposed, the R k_x x n_o rows times Q_O), not R small batched ones: a LoRA matrix has a side
+/// of r = 8, and products with 8 rows ran at a fifth of the GEMM rate (ARC-Easy, K = 4: 0.16 s an
+/// example in the projections against 0.30 s in the four backward passes).
+pub(crate) fn project_rows(m: &Tensor, qx: &Tensor, qo_t: &Tensor) -> Result<Tensor> {
+    let (r, n_o, n_x) = m.dims3()?;
+    let (k_x, k_o) = (qx.dim(1)?, qo_t.dim(0)?);
+    let right = m.contiguous()?.reshape((r * n_o, n_x))?.matmul(qx)?; // (R n_o, k_x): M_i Q_X
+    let right_t = right.reshape((r, n_o, k_x))?.transpose(1, 2)?.contiguous()?.reshape((r * k_x, n_o))?;
+    let both = right_t.matmul(&qo_t.t()?)?; // (R k_x, k_o): (Q_O^T M_i Q_X)^T
+    Ok(both.reshape((r, k_x, k_o))?.transpose(1, 2)?.contiguous()?)
+}
+
 /// The Jacobian mass outside a low-rank block's kept eigenvectors, per example and class pair:
 /// <R_c, R_c'>_F ([`residual_rows`]), indexed [example][c][c']; the rows are class-major.
 fn residual_mass(rows: &Tensor, k: usize, nb: usize) -> Result<Vec<Vec<Vec<f64>>>> {
@@ -146,7 +160,11 @@ pub(crate) fn project_batch(
     let k = answer_ids.len();
     let dev = model.device().clone();
     let t = std::time::Instant::now();
-    let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, k)?;
+    // Classes no example of the batch has get no backward pass: their Jacobian rows are never
+    // read (every predictive masks them), so they are left zero (ARC's K = 5 for a few
+    // five-choice items: a fifth of the passes of every four-choice batch).
+    let kb = super::curvature::batch_choices(data, idx, k);
+    let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, kb)?;
     let f = tb.logits()?;
     let fv = f.to_vec2::<f32>()?;
     let nb = idx.len();
@@ -162,7 +180,7 @@ pub(crate) fn project_batch(
         let w: Vec<f32> = (0..nb * k).map(|i| if i % k == c { 1.0 } else { 0.0 }).collect();
         Ok(Tensor::from_vec(w, (nb, k), &dev)?)
     };
-    let passes = tb.backward(&(0..k).map(onehot).collect::<Result<Vec<_>>>()?)?;
+    let passes = tb.backward(&(0..kb).map(onehot).collect::<Result<Vec<_>>>()?)?;
     times[1] += t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
@@ -172,6 +190,12 @@ pub(crate) fn project_batch(
             let e = grads.get(entry.probe.as_tensor()).context("no gradient reached a tapped projection")?;
             let o = output_side(lora, entry, b.mat, &tb.replicas(e, *used)?)?;
             ms[bi].push(xs[bi].0.first(used * nb).per_example_outer(&tb.replicas(&xs[bi].1, *used)?, &o)?);
+        }
+    }
+    if kb < k {
+        for m in ms.iter_mut() {
+            let (_, n_o, n_x) = m[0].dims3()?;
+            m.push(Tensor::zeros(((k - kb) * nb, n_o, n_x), m[0].dtype(), &dev)?);
         }
     }
     let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
@@ -190,7 +214,7 @@ pub(crate) fn project_batch(
             let m = &ms[bi];
             let (v, resid) = match (basis, &bs.kron[bi]) {
                 (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
-                    let mt = qo_t.broadcast_matmul(&m.broadcast_matmul(qx)?)?; // (K*B, k_o, k_x)
+                    let mt = project_rows(m, qx, qo_t)?; // (K*B, k_o, k_x)
                     let resid = match (&bs.kron64[bi], low) {
                         (Some((qx64, qo64)), true) => {
                             let rows = residual_rows(m, qx64, qo64)?;

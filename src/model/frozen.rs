@@ -6,8 +6,8 @@
 //!   candle tensor (cuBLAS on a GPU; candle's generic conversion on other CPUs, slow).
 //! - `f16`: an f16 candle tensor (for a GPU).
 //! - `q8_0`, `keep`: GGUF blocks dequantized tile by tile (`quant.rs`), on the CPU.
-//! - `auto` (the default): `bf16` on a CPU with AVX512_BF16 (where it was measured to pay, README
-//!   "Speed"), `f32` everywhere else.
+//! - `auto` (the default): `f32` (`FrozenDtype::resolve`: bf16 changes what fine-tuning learns by
+//!   more than a reordering of the f32 sums does, README "Speed").
 //!
 //! LoRA matrices, norms, the embedding, the answer rows of the LM head and the curvature stay f32.
 
@@ -57,9 +57,10 @@ impl FrozenDtype {
 
     /// `Auto` made concrete for `device`: f32 everywhere for now. The bf16 kernels are faster
     /// (1.6-1.9x the step on a Zen 5 with AVX512_BF16) but fine-tuning through them moved the
-    /// compare4 sample's MAP accuracy from 0.55 (f32) to 0.36 at the same seed, and to
-    /// 0.28 +- 0.07 over three seeds (2026-12-02, README "Floors, real lengths, bf16"); until a
-    /// measurement over seeds shows they do not change what is learned, bf16 is asked for by name.
+    /// compare4 sample's MAP accuracy from 0.55 (f32) to 0.36 at the same seed; over five seeds
+    /// bf16 moved accuracy by up to 0.19 and MAP NLL by up to 0.74 where f32 in another summation
+    /// order (the AVX2 kernels) moved them by 0.01 and 0.02 (2026-12-02, README "Floors, real
+    /// lengths, bf16"): a different computation, so bf16 is asked for by name.
     pub fn resolve(self, _device: &Device) -> Self {
         match self {
             Self::Auto => Self::F32,

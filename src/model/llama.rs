@@ -89,11 +89,15 @@ pub struct ForwardOpts<'a> {
     /// (B*T, hidden), added to the input embeddings: a zero `Var` whose gradient is dL/de_t
     /// (token saliency, `saliency.rs`), or a finite perturbation (its check).
     pub embed_shift: Option<&'a Tensor>,
+    /// A pass nobody differentiates (evaluation): the adapters enter detached, so candle records
+    /// no graph and every activation is freed once the next layer has read it, instead of the
+    /// whole pass's activations living until its logits are dropped.
+    pub no_grad: bool,
 }
 
 impl<'a> ForwardOpts<'a> {
     pub fn new(lora: Option<&'a LoraSet>) -> Self {
-        Self { lora, dropout: None, tap: None, embed_shift: None }
+        Self { lora, dropout: None, tap: None, embed_shift: None, no_grad: false }
     }
 }
 
@@ -279,8 +283,9 @@ impl Llama {
                     None => x.clone(),
                 };
                 // s * (x A^T) B^T : (N, r) then (N, d_out)
-                let u = xin.matmul(&l.a.as_tensor().t()?)?;
-                y = (y + (u.matmul(&l.b.as_tensor().t()?)? * set.scale())?)?;
+                let (a, b) = l.weights(opts.no_grad);
+                let u = xin.matmul(&a.t()?)?;
+                y = (y + (u.matmul(&b.t()?)? * set.scale())?)?;
                 if let Some(tap) = opts.tap.as_deref_mut() {
                     y = tap.record(idx, &xin, y)?;
                 }
@@ -343,8 +348,9 @@ impl Llama {
                     bail!("the LM-head adapter was made for answer tokens {:?}, not {:?}", set.answer_token_ids, answer_ids);
                 }
                 // s * (h A^T) B_ans^T with B_ans the K answer rows: (B, K)
-                let u = h.matmul(&l.a.as_tensor().t()?)?;
-                f = (f + (u.matmul(&l.b.as_tensor().t()?)? * set.scale())?)?;
+                let (a, b) = l.weights(opts.no_grad);
+                let u = h.matmul(&a.t()?)?;
+                f = (f + (u.matmul(&b.t()?)? * set.scale())?)?;
                 if let Some(tap) = opts.tap.as_deref_mut() {
                     f = tap.record(idx, &h, f)?;
                 }

@@ -5,7 +5,9 @@
 
 use candle_core::{Device, Tensor};
 use laplace_lora::laplace::curvature::collect;
+use laplace_lora::laplace::jacobian::{functional, Group};
 use laplace_lora::laplace::posterior::Posterior;
+use laplace_lora::laplace::spectral::SpectralGrid;
 use laplace_lora::laplace::{subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
 use laplace_lora::lora::{LoraConfig, LoraSet, Target};
 use laplace_lora::model::{Batch, ForwardOpts, Llama, LoadedModel};
@@ -67,8 +69,9 @@ pub fn block_vars(s: &Setup, blocks: &[laplace_lora::laplace::BlockId]) -> Vec<T
 }
 
 /// Dense Jacobian (K x P) and probabilities of one example, from candle's gradients of the vars.
+/// Classes the example lacks (c >= num_choices) get probability 0 and their logits' Jacobian.
 pub fn dense_jacobian(s: &Setup, e: &Encoded, vars: &[Tensor]) -> (Vec<Vec<f64>>, Vec<f64>) {
-    let batch = Batch::new(&[&e.ids], &[K], K, 0, &Device::Cpu).unwrap();
+    let batch = Batch::new(&[&e.ids], &[e.num_choices], K, 0, &Device::Cpu).unwrap();
     let f = s.model.answer_logits(&batch, &ANSWER, &mut ForwardOpts::new(Some(&s.lora))).unwrap();
     let fv: Vec<f64> = f.get(0).unwrap().to_vec1::<f32>().unwrap().iter().map(|x| *x as f64).collect();
     let p = laplace_lora::calibration::softmax(&fv);
@@ -162,4 +165,25 @@ pub fn solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
         y[i] /= l[i * n + i];
     }
     y
+}
+
+/// Sigma_f of `functional` for `group` against the dense J (F + delta I)^-1 J^T on each example's
+/// own classes, `l` the Cholesky factor of F + delta I and J from candle's gradients of `vars`.
+/// f32 Jacobians: 1e-4 relative to the diagonal's scale.
+pub fn check_sigma_f(s: &Setup, post: &Posterior, data: &[Encoded], group: Group, l: &[f64], vars: &[Tensor], what: &str) {
+    let p: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let grid = SpectralGrid::for_deltas(1e-4, 1e4, 50);
+    let fs = functional(&s.model, &s.lora, post, data, &ANSWER, 0, 2, &[group], &[], &grid, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+    for (n, (e, f)) in data.iter().zip(&fs).enumerate() {
+        let (j, _) = dense_jacobian(s, e, vars);
+        let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(l, p, &j[c])).collect();
+        for a in 0..e.num_choices {
+            for b in 0..e.num_choices {
+                let want: f64 = j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum();
+                let got = f.sigma[0][a * K + b];
+                let scale = (f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt();
+                assert!((got - want).abs() <= 1e-4 * scale, "{what}: example {n} ({} choices): Sigma_f[{a},{b}] {got} vs {want}", e.num_choices);
+            }
+        }
+    }
 }
