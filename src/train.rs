@@ -104,10 +104,12 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usi
     batches
 }
 
-/// Tokens a batch of a pass over a whole set (evaluation, curvature, Jacobians) may hold: short
+/// Tokens a batch of an evaluation pass (`predict_logits_with`, no graph kept) may hold: short
 /// prompts are grouped into larger batches, whose products run closer to the GEMM rate (at 64
 /// tokens x 8 items the frozen products reach ~350 GFLOP/s on Zen 5, at 256 x 4 ~370, at 33 x 8
-/// well below), while the activations a batch keeps for its backward stay bounded.
+/// well below), while one batch's activations stay bounded. The tapped passes (curvature,
+/// Jacobians) keep the evaluation batch: grouped this way on yesno their projections took twice
+/// as long and their peak memory doubled.
 pub const PASS_TOKENS: usize = 1024;
 
 /// At most this many items a batch of such a pass.
