@@ -45,7 +45,10 @@ pub fn check(cfg: &ExperimentConfig, files: &ModelFiles, ignore: bool) -> Result
         avail.map(|a| format!("; {} available", memory::gib(a))).unwrap_or_default()
     );
     if info.config.hidden_size > 0 && cfg.model.device.trim().eq_ignore_ascii_case("cpu") {
-        let rate = crate::bench::floor::gemm_rate(&info.config, 256, Ok, 0.05).unwrap_or(0.0);
+        // The rate of the storage the run will use (packed f32 where AVX-512F is, bf16, blocks).
+        let dtype = crate::model::parse_frozen_dtype(&cfg.model.dtype).unwrap_or(crate::model::frozen::FrozenDtype::Auto).resolve(&candle_core::Device::Cpu);
+        let store = |f: crate::model::frozen::Frozen| f.convert(dtype, &candle_core::Device::Cpu);
+        let rate = crate::bench::floor::gemm_rate(&info.config, 256, store, 0.05).unwrap_or(0.0);
         if rate > 0.0 {
             let mean_len = data.train.iter().chain(&data.test).map(|e| e.ids.len()).sum::<usize>() as f64 / (data.train.len() + data.test.len()).max(1) as f64;
             let n_eval = data.test.len() + data.eval.iter().map(|e| e.encoded.len()).sum::<usize>();

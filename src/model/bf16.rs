@@ -234,21 +234,7 @@ mod avx512 {
                         acc[r][1] = _mm512_dpbf16_ps(acc[r][1], w1, xv);
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    let m = mr + r;
-                    if m >= n {
-                        break;
-                    }
-                    for (v, av) in a.iter().enumerate() {
-                        let o = oc + 16 * v;
-                        if o >= o_end {
-                            break;
-                        }
-                        let cnt = (o_end - o).min(16);
-                        let mask: u16 = if cnt == 16 { u16::MAX } else { ((1u32 << cnt) - 1) as u16 };
-                        _mm512_mask_storeu_ps(y.add(m * w.d_out + o), mask, *av);
-                    }
-                }
+                super::super::f32pack::avx512::store_tile(&acc, y, w.d_out, mr, m_end, oc, o_end);
                 mr += FWD_ROWS;
             }
             oc += FWD_COLS;
@@ -339,6 +325,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{check_product as check, product_reference, transpose, values};
     use super::*;
 
     /// bf16 rounding (nearest, ties to even) by bit arithmetic, written apart from `half` so that the
@@ -350,53 +337,8 @@ mod tests {
         f32::from_bits(r) as f64
     }
 
-    /// y = round(x) round(W)^T in f64, and sum |round(x)| |round(W)| per entry (the scale of its
-    /// rounding error when accumulated in f32).
     fn reference(x: &[f32], w: &[f32], n: usize, d_out: usize, d_in: usize) -> (Vec<f64>, Vec<f64>) {
-        let (mut y, mut s) = (vec![0f64; n * d_out], vec![0f64; n * d_out]);
-        for m in 0..n {
-            for o in 0..d_out {
-                for i in 0..d_in {
-                    let p = round_bf16(x[m * d_in + i]) * round_bf16(w[o * d_in + i]);
-                    y[m * d_out + o] += p;
-                    s[m * d_out + o] += p.abs();
-                }
-            }
-        }
-        (y, s)
-    }
-
-    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-        let mut t = vec![0f32; a.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                t[c * rows + r] = a[r * cols + c];
-            }
-        }
-        t
-    }
-
-    /// Deterministic values of both signs and several magnitudes, no zeros.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let u = ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0;
-                let scale = [1.0, 0.01, 30.0][((s >> 20) % 3) as usize];
-                (u * scale + 1e-3f64.copysign(u)) as f32
-            })
-            .collect()
-    }
-
-    fn check(got: &[f32], want: &[f64], scale: &[f64], k: usize, what: &str) {
-        // f32 accumulation of k exact products: |error| <= k 2^-24 sum |products| (Higham's bound; a
-        // few ulps of the sum in practice); the inputs' rounding is in the reference itself.
-        let tol = k as f64 * 2f64.powi(-24);
-        for (idx, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
-            let err = (*g as f64 - w).abs();
-            assert!(err <= tol * s + 1e-30, "{what}: entry {idx}: got {g}, want {w} (error {err:.3e}, bound {:.3e})", tol * s);
-        }
+        product_reference(x, w, n, d_out, d_in, round_bf16)
     }
 
     /// Awkward shapes: tails of every tile (rows 1, 7, 9, 17, 70; d_out and d_in odd, below and

@@ -1,7 +1,8 @@
 //! The frozen matrices' storage (`model.dtype`, `bench --dtype`) and their product y = x W^T with
 //! a backward pass that returns only dL/dx (STACK-NOTES.md, trap 2).
 //!
-//! - `f32`: a candle tensor, gemm (`ops::frozen_linear`).
+//! - `f32`: on a CPU with AVX-512F (the AVX2 switch off), packed once for the kernels of
+//!   `f32pack.rs`; elsewhere a candle tensor, gemm (`ops::frozen_linear`) or the GPU's matmul.
 //! - `bf16`: on a CPU with AVX512_BF16, packed bf16 and `vdpbf16ps` (`bf16.rs`); elsewhere a bf16
 //!   candle tensor (cuBLAS on a GPU; candle's generic conversion on other CPUs, slow).
 //! - `f16`: an f16 candle tensor (for a GPU).
@@ -12,6 +13,7 @@
 //! LoRA matrices, norms, the embedding, the answer rows of the LM head and the curvature stay f32.
 
 use super::bf16::PackedBf16;
+use super::f32pack::PackedF32;
 use super::quant::QuantMatrix;
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
@@ -79,6 +81,8 @@ impl FrozenDtype {
 pub enum Frozen {
     /// A candle tensor (f32, or bf16 / f16 for a GPU), contiguous.
     Dense(Tensor),
+    /// f32 packed for the AVX-512F kernels.
+    F32Packed(Arc<PackedF32>),
     /// bf16 packed for the AVX512_BF16 kernels.
     Bf16(Arc<PackedBf16>),
     /// GGUF blocks.
@@ -90,6 +94,7 @@ impl Frozen {
     pub fn dims(&self) -> (usize, usize) {
         match self {
             Self::Dense(t) => t.dims2().unwrap_or((0, 0)),
+            Self::F32Packed(p) => (p.d_out, p.d_in),
             Self::Bf16(p) => (p.d_out, p.d_in),
             Self::Quant(q) => (q.d_out, q.d_in),
         }
@@ -99,6 +104,7 @@ impl Frozen {
     pub fn kind(&self) -> String {
         match self {
             Self::Dense(t) => format!("{:?}", t.dtype()).to_lowercase(),
+            Self::F32Packed(_) => "f32".into(),
             Self::Bf16(_) => "bf16".into(),
             Self::Quant(q) => format!("{:?}", q.dtype).to_lowercase(),
         }
@@ -108,6 +114,7 @@ impl Frozen {
     pub fn bytes(&self) -> usize {
         match self {
             Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Self::F32Packed(p) => p.bytes(),
             Self::Bf16(p) => p.bytes(),
             Self::Quant(q) => q.bytes(),
         }
@@ -118,6 +125,7 @@ impl Frozen {
         let (d_out, d_in) = self.dims();
         Ok(match self {
             Self::Dense(t) => t.to_dtype(DType::F32)?.to_device(device)?,
+            Self::F32Packed(p) => Tensor::from_vec(p.to_f32(), (d_out, d_in), device)?,
             Self::Bf16(p) => Tensor::from_vec(p.to_f32(), (d_out, d_in), device)?,
             Self::Quant(q) => Tensor::from_vec(q.to_f32(), (d_out, d_in), device)?,
         })
@@ -130,6 +138,10 @@ impl Frozen {
         let (d_out, d_in) = self.dims();
         Ok(match dtype {
             FrozenDtype::Auto => bail!("convert: resolve `auto` first"),
+            FrozenDtype::F32 if device.is_cpu() && super::f32pack::available() => match self {
+                Self::F32Packed(_) => self.clone(),
+                _ => Self::F32Packed(Arc::new(PackedF32::pack(&self.to_f32(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?, d_out, d_in))),
+            },
             FrozenDtype::F32 => Self::Dense(self.to_f32(device)?.contiguous()?),
             FrozenDtype::Bf16 if device.is_cpu() && super::bf16::available() => match self {
                 Self::Bf16(_) => self.clone(),
@@ -147,15 +159,16 @@ impl Frozen {
             // What the loader kept in blocks stays so; a matrix the file held in f32 / f16 stays f32.
             FrozenDtype::Keep => match self {
                 Self::Quant(_) => self.clone(),
-                _ => Self::Dense(self.to_f32(device)?.contiguous()?),
+                _ => self.convert(FrozenDtype::F32, device)?,
             },
         })
     }
 
-    /// y (n x d_out) = x (n x d_in) W^T on raw rows, on the CPU (f32 dense, bf16 packed, blocks).
+    /// y (n x d_out) = x (n x d_in) W^T on raw rows, on the CPU (f32 dense or packed, bf16 packed, blocks).
     pub fn forward_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         Ok(match self {
             Self::Dense(w) => super::ops::dense_rows(w, x, n, false)?,
+            Self::F32Packed(p) => p.forward(x, n),
             Self::Bf16(p) => p.forward(x, n),
             Self::Quant(q) => q.forward(x, n),
         })
@@ -165,6 +178,7 @@ impl Frozen {
     pub fn backward_rows(&self, dy: &[f32], n: usize) -> Result<Vec<f32>> {
         Ok(match self {
             Self::Dense(w) => super::ops::dense_rows(w, dy, n, true)?,
+            Self::F32Packed(p) => p.backward(dy, n),
             Self::Bf16(p) => p.backward(dy, n),
             Self::Quant(q) => q.backward(dy, n),
         })
@@ -174,15 +188,17 @@ impl Frozen {
     pub fn linear(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Dense(w) => super::ops::frozen_linear(x, w),
+            Self::F32Packed(p) => apply(x, Kernel::F32Packed(p.clone())),
             Self::Bf16(p) => apply(x, Kernel::Bf16(p.clone())),
             Self::Quant(q) => apply(x, Kernel::Quant(q.clone())),
         }
     }
 }
 
-/// The CPU kernels behind `Frozen::Bf16` and `Frozen::Quant`.
+/// The CPU kernels behind `Frozen::F32Packed`, `Frozen::Bf16` and `Frozen::Quant`.
 #[derive(Clone)]
 enum Kernel {
+    F32Packed(Arc<PackedF32>),
     Bf16(Arc<PackedBf16>),
     Quant(Arc<QuantMatrix>),
 }
@@ -190,18 +206,21 @@ enum Kernel {
 impl Kernel {
     fn dims(&self) -> (usize, usize) {
         match self {
+            Self::F32Packed(p) => (p.d_out, p.d_in),
             Self::Bf16(p) => (p.d_out, p.d_in),
             Self::Quant(q) => (q.d_out, q.d_in),
         }
     }
     fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         match self {
+            Self::F32Packed(p) => p.forward(x, n),
             Self::Bf16(p) => p.forward(x, n),
             Self::Quant(q) => q.forward(x, n),
         }
     }
     fn backward(&self, dy: &[f32], n: usize) -> Vec<f32> {
         match self {
+            Self::F32Packed(p) => p.backward(dy, n),
             Self::Bf16(p) => p.backward(dy, n),
             Self::Quant(q) => q.backward(dy, n),
         }
@@ -210,7 +229,7 @@ impl Kernel {
 
 fn apply(x: &Tensor, k: Kernel) -> candle_core::Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        candle_core::bail!("packed frozen matrices (bf16, quantized) take f32 inputs on the CPU");
+        candle_core::bail!("packed frozen matrices (f32, bf16, quantized) take f32 inputs on the CPU");
     }
     x.contiguous()?.apply_op1_arc(Arc::new(Box::new(KernelMatmul(k))))
 }
@@ -304,7 +323,15 @@ mod tests {
             let gx = g.get(x.as_tensor()).expect("x has a gradient");
             assert!(rel(gx, &c.broadcast_matmul(&wr)?)? < tol, "{dt:?}: input gradient");
         }
-        assert!(matches!(dense.convert(FrozenDtype::Keep, &dev)?, Frozen::Dense(_)), "keep leaves a dense matrix dense");
+        // A dense matrix under `keep` is stored as f32 is: packed where the kernels run.
+        let kept = dense.convert(FrozenDtype::Keep, &dev)?;
+        if super::super::f32pack::available() {
+            assert!(matches!(kept, Frozen::F32Packed(_)), "f32 on AVX-512F is packed");
+            assert!(matches!(dense.convert(FrozenDtype::F32, &dev)?, Frozen::F32Packed(_)));
+        } else {
+            assert!(matches!(kept, Frozen::Dense(_)), "keep leaves a dense matrix dense");
+        }
+        assert_eq!(kept.to_f32(&dev)?.flatten_all()?.to_vec1::<f32>()?, w.flatten_all()?.to_vec1::<f32>()?, "f32 storage is exact");
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bf16;
 pub mod config;
+pub mod f32pack;
 mod fast;
 pub(crate) mod fastmath;
 pub mod frozen;

@@ -116,7 +116,7 @@ impl CustomOp1 for FrozenMatmul {
 /// On the CPU, with W (d_out, d_in) row-major f32: y (n, d_out) = x (n, d_in) W^T (`transposed`
 /// false), or dx (n, d_in) = dy (n, d_out) W (`transposed` true), one gemm call split over the
 /// threads (through `isa::gemm_f32`, so the AVX2 switch reaches it).
-fn dense_product(w: &[f32], d_out: usize, d_in: usize, x: &[f32], n: usize, transposed: bool) -> Vec<f32> {
+pub(crate) fn dense_product(w: &[f32], d_out: usize, d_in: usize, x: &[f32], n: usize, transposed: bool) -> Vec<f32> {
     let threads = candle_core::utils::get_num_threads();
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     if transposed {

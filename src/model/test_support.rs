@@ -1,6 +1,7 @@
 //! Helpers for the kernel tests of `fused.rs` and `fast.rs`: both are checked against the
 //! composed candle-op forms (`ops::*_composed`), whose autograd is independent of the
-//! hand-written backward passes.
+//! hand-written backward passes. And for the packed products of `bf16.rs` and `f32pack.rs`:
+//! an f64 reference with its error scale, awkward deterministic values.
 
 use super::ops::{attention_composed, rms_norm_composed, AttnShape};
 use candle_core::{Device, Result, Tensor, Var};
@@ -69,4 +70,55 @@ pub fn check_attention(f: impl Fn(&Tensor, &Tensor, &Tensor, &(Tensor, Tensor), 
         compare(&[q, k, v], |x| f(&x[0], &x[1], &x[2], &rot, &mask, shape), |x| attention_composed(&x[0], &x[1], &x[2], &rot, &mask, shape), 2e-5)?;
     }
     Ok(())
+}
+
+/// y = round(x) round(W)^T in f64 for x (n x d_in) and W (d_out x d_in), and sum |products| per
+/// entry (the scale of an f32 accumulation's rounding error). `round` is what the kernel does to
+/// its operands first (bf16 rounding, or nothing).
+pub fn product_reference(x: &[f32], w: &[f32], n: usize, d_out: usize, d_in: usize, round: impl Fn(f32) -> f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut y, mut s) = (vec![0f64; n * d_out], vec![0f64; n * d_out]);
+    for m in 0..n {
+        for o in 0..d_out {
+            for i in 0..d_in {
+                let p = round(x[m * d_in + i]) * round(w[o * d_in + i]);
+                y[m * d_out + o] += p;
+                s[m * d_out + o] += p.abs();
+            }
+        }
+    }
+    (y, s)
+}
+
+/// Checks an f32-accumulated product of `k` exact (or once-rounded) terms against the f64
+/// reference: |error| <= (k + 1) 2^-24 sum |products| (Higham's bound for a recursive sum).
+pub fn check_product(got: &[f32], want: &[f64], scale: &[f64], k: usize, what: &str) {
+    let tol = (k + 1) as f64 * 2f64.powi(-24);
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (idx, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let err = (*g as f64 - w).abs();
+        assert!(err <= tol * s + 1e-30, "{what}: entry {idx}: got {g}, want {w} (error {err:.3e}, bound {:.3e})", tol * s);
+    }
+}
+
+pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Deterministic values of both signs and several magnitudes (1, 0.01, 30), no zeros.
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0;
+            let scale = [1.0, 0.01, 30.0][((s >> 20) % 3) as usize];
+            (u * scale + 1e-3f64.copysign(u)) as f32
+        })
+        .collect()
 }
