@@ -23,6 +23,7 @@
 //! Activations are rounded to bf16 (`vcvtneps2bf16`: round to nearest even; it reads denormal
 //! inputs, below 1.2e-38, as zero) for each product; the weights once, at packing.
 
+use super::SendPtr;
 use half::bf16;
 use rayon::prelude::*;
 
@@ -156,11 +157,6 @@ impl PackedBf16 {
         dx
     }
 }
-
-/// A raw output pointer shared by tasks that write disjoint ranges.
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -359,6 +355,7 @@ mod tests {
             let packed = PackedBf16::pack(&w, d_out, d_in);
             // Forward: y = x W^T.
             let (want, scale) = reference(&x, &w, n, d_out, d_in);
+            // The products of bf16 operands are exact in f32: d_in roundings, the additions'.
             check(&packed.forward(&x, n), &want, &scale, d_in, &format!("forward {n}x{d_in} -> {d_out}"));
             // Backward: dx = dy W = dy (W^T)^T, i.e. the reference with W^T (d_in x d_out).
             let wt = transpose(&w, d_out, d_in);

@@ -23,6 +23,7 @@
 //! Each output is one f32 FMA chain over the inner dimension in index order: the error model of
 //! any f32 GEMM (a different summation order than gemm's blocked one, nothing else).
 
+use super::SendPtr;
 use rayon::prelude::*;
 
 /// Whether this CPU runs the packed kernels (AVX-512F) and the AVX2 switch is off.
@@ -87,6 +88,11 @@ impl PackedF32 {
         unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut f32, data.len() * 16) }
     }
 
+    fn flat_ref(data: &[Line]) -> &[f32] {
+        // SAFETY: as `flat_mut`.
+        unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, data.len() * 16) }
+    }
+
     fn flat(&self) -> &[f32] {
         Self::flat_ref(&self.data)
     }
@@ -112,7 +118,10 @@ impl PackedF32 {
     /// gemm on the unpacked matrix.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.d_in, "f32 forward: input of {} values is not {n} rows of {}", x.len(), self.d_in);
-        if n == 0 || self.d_out == 0 || self.d_in == 0 || !available() {
+        if n == 0 || self.d_out == 0 || self.d_in == 0 {
+            return vec![0f32; n * self.d_out];
+        }
+        if !available() {
             return super::ops::dense_product(&self.to_f32(), self.d_out, self.d_in, x, n, false);
         }
         let mut y = vec![0f32; n * self.d_out];
@@ -133,7 +142,10 @@ impl PackedF32 {
     /// dx (n x d_in) = dy (n x d_out) W. Without AVX-512F through gemm, as `forward`.
     pub fn backward(&self, dy: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(dy.len(), n * self.d_out, "f32 backward: gradient of {} values is not {n} rows of {}", dy.len(), self.d_out);
-        if n == 0 || self.d_out == 0 || self.d_in == 0 || !available() {
+        if n == 0 || self.d_out == 0 || self.d_in == 0 {
+            return vec![0f32; n * self.d_in];
+        }
+        if !available() {
             return super::ops::dense_product(&self.to_f32(), self.d_out, self.d_in, dy, n, true);
         }
         let mut dx = vec![0f32; n * self.d_in];
@@ -165,17 +177,7 @@ impl PackedF32 {
         }
         dx
     }
-
-    fn flat_ref(data: &[Line]) -> &[f32] {
-        // SAFETY: as `flat_mut`.
-        unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, data.len() * 16) }
-    }
 }
-
-/// A raw output pointer shared by tasks that write disjoint ranges.
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
@@ -320,11 +322,22 @@ mod tests {
             let dy = values(n * d_out, 3 + d_in as u64);
             let packed = PackedF32::pack(&w, d_out, d_in);
             let (want, scale) = reference(&x, &w, n, d_out, d_in);
+            // An output is a chain of d_in FMAs, each rounded once: d_in roundings.
             check(&packed.forward(&x, n), &want, &scale, d_in, &format!("forward {n}x{d_in} -> {d_out}"));
             // dx = dy W = dy (W^T)^T: the reference with W^T (d_in x d_out).
             let (want, scale) = reference(&dy, &transpose(&w, d_out, d_in), n, d_in, d_out);
             check(&packed.backward(&dy, n), &want, &scale, d_out, &format!("backward {n}x{d_out} -> {d_in}"));
         }
+    }
+
+    /// No rows, no outputs or an empty inner dimension: zeros of the right length (an empty sum).
+    #[test]
+    fn degenerate_sizes_give_zeros() {
+        let w = PackedF32::pack(&[], 3, 0);
+        assert_eq!(w.forward(&[], 2), vec![0.0; 6]);
+        assert_eq!(w.backward(&[1.0; 6], 2), Vec::<f32>::new());
+        let w = PackedF32::pack(&values(12, 4), 3, 4);
+        assert!(w.forward(&[], 0).is_empty() && w.backward(&[], 0).is_empty());
     }
 
     #[test]

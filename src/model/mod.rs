@@ -141,3 +141,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
         _ => bail!("unknown device {s:?}; expected \"cpu\", \"cuda\", \"cuda:N\" or \"metal\""),
     }
 }
+
+/// A raw output pointer shared by the parallel tasks of the packed products (`f32pack.rs`,
+/// `bf16.rs`, `quant.rs`), each of which writes a disjoint range of the output.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}

@@ -13,6 +13,7 @@
 //! f32 on the dequantized values, so the result equals dequantize-then-f32-matmul up to f32
 //! summation order.
 
+use super::SendPtr;
 use anyhow::{bail, Result};
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::GgmlDType;
@@ -231,10 +232,6 @@ impl QuantMatrix {
         dx
     }
 }
-
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 #[cfg(test)]
 mod tests {

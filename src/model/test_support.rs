@@ -89,10 +89,11 @@ pub fn product_reference(x: &[f32], w: &[f32], n: usize, d_out: usize, d_in: usi
     (y, s)
 }
 
-/// Checks an f32-accumulated product of `k` exact (or once-rounded) terms against the f64
-/// reference: |error| <= (k + 1) 2^-24 sum |products| (Higham's bound for a recursive sum).
-pub fn check_product(got: &[f32], want: &[f64], scale: &[f64], k: usize, what: &str) {
-    let tol = (k + 1) as f64 * 2f64.powi(-24);
+/// Checks an f32-accumulated product against the f64 reference: |error| <= roundings 2^-24 sum
+/// |products| (Higham's bound for a recursive sum; `roundings` is how many f32 roundings each
+/// output goes through).
+pub fn check_product(got: &[f32], want: &[f64], scale: &[f64], roundings: usize, what: &str) {
+    let tol = roundings as f64 * 2f64.powi(-24);
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (idx, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
         let err = (*g as f64 - w).abs();
