@@ -123,6 +123,9 @@ impl Config {
         if self.head_dim % 2 != 0 {
             bail!("head_dim {} must be even for rotary embeddings", self.head_dim);
         }
+        if self.sliding_window == Some(0) {
+            bail!("sliding_window 0 would let a token attend to no key, not even itself; it must be at least 1");
+        }
         Ok(())
     }
 
@@ -186,6 +189,20 @@ mod tests {
             r#"{"model_type":"gpt2","hidden_size":8,"intermediate_size":8,"vocab_size":8,"num_hidden_layers":1,"num_attention_heads":1}"#
         )
         .is_err());
+    }
+
+    /// A sliding window of 0 keys is refused by name (the attention needs at least the query's own key).
+    #[test]
+    fn a_zero_sliding_window_is_refused() {
+        let cfg = |w: usize| {
+            Config::from_hf_str(&format!(
+                r#"{{"model_type":"mistral","hidden_size":8,"intermediate_size":8,"vocab_size":8,
+                "num_hidden_layers":1,"num_attention_heads":1,"sliding_window":{w}}}"#
+            ))
+        };
+        let e = cfg(0).unwrap_err().to_string();
+        assert!(e.contains("sliding_window 0"), "{e}");
+        assert_eq!(cfg(1).unwrap().sliding_window, Some(1));
     }
 
     #[test]

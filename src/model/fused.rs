@@ -331,10 +331,11 @@ impl Attention {
         mm(p, false, c, (t, t, hd), q, (hd, 1), k, (1, hd), ONE_THREAD);
         for i in 0..t {
             let row = &mut p[i * t..][..t];
-            // The keys query i may see, j <= i and i - j < window, are one run lo..=i; the exponentials of the
-            // masked rest would be 0, so they are not taken (at T = 256 about half the row). The
-            // sum over the run equals the old sum over the whole row with its zeros, bit for bit.
-            let lo = (i + 1).saturating_sub(self.dims.window).min(i + 1);
+            // The keys query i may see (j <= i, i - j < window: M above) are one run lo..=i. Only
+            // the run is exponentiated and summed (at T = 256 about half the row); the masked
+            // keys' terms are exact zeros, so leaving them out changes no sum or maximum. The
+            // config refuses window 0, so the run holds at least key i.
+            let lo = (i + 1).saturating_sub(self.dims.window);
             let (run, after) = row[lo..].split_at_mut(i + 1 - lo);
             let max = run.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
             run.iter_mut().for_each(|v| *v -= max);

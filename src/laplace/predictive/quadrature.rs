@@ -302,7 +302,8 @@ mod tests {
         assert!(exp_nonpositive(-1e4) < 2e-38);
     }
 
-    /// The vector build this CPU dispatches to (AVX-512 or AVX2) adds in the baseline's order: the same probabilities.
+    /// The vector build this CPU dispatches to (AVX-512 or AVX2) adds in the baseline's order:
+    /// the same probabilities.
     #[test]
     fn both_vector_widths_give_the_same_sum() {
         let m = [0.3f32, -1.2, 2.0, 0.1];
