@@ -157,7 +157,7 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 }
 
 /// RMSNorm with a backward pass: x / sqrt(mean(x^2) + eps) * w  (w a frozen scale).
-/// One fused pass on the CPU (`fused.rs`), candle's kernel with a hand-written backward on a GPU
+/// One fused pass on the CPU (`fused/`), candle's kernel with a hand-written backward on a GPU
 /// (`fast.rs`), composed candle ops elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if fusable(x) {

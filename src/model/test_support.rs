@@ -1,4 +1,4 @@
-//! Helpers for the kernel tests of `fused.rs` and `fast.rs`: both are checked against the
+//! Helpers for the kernel tests of `fused/` and `fast.rs`: both are checked against the
 //! composed candle-op forms (`ops::*_composed`), whose autograd is independent of the
 //! hand-written backward passes. And for the packed products of `bf16.rs` and `f32pack.rs`:
 //! an f64 reference with its error scale, awkward deterministic values.
