@@ -133,6 +133,7 @@ unsafe fn softmax_avx512(v: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_support::values;
 
     fn exp(x: f32) -> f32 {
         let mut v = [x];
@@ -161,10 +162,6 @@ mod tests {
         let mut v = vec![-1.0f32, 0.5, f32::NAN, 2.0];
         exp_in_place(&mut v);
         assert!((v[0] - (-1f32).exp()).abs() < 1e-7 && (v[3] - 2f32.exp()).abs() < 1e-6 && v[2].is_nan());
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        crate::model::test_support::values(n, seed)
     }
 
     /// The softmax against f64 on rows of 1 to 300 (remainders of every length; scores up to 30 in
