@@ -698,6 +698,7 @@ fn print_tables(run_dir: &std::path::Path) {
 
 fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str, max_items: Option<usize>, drop_unfit: bool) -> Result<i32> {
     let format: laplace_lora::data::Format = format.parse()?;
+    let explicit = name.is_some();
     let name = name.unwrap_or_else(|| {
         let s = data.to_string_lossy();
         // A known name ("mmlu:college_physics") or a file's stem.
@@ -707,6 +708,14 @@ fn cmd_eval(run: PathBuf, data: PathBuf, name: Option<String>, format: &str, max
             data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "eval".into())
         }
     });
+    let name = match (laplace_lora::data::section::is_reserved_set_name(&name), explicit) {
+        (false, _) => name,
+        // A file stem such as "test": the set keeps it with a suffix.
+        (true, false) => format!("{name}-eval"),
+        (true, true) => {
+            anyhow::bail!("--name {name} is the name of one of the run's own splits (train, validation, test); give the evaluation set another name")
+        }
+    };
     let data = if data.exists() { std::path::absolute(&data)? } else { data };
     eprintln!("evaluating {} on {} as eval/{name}", run.display(), data.display());
     if max_items == Some(0) {

@@ -768,6 +768,11 @@ fn hf_corpus(fx: &Fx) -> Vec<Case> {
         &["\"shift\"", "used twice"],
     ));
     c.push(case("eval_name_unsafe", eval("eval_name_unsafe", "[[data.eval]]\nname = \"../up\"\npath = \"a.jsonl\""), &["\"../up\"", "cannot name its folder"]));
+    c.push(case(
+        "eval_name_reserved",
+        eval("eval_name_reserved", "[[data.eval]]\nname = \"Validation\"\npath = \"a.jsonl\""),
+        &["\"Validation\"", "run's own splits"],
+    ));
     c.push(case("eval_zero_items", eval("eval_zero_items", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nmax_items = 0"), &["max_items = 0"]));
     c.push(case("eval_unknown_key", eval("eval_unknown_key", "[[data.eval]]\nname = \"e\"\npath = \"a.jsonl\"\nsplit = \"test\""), &["split"]));
     // The eval verb's cap.

@@ -5,7 +5,7 @@ mod bruteforce;
 
 use bruteforce::*;
 use candle_core::{Device, Tensor};
-use laplace_lora::laplace::jacobian::{functional, Group};
+use laplace_lora::laplace::jacobian::{functional, Group, Rows};
 use laplace_lora::laplace::posterior::{BlockBasis, Posterior};
 use laplace_lora::laplace::spectral::SpectralGrid;
 use laplace_lora::laplace::{rel_fro, subset_blocks, LaplaceConfig, Positions, Structure, Subset};
@@ -86,6 +86,65 @@ fn examples_with_fewer_choices_than_k_keep_the_dense_ggn_and_sigma_f() {
     (0..p).for_each(|i| m[i * p + i] += delta);
     let l = cholesky(&m, p);
     check_sigma_f(&s, &post, &data, Group { blocks: vec![0], deltas: vec![delta] }, &l, &vars, "fewer choices");
+    // Centred rows (one backward pass fewer): at batch 2 the batches are {2, 2}, {2, 2}, {3}
+    // choices, at batch 3 {2, 2, 2} and {2, 3}, where the 2-choice item takes one of the batch's
+    // two passes and the 3-choice item both (per-item seeds, the last row minus the others' sum).
+    for batch in [2, 3] {
+        let g = Group { blocks: vec![0], deltas: vec![delta] };
+        check_sigma_f_rows(&s, &post, &data, g, &l, &vars, Rows::Centred, batch, &format!("fewer choices, batch {batch}"));
+    }
+}
+
+/// The centred rows are what every shift-invariant predictive needs and nothing more: on the
+/// tiny model's examples the quadrature predictive from them equals the one from the raw rows
+/// (to the f32 Jacobians' 1e-5), while probit_torch, which reads each class's own variance,
+/// would not (that is why a run with it keeps the raw rows).
+#[test]
+fn centred_rows_give_the_shift_invariant_predictives_of_the_raw_ones() {
+    use laplace_lora::laplace::predictive::{predict, PredictiveKind};
+    let s = setup();
+    let data = examples();
+    let post = fit(&s, &data, &cfg(Structure::Kron, Positions::Reduce));
+    let all: Vec<usize> = (0..post.blocks.len()).collect();
+    let sig = |rows: Rows| {
+        let g = Group { blocks: all.clone(), deltas: vec![0.3; all.len()] };
+        functional(
+            &s.model,
+            &s.lora,
+            &post,
+            &data,
+            &ANSWER,
+            0,
+            2,
+            rows,
+            &[g],
+            std::slice::from_ref(&all),
+            &SpectralGrid::for_deltas(1e-4, 1e4, 200),
+            &AtomicBool::new(false),
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let (raw, cen) = (sig(Rows::Raw), sig(Rows::Centred));
+    let mut torch_gap = 0.0f64;
+    for (i, (r, c)) in raw.iter().zip(&cen).enumerate() {
+        assert_eq!(r.mu, c.mu, "example {i}: the MAP logits are the same forward pass");
+        for kind in [PredictiveKind::Quadrature, PredictiveKind::Probit] {
+            let (pr, pc) = (predict(kind, &r.mu, &r.sigma[0], 1, 0), predict(kind, &c.mu, &c.sigma[0], 1, 0));
+            let tv: f64 = pr.iter().zip(&pc).map(|(a, b)| (a - b).abs()).sum::<f64>() / 2.0;
+            assert!(tv < 1e-5, "example {i} {kind:?}: TV {tv} between raw and centred rows ({pr:?} vs {pc:?})");
+        }
+        // The spectral cache (the prior slider) agrees too, at a delta other than the fit's.
+        let (sr, sc) =
+            (r.spectral[0].sigma_f(2.0, &SpectralGrid::for_deltas(1e-4, 1e4, 200)), c.spectral[0].sigma_f(2.0, &SpectralGrid::for_deltas(1e-4, 1e4, 200)));
+        let (pr, pc) = (predict(PredictiveKind::Quadrature, &r.mu, &sr, 1, 0), predict(PredictiveKind::Quadrature, &c.mu, &sc, 1, 0));
+        let tv: f64 = pr.iter().zip(&pc).map(|(a, b)| (a - b).abs()).sum::<f64>() / 2.0;
+        assert!(tv < 1e-5, "example {i}: spectral cache TV {tv}");
+        let (tr, tc) = (predict(PredictiveKind::ProbitTorch, &r.mu, &r.sigma[0], 1, 0), predict(PredictiveKind::ProbitTorch, &c.mu, &c.sigma[0], 1, 0));
+        torch_gap = torch_gap.max(tr.iter().zip(&tc).map(|(a, b)| (a - b).abs()).sum::<f64>() / 2.0);
+    }
+    assert!(torch_gap > 1e-3, "probit_torch should see the difference (largest TV {torch_gap})");
 }
 
 #[test]
@@ -119,6 +178,8 @@ fn marglik_and_functional_variance_equal_their_dense_formulas() {
                 &vars,
                 &format!("{positions:?} delta {delta}"),
             );
+            let g = Group { blocks: all.clone(), deltas: vec![delta; blocks.len()] };
+            check_sigma_f_rows(&s, &post, &data, g, &l, &vars, Rows::Centred, 2, &format!("{positions:?} delta {delta}"));
         }
     }
 }
@@ -132,12 +193,26 @@ fn low_rank_factors_converge_to_the_dense_posterior_as_k_grows() {
     let all: Vec<usize> = (0..dense.blocks.len()).collect();
     let sig = |post: &Posterior| -> Vec<f64> {
         let g = Group { blocks: all.clone(), deltas: vec![delta; post.blocks.len()] };
-        functional(&s.model, &s.lora, post, &data, &ANSWER, 0, 3, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &AtomicBool::new(false), &mut |_, _| {})
-            .unwrap()
-            .unwrap()
-            .iter()
-            .flat_map(|f| f.sigma[0].clone())
-            .collect()
+        functional(
+            &s.model,
+            &s.lora,
+            post,
+            &data,
+            &ANSWER,
+            0,
+            3,
+            Rows::Raw,
+            &[g],
+            &[],
+            &SpectralGrid::for_deltas(1e-4, 1e4, 200),
+            &AtomicBool::new(false),
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.sigma[0].clone())
+        .collect()
     };
     let want = sig(&dense);
     let want_lml = dense.log_marglik(&all, delta);
@@ -183,6 +258,7 @@ fn a_saved_posterior_reloads_and_gives_the_same_predictive() {
                 &ANSWER,
                 0,
                 2,
+                Rows::Raw,
                 &[g],
                 &[],
                 &SpectralGrid::for_deltas(1e-4, 1e4, 200),
@@ -224,7 +300,8 @@ fn gpu_path_gives_the_same_curvature_and_functional_variance() {
         let all: Vec<usize> = (0..cpu.blocks.len()).collect();
         let (a, b) = (cpu.log_marglik(&all, 0.7), gpu.log_marglik(&all, 0.7));
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{structure:?} {positions:?}: log marglik {a} vs {b}");
-        let sig = |p: &Posterior| -> Vec<Vec<f64>> {
+        // Both kinds of rows: the centred ones take K - 1 stacked columns with per-item seeds.
+        let sig = |p: &Posterior, rows: Rows| -> Vec<Vec<f64>> {
             let g = Group { blocks: all.clone(), deltas: vec![0.7; all.len()] };
             functional(
                 &s.model,
@@ -234,6 +311,7 @@ fn gpu_path_gives_the_same_curvature_and_functional_variance() {
                 &ANSWER,
                 0,
                 2,
+                rows,
                 &[g],
                 &[],
                 &SpectralGrid::for_deltas(1e-4, 1e4, 200),
@@ -246,17 +324,19 @@ fn gpu_path_gives_the_same_curvature_and_functional_variance() {
             .map(|f| f.sigma[0].clone())
             .collect()
         };
-        let (sc, sg) = (sig(&cpu), with_gpu_path(|| sig(&gpu)));
-        for (x, y) in sc.iter().zip(&sg) {
-            for a in 0..K {
-                for b in 0..K {
-                    let scale = (x[a * K + a] * x[b * K + b]).sqrt();
-                    assert!(
-                        (x[a * K + b] - y[a * K + b]).abs() <= 1e-4 * scale,
-                        "{structure:?} {positions:?}: Sigma_f[{a},{b}] {} vs {}",
-                        x[a * K + b],
-                        y[a * K + b]
-                    );
+        for rows in [Rows::Raw, Rows::Centred] {
+            let (sc, sg) = (sig(&cpu, rows), with_gpu_path(|| sig(&gpu, rows)));
+            for (x, y) in sc.iter().zip(&sg) {
+                for a in 0..K {
+                    for b in 0..K {
+                        let scale = (x[a * K + a] * x[b * K + b]).sqrt();
+                        assert!(
+                            (x[a * K + b] - y[a * K + b]).abs() <= 1e-4 * scale,
+                            "{structure:?} {positions:?} {rows:?}: Sigma_f[{a},{b}] {} vs {}",
+                            x[a * K + b],
+                            y[a * K + b]
+                        );
+                    }
                 }
             }
         }
@@ -320,41 +400,68 @@ fn low_rank_residual_at_a_tiny_prior_precision_matches_a_dense_solve() {
         let l = cholesky(&m, p);
         let all: Vec<usize> = (0..post.blocks.len()).collect();
         let vars = block_vars(&s, &post.blocks);
-        let g = Group { blocks: all.clone(), deltas: vec![delta; all.len()] };
-        let fs = functional(
-            &s.model,
-            &s.lora,
-            &post,
-            &data,
-            &ANSWER,
-            0,
-            2,
-            &[g],
-            &[all.clone()],
-            &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-            &AtomicBool::new(false),
-            &mut |_, _| {},
-        )
-        .unwrap()
-        .unwrap();
-        let mut worst: f64 = 0.0;
-        for (e, f) in data.iter().zip(&fs) {
-            let (j, _) = dense_jacobian(&s, e, &vars);
-            let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &j[c])).collect();
-            let cached = f.spectral[0].sigma_f(delta, &SpectralGrid::for_deltas(1e-4, 1e4, 200));
-            for a in 0..K {
-                for b in 0..K {
-                    let want: f64 = j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum();
-                    let scale = (want.abs()).max((f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt() * 1e-3);
-                    let got = f.sigma[0][a * K + b];
-                    worst = worst.max((got - want).abs() / scale);
-                    assert!((got - want).abs() <= 3e-6 * scale, "delta {delta}: Sigma_f[{a},{b}] {got} vs dense {want}");
-                    // The spectral cache carries the same residual (its zero bin is exact at lambda = 0).
-                    assert!((cached[a * K + b] - want).abs() <= 1e-2 * scale, "cached Sigma_f[{a},{b}] {} vs dense {want}", cached[a * K + b]);
+        // Raw rows, and the centred ones (K - 1 passes; the residual rows are slotted after the
+        // f64 residual is formed) against C (J Sigma J^T) C.
+        for rows in [Rows::Raw, Rows::Centred] {
+            let g = Group { blocks: all.clone(), deltas: vec![delta; all.len()] };
+            let fs = functional(
+                &s.model,
+                &s.lora,
+                &post,
+                &data,
+                &ANSWER,
+                0,
+                2,
+                rows,
+                &[g],
+                std::slice::from_ref(&all),
+                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
+                &AtomicBool::new(false),
+                &mut |_, _| {},
+            )
+            .unwrap()
+            .unwrap();
+            // Raw: 3e-6 (the total-minus-kept residual this guards against was at 1.3e-5). Centred:
+            // the centred entries are differences of the raw ones, so f32 Jacobians carry the
+            // common mode's rounding into them: centring the raw rows' Sigma_f in f64 was 1.9e-5
+            // from the dense C Sigma_f C at delta 1e-6, the centred rows 1.0e-5; 3e-5 for both.
+            let tol = match rows {
+                Rows::Raw => 3e-6,
+                Rows::Centred => 3e-5,
+            };
+            let mut worst: f64 = 0.0;
+            for (e, f) in data.iter().zip(&fs) {
+                let (j, _) = dense_jacobian(&s, e, &vars);
+                let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &j[c])).collect();
+                let raw: Vec<f64> = (0..K * K).map(|i| j[i / K].iter().zip(&sol[i % K]).map(|(x, y)| x * y).sum()).collect();
+                let dense: Vec<f64> = match rows {
+                    Rows::Raw => raw,
+                    Rows::Centred => {
+                        let kk = K as f64;
+                        let all_mean: f64 = raw.iter().sum::<f64>() / (kk * kk);
+                        (0..K * K)
+                            .map(|i| {
+                                let (a, b) = (i / K, i % K);
+                                raw[i] - (0..K).map(|c| raw[a * K + c]).sum::<f64>() / kk - (0..K).map(|c| raw[c * K + b]).sum::<f64>() / kk + all_mean
+                            })
+                            .collect()
+                    }
+                };
+                let cached = f.spectral[0].sigma_f(delta, &SpectralGrid::for_deltas(1e-4, 1e4, 200));
+                for a in 0..K {
+                    for b in 0..K {
+                        let want = dense[a * K + b];
+                        let scale = (want.abs()).max((f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt() * 1e-3);
+                        let got = f.sigma[0][a * K + b];
+                        worst = worst.max((got - want).abs() / scale);
+                        assert!((got - want).abs() <= tol * scale, "delta {delta} {rows:?}: Sigma_f[{a},{b}] {got} vs dense {want}");
+                        // The spectral cache carries the same residual (its zero bin is exact at lambda = 0).
+                        assert!((cached[a * K + b] - want).abs() <= 1e-2 * scale, "{rows:?}: cached Sigma_f[{a},{b}] {} vs dense {want}", cached[a * K + b]);
+                    }
                 }
             }
+            eprintln!("low-rank Sigma_f at delta {delta} ({rows:?}): worst relative error {worst:.2e}");
         }
-        eprintln!("low-rank Sigma_f at delta {delta}: worst relative error {worst:.2e}");
     }
 }
 
@@ -404,6 +511,37 @@ fn cross_kernel_equals_the_dense_j_sigma_j() {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The curvature pass's forward is the MAP adapter's on the training split: the split's MAP
+/// metrics read its logits instead of running an evaluation pass of their own. They equal the
+/// evaluation pass's (no graph, batches grouped by tokens) to f32 summation order, 1e-5 of the
+/// largest logit, with -inf where an item lacks a class; items with 2 and 3 choices, in batches
+/// that mix them.
+#[test]
+fn curvature_pass_logits_are_the_evaluation_pass_logits() {
+    use laplace_lora::laplace::curvature::collect;
+    let s = setup();
+    let mut data = examples();
+    data.push(Encoded { ids: vec![4, 30, 3], label: 1, num_choices: 2 });
+    data[0].num_choices = 2;
+    data[0].label = 1;
+    let c = cfg(Structure::Kron, Positions::Reduce);
+    let blocks = subset_blocks(&s.lora, Subset::All);
+    let curv = collect(&s.model, &s.lora, &blocks, &data, &ANSWER, 0, 3, &c, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+    let eval = laplace_lora::train::predict_logits(&s.model, Some(&s.lora), &data, &ANSWER, 0, 8, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+    assert_eq!(curv.map_logits.len(), data.len());
+    let scale = eval.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in curv.map_logits.iter().zip(&eval).enumerate() {
+        assert_eq!(a.len(), K, "item {i}");
+        for c in 0..K {
+            if c >= data[i].num_choices {
+                assert!(a[c] == f64::NEG_INFINITY && b[c] == f64::NEG_INFINITY, "item {i} class {c}: {} / {}", a[c], b[c]);
+            } else {
+                assert!((a[c] - b[c]).abs() <= 1e-5 * scale, "item {i} class {c}: curvature pass {} vs evaluation pass {}", a[c], b[c]);
             }
         }
     }

@@ -157,7 +157,9 @@ fn indefinite_curvature_is_clamped_reported_and_never_gives_nan() {
         per_block.push(BlockCurvature::Kron { x, o });
     }
     assert!(expected_negative > 0);
-    let post = Posterior::from_curvature(Curvature { blocks: blocks.clone(), per_block, full: None, log_lik: -5.0, n_examples: 4 }, &lora).unwrap();
+    let post =
+        Posterior::from_curvature(Curvature { blocks: blocks.clone(), per_block, full: None, log_lik: -5.0, n_examples: 4, map_logits: Vec::new() }, &lora)
+            .unwrap();
     assert_eq!(post.clamped, expected_negative, "every clamped eigenvalue is counted");
     let all: Vec<usize> = (0..blocks.len()).collect();
     for delta in [1e-4, 1e-2, 1.0, 1e2, 1e4] {

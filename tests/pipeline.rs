@@ -90,6 +90,17 @@ fn run_and_check(cfg: &ExperimentConfig, dir: &Path) -> serde_json::Value {
         .expect("the temperature fit's message");
     let before: f64 = msg.split("validation NLL ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{msg}"));
     assert!((before - last_val).abs() < 1e-4, "temperature fitted on NLL {before}, the last validation pass had {last_val}");
+    // The training split's MAP metrics are there; with a Laplace method in the run they come
+    // from the curvature pass's logits: no evaluation pass after the Laplace stage.
+    for k in ["zero_shot", "map"] {
+        assert!(m["train"][k]["nll"].as_f64().is_some_and(|v| v.is_finite()), "metrics.train.{k} missing");
+    }
+    if let Some(last_laplace) = events.iter().rposition(|e| matches!(e, Event::Stage { stage: experiment::Stage::Laplace, .. })) {
+        assert!(
+            !events[last_laplace..].iter().any(|e| matches!(e, Event::Progress { stage: experiment::Stage::Evaluate, .. })),
+            "the training split was evaluated again after the Laplace fit"
+        );
+    }
     let preds: Vec<serde_json::Value> =
         std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(preds.len(), 16);

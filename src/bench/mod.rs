@@ -21,7 +21,8 @@
 //! - `predictive_per_example_s`: per test example (ids 1000..1000 + M, default M = 8, batches of B):
 //!   the Jacobian of the 4 answer logits with respect to every LoRA parameter, Sigma_f = J Sigma J^T
 //!   (`laplace::jacobian::functional`, exact, prior precision 1) and the probit predictive, from the
-//!   posterior fitted in the same repeat.
+//!   posterior fitted in the same repeat. Raw Jacobians, K backward passes, as laplace-torch
+//!   computes them (the pipeline's shift-invariant predictives take the centred ones, K - 1).
 //! - The Laplace phases run with deterministic adapters ([`deterministic_lora`]):
 //!   `A[j, i] = (((j * d_in + i) * 37 % 101) / 50 - 1) / sqrt(d_in)` and
 //!   `B[o, j] = 0.01 * (((o * 8 + j) * 53 % 97) / 48 - 1)`, so that no factor is zero.
@@ -395,8 +396,9 @@ pub fn laplace_phases(
         let all: Vec<usize> = (0..post.blocks.len()).collect();
         let group = Group { blocks: all, deltas: vec![1.0; post.blocks.len()] };
         let t2 = Instant::now();
-        let f = jacobian::functional(&m.model, &lora, &post, &test, &answer, 0, shape.batch, &[group], &[], &grid, &cancel, &mut |_, _| {})?
-            .expect("not cancelled");
+        let f =
+            jacobian::functional(&m.model, &lora, &post, &test, &answer, 0, shape.batch, jacobian::Rows::Raw, &[group], &[], &grid, &cancel, &mut |_, _| {})?
+                .expect("not cancelled");
         let probs: Vec<Vec<f64>> = f.iter().map(|e| predict(PredictiveKind::Probit, &e.mu, &e.sigma[0], 1, 0)).collect();
         let predictive_s = t2.elapsed().as_secs_f64();
         std::hint::black_box(probs);

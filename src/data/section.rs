@@ -128,6 +128,15 @@ impl From<EvalSets> for Vec<EvalSet> {
     }
 }
 
+/// The names of the run's own splits: an evaluation set named so would be confused with the
+/// split (the methods' caches of the MAP logits are keyed by set name).
+pub const RESERVED_SET_NAMES: [&str; 3] = ["train", "validation", "test"];
+
+/// Whether `name` is one of [`RESERVED_SET_NAMES`] (in any case).
+pub fn is_reserved_set_name(name: &str) -> bool {
+    RESERVED_SET_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// Whether `name` is safe as one folder name on every system.
 pub fn is_safe_folder_name(name: &str) -> bool {
     !name.is_empty()
@@ -146,6 +155,12 @@ impl TryFrom<Vec<EvalSet>> for EvalSets {
             if !is_safe_folder_name(&e.name) {
                 return Err(format!(
                     "data.eval[{i}].name = {:?} cannot name its folder eval/NAME: use 1 to 64 letters, digits, `-`, `_` or `.` (not first)",
+                    e.name
+                ));
+            }
+            if is_reserved_set_name(&e.name) {
+                return Err(format!(
+                    "data.eval[{i}].name = {:?} is the name of one of the run's own splits (train, validation, test); give the evaluation set another name",
                     e.name
                 ));
             }

@@ -236,13 +236,22 @@ fn pipeline(cfg: &ExperimentConfig, run_dir: &Path, cancel: &AtomicBool, send: &
         send: RefCell::new(&mut *send),
         map_logits: RefCell::new(last_validation.map(|l| ("validation".to_string(), l)).into_iter().collect()),
     };
-    let Some(tl) = cx.logits(Stage::Evaluate, Some(&lora), None, &d.train)? else { return Ok(Outcome::Cancelled) };
+    for o in outs.iter_mut() {
+        o.metrics.train = train_metrics.clone();
+        o.write()?;
+    }
+    if run_methods(&cx, &rest, &mut outs, None, &shared)? == Outcome::Cancelled {
+        return Ok(Outcome::Cancelled);
+    }
+    // The training split's MAP metrics last: the Laplace curvature pass, where the run has one,
+    // has run the MAP adapter over the split already (its logits are in the context's cache).
+    let Some(tl) = cx.map_logits(Stage::Evaluate, crate::methods::TRAIN_SPLIT, &d.train)? else { return Ok(Outcome::Cancelled) };
     train_metrics.insert("map".into(), serde_json::to_value(calibration::metrics(&probs_of(&tl), &train_labels))?);
     for o in outs.iter_mut() {
         o.metrics.train = train_metrics.clone();
         o.write()?;
     }
-    run_methods(&cx, &rest, &mut outs, None, &shared)
+    Ok(Outcome::Finished)
 }
 
 fn probs_of(logits: &[Vec<f64>]) -> Vec<Vec<f64>> {
@@ -378,6 +387,9 @@ pub fn evaluate_run(run_dir: &Path, set: crate::data::EvalSet, cancel: &AtomicBo
     let cfg = finished_run_config(run_dir)?;
     if !crate::data::section::is_safe_folder_name(&set.name) {
         bail!("{:?} cannot name an evaluation set (its folder eval/NAME/): use 1-64 letters, digits, '-', '_' or '.'", set.name);
+    }
+    if crate::data::section::is_reserved_set_name(&set.name) {
+        bail!("{:?} is the name of one of the run's own splits (train, validation, test); give the evaluation set another name", set.name);
     }
     logged(run_dir, emit, "; nothing of the run changed", |send| {
         let Some(Reopened { l, lora }) = reopen(&cfg, run_dir, cancel, send)? else { return Ok(Outcome::Cancelled) };

@@ -56,7 +56,9 @@ pub struct Prediction {
     /// The Gaussian over the logits of the Laplace methods: mean (K) ...
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub logit_mean: BTreeMap<String, Vec<f64>>,
-    /// ... and covariance (K x K).
+    /// ... and covariance (K x K): of the centred logits f - mean(f) over the item's choices
+    /// (C Sigma_f C) where the run's predictive is shift-invariant (quadrature, probit, mc: all
+    /// it reads), of the raw logits otherwise; `laplace/laplace.json`'s "logit_cov" says which.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub logit_cov: BTreeMap<String, Vec<Vec<f64>>>,
     /// The probabilities of each member or sample of the ensemble and sampling methods (S x K),

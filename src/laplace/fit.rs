@@ -47,6 +47,8 @@ pub struct LaplaceResult {
     pub grid: SpectralGrid,
     pub seconds_curvature: f64,
     pub seconds_per_test_example: f64,
+    /// The MAP answer logits of the training examples (the curvature pass's forward).
+    pub train_logits: Vec<Vec<f64>>,
 }
 
 pub use super::predictive::{predict, Predictor};
@@ -68,7 +70,8 @@ fn val_metrics(val: &[Functional], group: usize, labels: &[usize], delta: f64, g
 /// The posterior of `cfg.subset` at the MAP adapters `lora`: the curvature over `train`, its
 /// eigendecompositions, and the distance from the initialisation (the adapter as initialised
 /// with the training seed `cfg.seed`: A_0 random, B_0 = 0) for the prior centred there and for
-/// laplace.json. None on a cancel.
+/// laplace.json; with it the MAP answer logits of every training example, from the curvature
+/// pass's forward ([`curvature::Curvature::map_logits`]). None on a cancel.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_posterior(
     model: &Llama,
@@ -80,15 +83,16 @@ pub fn fit_posterior(
     cfg: &LaplaceConfig,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Option<Posterior>> {
+) -> Result<Option<(Posterior, Vec<Vec<f64>>)>> {
     let blocks = subset_blocks(lora, cfg.subset);
-    let Some(curv) = curvature::collect(model, lora, &blocks, train, answer_ids, pad, batch_size, cfg, cancel, progress)? else {
+    let Some(mut curv) = curvature::collect(model, lora, &blocks, train, answer_ids, pad, batch_size, cfg, cancel, progress)? else {
         return Ok(None);
     };
+    let map_logits = std::mem::take(&mut curv.map_logits);
     let mut post = Posterior::from_curvature(curv, lora)?;
     let init = LoraSet::new(lora.config.clone(), &model.lora_dims(), lora.answer_token_ids.clone(), cfg.seed, model.device())?;
     post.set_init(lora, &init)?;
-    Ok(Some(post))
+    Ok(Some((post, map_logits)))
 }
 
 /// The delta of the prior grid with the lowest validation NLL under the run's predictive, from
@@ -126,7 +130,7 @@ pub fn fit(
         cfg.positions
     )));
     let t0 = std::time::Instant::now();
-    let Some(post) = fit_posterior(model, lora, train, answer_ids, pad, batch_size, cfg, cancel, &mut |d, t| {
+    let Some((post, train_logits)) = fit_posterior(model, lora, train, answer_ids, pad, batch_size, cfg, cancel, &mut |d, t| {
         report(FitProgress::Step { phase: "curvature", done: d, total: t })
     })?
     else {
@@ -147,14 +151,18 @@ pub fn fit(
         Some(all.iter().copied().filter(|&i| lb.contains(&post.blocks[i])).collect())
     };
     let grid = SpectralGrid::for_deltas(cfg.delta_min, cfg.delta_max, 200);
+    // The run's predictive decides which Jacobians it needs: centred ones, one backward pass
+    // fewer an example, unless it reads each class's own variance.
+    let rows = jacobian::Rows::for_predictive(cfg.predictive);
     let mut spectral_groups = vec![all.clone()];
     if let Some(l) = &llla_idx {
         spectral_groups.push(l.clone());
     }
     // Validation spectral caches: the prior curve, and the grid search.
-    let Some(val) = jacobian::functional(model, lora, &post, validation, answer_ids, pad, batch_size, &[], &spectral_groups, &grid, cancel, &mut |d, t| {
-        report(FitProgress::Step { phase: "validation jacobians", done: d, total: t })
-    })?
+    let Some(val) =
+        jacobian::functional(model, lora, &post, validation, answer_ids, pad, batch_size, rows, &[], &spectral_groups, &grid, cancel, &mut |d, t| {
+            report(FitProgress::Step { phase: "validation jacobians", done: d, total: t })
+        })?
     else {
         return Ok(None);
     };
@@ -202,9 +210,10 @@ pub fn fit(
         exact.push(Group { blocks: l.clone(), deltas: d.clone() });
     }
     let t1 = std::time::Instant::now();
-    let Some(test_f) = jacobian::functional(model, lora, &post, test, answer_ids, pad, batch_size, &exact, &[all.clone()], &grid, cancel, &mut |d, t| {
-        report(FitProgress::Step { phase: "test jacobians", done: d, total: t })
-    })?
+    let Some(test_f) =
+        jacobian::functional(model, lora, &post, test, answer_ids, pad, batch_size, rows, &exact, std::slice::from_ref(&all), &grid, cancel, &mut |d, t| {
+            report(FitProgress::Step { phase: "test jacobians", done: d, total: t })
+        })?
     else {
         return Ok(None);
     };
@@ -224,6 +233,7 @@ pub fn fit(
         grid,
         seconds_curvature,
         seconds_per_test_example,
+        train_logits,
     }))
 }
 

@@ -32,7 +32,8 @@ pub struct Group {
 pub struct Functional {
     /// The MAP answer logits; -inf for choices the item does not have.
     pub mu: Vec<f64>,
-    /// Exact Sigma_f (K x K, row-major) per exact group.
+    /// Exact Sigma_f (K x K, row-major) per exact group, of the raw logits or of the centred
+    /// ones, C Sigma_f C over the item's choices, as the pass was asked ([`Rows`]).
     pub sigma: Vec<Vec<f64>>,
     /// The spectral cache per spectral group.
     pub spectral: Vec<SpectralEntry>,
@@ -135,8 +136,68 @@ pub(crate) fn inverse_eigenvalues(post: &Posterior, g: &Group) -> Vec<Option<Vec
         .collect()
 }
 
+/// Which logits' Jacobians a pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// df_c/dtheta of each raw answer logit: one backward pass per class (a batch's max choices).
+    Raw,
+    /// df~_c/dtheta of the centred logits f~ = C f, C = I - 11^T / n over the item's own n
+    /// choices: Sigma_f~ = C Sigma_f C. softmax(f~) = softmax(f) for every draw of f, so every
+    /// shift-invariant predictive (`PredictiveKind::shift_invariant`) gives the same probabilities
+    /// from it (MATH.md section 7). The n rows sum to zero, so n - 1 backward passes (seeds
+    /// e_c - 1/n, c < n - 1) give them all: row n - 1 is minus the sum of the others. K = 2 takes
+    /// one backward pass instead of two, K = 4 three instead of four.
+    Centred,
+}
+
+impl Rows {
+    /// The rows a predictive needs.
+    pub fn for_predictive(kind: super::PredictiveKind) -> Rows {
+        if kind.shift_invariant() {
+            Rows::Centred
+        } else {
+            Rows::Raw
+        }
+    }
+}
+
+/// The K class slots of every example from the rows of its backward passes: `m` holds `p`
+/// passes class-major (row c * B + n, any trailing shape), the result K * B rows class-major.
+/// Every step after the backward passes (the eigenbasis projections, the residual outside a
+/// low-rank basis, the full structure's product) is linear in the Jacobian, so the slots are
+/// formed after it, on the passes' rows: K - 1 projections instead of K for the centred rows.
+/// - Raw: pass c is class c; the classes no example of the batch has (c >= p) are zero.
+/// - Centred ([`Rows::Centred`]): slot c of example n is pass c plus, where c = n_n - 1
+///   (`last[n]`), minus the sum of the example's passes (its passes c >= n_n - 1 are zero: their
+///   seed rows were zero), since the centred rows of an example sum to zero.
+fn class_slots(m: &Tensor, p: usize, centred: Option<&[usize]>, nb: usize, k: usize) -> Result<Tensor> {
+    let tail: Vec<usize> = m.dims()[1..].to_vec();
+    let d: usize = tail.iter().product();
+    let m3 = m.reshape((p, nb, d))?;
+    let mut slots = Vec::with_capacity(k);
+    match centred {
+        None => {
+            slots.push(m.reshape((p * nb, d))?);
+            if p < k {
+                slots.push(Tensor::zeros(((k - p) * nb, d), m.dtype(), m.device())?);
+            }
+        }
+        Some(last) => {
+            let minus_sum = m3.sum(0)?.neg()?; // (B, d)
+            for c in 0..k {
+                let mask: Vec<f32> = last.iter().map(|&l| if l == c { 1.0 } else { 0.0 }).collect();
+                let add = minus_sum.broadcast_mul(&Tensor::from_vec(mask, (nb, 1), m.device())?.to_dtype(m.dtype())?)?;
+                slots.push(if c < p { (m3.get(c)? + add)? } else { add });
+            }
+        }
+    }
+    let mut shape = vec![k * nb];
+    shape.extend(tail);
+    Ok(Tensor::cat(&slots, 0)?.reshape(shape)?)
+}
+
 /// One batch of examples (`idx` into `data`): the MAP answer logits (B x K) and, per example and
-/// block, the K projected Jacobians M~_c (one backward pass per class). With `keep_resid`, also
+/// block, the K projected Jacobians M~_c of the raw or the centred logits ([`Rows`]). With `keep_resid`, also
 /// per block the residual rows of a low-rank block ([`residual_rows`], class-major: row c * B + n).
 pub(crate) struct BatchJacobians {
     pub logits: Vec<Vec<f32>>,
@@ -154,6 +215,7 @@ pub(crate) fn project_batch(
     idx: &[usize],
     answer_ids: &[u32],
     pad: u32,
+    rows: Rows,
     keep_resid: bool,
     times: &mut [f64; 3],
 ) -> Result<BatchJacobians> {
@@ -164,7 +226,11 @@ pub(crate) fn project_batch(
     // read (every predictive masks them), so they are left zero (ARC's K = 5 for a few
     // five-choice items: a fifth of the passes of every four-choice batch).
     let kb = super::curvature::batch_choices(data, idx, k);
-    let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, kb)?;
+    let centred = rows == Rows::Centred && kb >= 2;
+    // Each example's own choice count, and the backward passes the batch needs.
+    let choices: Vec<usize> = idx.iter().map(|&i| data[i].num_choices.min(k)).collect();
+    let n_pass = if centred { kb - 1 } else { kb };
+    let tb = TappedBatch::forward(model, lora, data, idx, answer_ids, pad, n_pass)?;
     let f = tb.logits()?;
     let fv = f.to_vec2::<f32>()?;
     let nb = idx.len();
@@ -176,11 +242,23 @@ pub(crate) fn project_batch(
         xs.push((tb.layout(e)?, input_side(lora, e, b.mat)?));
     }
     let t = std::time::Instant::now();
-    let onehot = |c: usize| -> Result<Tensor> {
-        let w: Vec<f32> = (0..nb * k).map(|i| if i % k == c { 1.0 } else { 0.0 }).collect();
+    // Pass c's seed: d f_c (raw), or d (f_c - mean of the example's n choices) for c < n - 1
+    // (centred; zero for an example with fewer choices).
+    let seed = |c: usize| -> Result<Tensor> {
+        let w: Vec<f32> = (0..nb * k)
+            .map(|i| {
+                let (n, j) = (i / k, i % k);
+                let hot = if j == c { 1.0 } else { 0.0 };
+                match centred {
+                    false => hot,
+                    true if c + 1 < choices[n] => hot - if j < choices[n] { 1.0 / choices[n] as f32 } else { 0.0 },
+                    true => 0.0,
+                }
+            })
+            .collect();
         Ok(Tensor::from_vec(w, (nb, k), &dev)?)
     };
-    let passes = tb.backward(&(0..kb).map(onehot).collect::<Result<Vec<_>>>()?)?;
+    let passes = tb.backward(&(0..n_pass).map(seed).collect::<Result<Vec<_>>>()?)?;
     times[1] += t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let mut ms: Vec<Vec<Tensor>> = vec![Vec::with_capacity(passes.len()); post.blocks.len()];
@@ -192,20 +270,18 @@ pub(crate) fn project_batch(
             ms[bi].push(xs[bi].0.first(used * nb).per_example_outer(&tb.replicas(&xs[bi].1, *used)?, &o)?);
         }
     }
-    if kb < k {
-        for m in ms.iter_mut() {
-            let (_, n_o, n_x) = m[0].dims3()?;
-            m.push(Tensor::zeros(((k - kb) * nb, n_o, n_x), m[0].dtype(), &dev)?);
-        }
-    }
+    // The passes' rows per block: (passes * B, n_o, n_x), class-major; their class slots are
+    // formed after each linear step below.
     let ms: Vec<Tensor> = ms.iter().map(|m| Tensor::cat(m, 0)).collect::<candle_core::Result<_>>()?;
-    // Project into the eigenbases: one batched product per block for every class and
+    let last: Vec<usize> = choices.iter().map(|&n| n.saturating_sub(1)).collect();
+    let slots = |t: &Tensor| class_slots(t, n_pass, centred.then_some(last.as_slice()), nb, k);
+    // Project into the eigenbases: one batched product per block for every pass and
     // example, read back once. Row c * B + n of v is M~_c of example n.
     let mut resid_rows: Vec<Option<Tensor>> = vec![None; post.blocks.len()];
     let mut per_example: Vec<Vec<Projected>> = (0..nb).map(|_| Vec::new()).collect();
     if let (Some(q), Some(_)) = (&bs.full, &post.full) {
-        let cat = Tensor::cat(&ms.iter().map(|m| m.flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (K*B, P)
-        let v = cat.matmul(q)?.to_vec2::<f32>()?;
+        let cat = Tensor::cat(&ms.iter().map(|m| m.flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?, 1)?; // (passes * B, P)
+        let v = slots(&cat.matmul(q)?)?.to_vec2::<f32>()?;
         for (n, pe) in per_example.iter_mut().enumerate() {
             pe.push(Projected { m: (0..k).map(|c| v[c * nb + n].clone()).collect(), resid: vec![vec![0.0; k]; k] });
         }
@@ -214,10 +290,10 @@ pub(crate) fn project_batch(
             let m = &ms[bi];
             let (v, resid) = match (basis, &bs.kron[bi]) {
                 (BlockBasis::Kron { .. }, Some((qx, qo_t, low))) => {
-                    let mt = project_rows(m, qx, qo_t)?; // (K*B, k_o, k_x)
+                    let mt = slots(&project_rows(m, qx, qo_t)?)?; // (K*B, k_o, k_x)
                     let resid = match (&bs.kron64[bi], low) {
                         (Some((qx64, qo64)), true) => {
-                            let rows = residual_rows(m, qx64, qo64)?;
+                            let rows = slots(&residual_rows(m, qx64, qo64)?)?;
                             let mass = residual_mass(&rows, k, nb)?;
                             if keep_resid {
                                 resid_rows[bi] = Some(rows);
@@ -228,7 +304,7 @@ pub(crate) fn project_batch(
                     };
                     (mt.flatten_from(1)?.to_vec2::<f32>()?, resid)
                 }
-                (BlockBasis::Diag { .. }, _) => (m.flatten_from(1)?.to_vec2::<f32>()?, None),
+                (BlockBasis::Diag { .. }, _) => (slots(m)?.flatten_from(1)?.to_vec2::<f32>()?, None),
                 _ => unreachable!("bases match the posterior"),
             };
             for (n, pe) in per_example.iter_mut().enumerate() {
@@ -246,7 +322,8 @@ pub(crate) fn project_batch(
     Ok(BatchJacobians { logits: fv, projected: per_example, resid_rows })
 }
 
-/// Sigma_f contributions and spectral entries of every example of `data`.
+/// Sigma_f contributions and spectral entries of every example of `data`, of the raw or the
+/// centred logits (`rows`).
 #[allow(clippy::too_many_arguments)]
 pub fn functional(
     model: &Llama,
@@ -256,6 +333,7 @@ pub fn functional(
     answer_ids: &[u32],
     pad: u32,
     batch_size: usize,
+    rows: Rows,
     exact: &[Group],
     spectral_groups: &[Vec<usize>],
     grid: &SpectralGrid,
@@ -292,7 +370,8 @@ pub fn functional(
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let BatchJacobians { logits: fv, projected: per_example, .. } = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, false, &mut times)?;
+        let BatchJacobians { logits: fv, projected: per_example, .. } =
+            project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, rows, false, &mut times)?;
         let nb = idx.len();
         for (n, &i) in idx.iter().enumerate() {
             let nc = data[i].num_choices;

@@ -24,7 +24,7 @@
 //! the prediction; s_n < 0: it argues against it. Items are ranked by |s_n| (the Frobenius norm
 //! |C k C^T|_F is shown beside it: how strongly the two items' answers co-vary at all).
 
-use super::jacobian::{bases, inverse_eigenvalues, project_batch, BatchJacobians, Group};
+use super::jacobian::{bases, inverse_eigenvalues, project_batch, BatchJacobians, Group, Rows};
 use super::posterior::Posterior;
 use crate::lora::LoraSet;
 use crate::model::Llama;
@@ -64,7 +64,7 @@ pub fn cross_kernel(
     };
     let mut times = [0.0f64; 3];
     let one = std::slice::from_ref(x);
-    let BatchJacobians { logits, projected, resid_rows: rx } = project_batch(model, lora, post, &bs, one, &[0], answer_ids, pad, true, &mut times)?;
+    let BatchJacobians { logits, projected, resid_rows: rx } = project_batch(model, lora, post, &bs, one, &[0], answer_ids, pad, Rows::Raw, true, &mut times)?;
     let px = &projected[0];
     let mu: Vec<f64> = (0..k).map(|c| if c < x.num_choices { logits[0][c] as f64 } else { f64::NEG_INFINITY }).collect();
     // W_c = Sigma J(x)^T in the eigenbasis, per block and class (classes x lacks stay 0).
@@ -87,7 +87,7 @@ pub fn cross_kernel(
             return Ok(None);
         }
         let nb = idx.len();
-        let b = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, low_rank, &mut times)?;
+        let b = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, Rows::Raw, low_rank, &mut times)?;
         // <R_c(x), R_c'(x_n)> per low-rank block: (K * B, K), row c' * B + n, column c.
         let mut cross_resid: Vec<Option<Vec<Vec<f64>>>> = vec![None; px.len()];
         for (bi, (r_x, r_n)) in rx.iter().zip(&b.resid_rows).enumerate() {

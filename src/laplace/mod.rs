@@ -24,6 +24,7 @@ pub mod prior;
 pub mod spectral;
 pub mod study;
 pub mod study_prior;
+pub mod tapped;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,15 @@ impl PredictiveKind {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether the predictive depends on Sigma_f only through the covariance of logit
+    /// differences f_c - f_c' (a common shift of all logits, random or not, changes nothing).
+    /// Such a predictive is served by the centred Jacobians (`jacobian::Rows::Centred`), which
+    /// cost one backward pass fewer per example; probit_torch and the bridge read each class's
+    /// own variance and need the raw ones.
+    pub fn shift_invariant(self) -> bool {
+        matches!(self, Self::Quadrature | Self::Probit | Self::Mc)
     }
 }
 

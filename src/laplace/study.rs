@@ -7,7 +7,7 @@
 //! examples at a common prior precision.
 
 use super::curvature::collect;
-use super::jacobian::{functional, Group};
+use super::jacobian::{functional, Group, Rows};
 use super::posterior::Posterior;
 use super::spectral::SpectralGrid;
 use super::{block_name, rel_fro, BlockId, LaplaceConfig, Positions, Structure};
@@ -51,9 +51,22 @@ pub fn positions_study(
         };
         let sigma = |post: &Posterior| -> Result<Vec<f64>> {
             let g = Group { blocks: vec![0], deltas: vec![delta] };
-            let f =
-                functional(model, lora, post, eval_data, answer_ids, pad, 4, &[g], &[], &SpectralGrid::for_deltas(1e-4, 1e4, 200), &cancel, &mut |_, _| {})?
-                    .expect("not cancelled");
+            let f = functional(
+                model,
+                lora,
+                post,
+                eval_data,
+                answer_ids,
+                pad,
+                4,
+                Rows::Raw,
+                &[g],
+                &[],
+                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
+                &cancel,
+                &mut |_, _| {},
+            )?
+            .expect("not cancelled");
             Ok(f.iter().flat_map(|x| x.sigma[0].clone()).collect())
         };
         let exact = fit(Structure::Full, Positions::Reduce)?;

@@ -6,7 +6,7 @@
 //! as one exact group.
 
 use super::fit::{fit_posterior, grid_search};
-use super::jacobian::{functional, Group};
+use super::jacobian::{functional, Group, Rows};
 use super::posterior::Posterior;
 use super::spectral::SpectralGrid;
 use super::{prior, DeltaGroups, LaplaceConfig, PriorMean, PriorMethod};
@@ -57,12 +57,24 @@ pub fn prior_study(
 ) -> Result<Vec<PriorStudyRow>> {
     let cancel = AtomicBool::new(false);
     let post: Posterior =
-        fit_posterior(model, lora, train, answer_ids, pad, batch_size, cfg, &cancel, &mut |d, t| progress("curvature", d, t))?.context("cancelled")?;
+        fit_posterior(model, lora, train, answer_ids, pad, batch_size, cfg, &cancel, &mut |d, t| progress("curvature", d, t))?.context("cancelled")?.0;
     let all: Vec<usize> = (0..post.blocks.len()).collect();
     let grid = SpectralGrid::for_deltas(cfg.delta_min, cfg.delta_max, 200);
-    let val = functional(model, lora, &post, validation, answer_ids, pad, batch_size, &[], &[all.clone()], &grid, &cancel, &mut |d, t| {
-        progress("validation jacobians", d, t)
-    })?
+    let val = functional(
+        model,
+        lora,
+        &post,
+        validation,
+        answer_ids,
+        pad,
+        batch_size,
+        Rows::for_predictive(cfg.predictive),
+        &[],
+        &[all.clone()],
+        &grid,
+        &cancel,
+        &mut |d, t| progress("validation jacobians", d, t),
+    )?
     .context("cancelled")?;
     let val_labels: Vec<usize> = validation.iter().map(|e| e.label).collect();
     let methods = variants();
@@ -75,7 +87,10 @@ pub fn prior_study(
         })
         .collect();
     let groups: Vec<Group> = deltas.iter().map(|d| Group { blocks: all.clone(), deltas: d.clone() }).collect();
-    let fs = functional(model, lora, &post, test, answer_ids, pad, batch_size, &groups, &[], &grid, &cancel, &mut |d, t| progress("test jacobians", d, t))?
+    let fs =
+        functional(model, lora, &post, test, answer_ids, pad, batch_size, Rows::for_predictive(cfg.predictive), &groups, &[], &grid, &cancel, &mut |d, t| {
+            progress("test jacobians", d, t)
+        })?
         .context("cancelled")?;
     let labels: Vec<usize> = test.iter().map(|e| e.label).collect();
     let predictor = cfg.predictor();

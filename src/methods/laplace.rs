@@ -4,10 +4,10 @@
 //! with the run's predictor; on a set other than the fit's test split the Jacobians are computed
 //! once for both methods.
 
-use super::{Context, EvalSet, Method, SetPrediction};
+use super::{Context, EvalSet, Method, SetPrediction, TRAIN_SPLIT};
 use crate::experiment::Stage;
 use crate::laplace::fit::{self, FitProgress, LaplaceResult};
-use crate::laplace::jacobian::{functional, Functional, Group};
+use crate::laplace::jacobian::{functional, Functional, Group, Rows};
 use crate::laplace::posterior::{Posterior, PosteriorMeta};
 use crate::laplace::predictive::Predictor;
 use crate::laplace::spectral::SpectralGrid;
@@ -166,6 +166,11 @@ impl Method for LaplaceMethod {
         let Some(r) = result else { return Ok(false) };
         write_laplace_files(cx.run_dir, &lc, &r)?;
         cx.emit(crate::experiment::Event::Artifact { path: "laplace/posterior.safetensors".into() })?;
+        if r.train_logits.len() == d.train.len() && r.train_logits.iter().all(|l| !l.is_empty()) {
+            // The curvature pass ran the MAP adapter over the training split: its logits serve
+            // the split's MAP metrics (the pipeline asks for them after the methods).
+            cx.map_logits.borrow_mut().entry(TRAIN_SPLIT.to_string()).or_insert_with(|| r.train_logits.clone());
+        }
         let mut s = self.shared.borrow_mut();
         s.functional.insert("test".into(), r.test.clone());
         s.fit_seconds = t0.elapsed().as_secs_f64();
@@ -195,6 +200,7 @@ impl Method for LaplaceMethod {
                 &cx.data.answer_ids,
                 cx.pad,
                 cx.eval_batch,
+                Rows::for_predictive(f.predictor.kind),
                 &f.groups(),
                 // Laplace-LoRA's spectral entries too: the set's cache for the prior slider.
                 &[(0..f.posterior.blocks.len()).collect()],
@@ -288,6 +294,11 @@ pub fn write_laplace_files(run_dir: &Path, lc: &LaplaceConfig, r: &LaplaceResult
         "seconds_curvature": r.seconds_curvature,
         "seconds_per_test_example": r.seconds_per_test_example,
         "spectral_grid": r.grid,
+        // Which logits predictions.jsonl's logit_cov and the spectral caches describe.
+        "logit_cov": match Rows::for_predictive(lc.predictive) {
+            Rows::Centred => "centred",
+            Rows::Raw => "raw",
+        },
     });
     write_json_atomic(&dir.join("laplace.json"), &json)?;
     let mut csv = String::from("delta,log_marglik,val_nll,val_ece\n");

@@ -108,10 +108,15 @@ pub struct Context<'a> {
     pub run_dir: &'a Path,
     pub cancel: &'a AtomicBool,
     pub send: RefCell<&'a mut dyn FnMut(Event) -> Result<()>>,
-    /// The MAP adapter's logits per set name ("validation", "test", eval sets), computed once
-    /// for every method that needs them (MAP, temperature).
+    /// The MAP adapter's logits per set name ([`TRAIN_SPLIT`], "validation", "test", eval sets),
+    /// computed once for every method that needs them (MAP, temperature), or taken from a pass
+    /// that ran the MAP adapter anyway (the last epoch's validation, the Laplace curvature pass).
     pub map_logits: RefCell<std::collections::HashMap<String, Vec<Vec<f64>>>>,
 }
+
+/// The `map_logits` keys of the run's own splits: no `[[data.eval]]` set may take these names
+/// (`data::section::RESERVED_SET_NAMES`).
+pub const TRAIN_SPLIT: &str = "train";
 
 impl Context<'_> {
     pub fn emit(&self, e: Event) -> Result<()> {

@@ -9,6 +9,7 @@
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
 use super::ops::{attention, frozen_linear, rms_norm, silu_mul, AttnShape};
+use super::prefix::{self, RowLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -294,17 +295,40 @@ impl Llama {
         Ok(y)
     }
 
-    fn block(&self, i: usize, x: &Tensor, b: usize, t: usize, rot: &(Tensor, Tensor), mask: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        rot: &(Tensor, Tensor),
+        mask: &Tensor,
+        rows: RowLayout,
+        opts: &mut ForwardOpts,
+    ) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let c = &self.cfg;
         let (h, hkv) = (c.num_attention_heads, c.num_key_value_heads);
-        // x: (B*T, hidden)
+        // x: (B*T, hidden), or (P + B*S, hidden) with a shared prefix (`prefix.rs`)
         let n = rms_norm(x, &blk.input_norm, c.rms_norm_eps)?;
         let q = self.proj(&n, &blk.q, i, opts)?; // (B*T, h*hd)
         let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
         let v = self.proj(&n, &blk.v, i, opts)?;
         let shape = AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: c.sliding_window.unwrap_or(usize::MAX) };
-        let o = attention(&q, &k, &v, rot, mask, shape)?; // (B*T, h*hd)
+        let o = match rows {
+            RowLayout::Plain => attention(&q, &k, &v, rot, mask, shape)?, // (B*T, h*hd)
+            RowLayout::Prefixed { p, b, s } => {
+                // The prefix as a sequence of its own, then every suffix over its keys.
+                let part = |x: &Tensor, at: usize, len: usize| x.narrow(0, at, len);
+                let rot_p = (rot.0.narrow(0, 0, p)?, rot.1.narrow(0, 0, p)?);
+                let mask_p = mask.narrow(0, 0, p)?.narrow(1, 0, p)?;
+                let o_p = attention(&part(&q, 0, p)?, &part(&k, 0, p)?, &part(&v, 0, p)?, &rot_p, &mask_p, AttnShape { batch: 1, seq: p, ..shape })?;
+                let (k_p, v_p) = (part(&k, 0, p)?, part(&v, 0, p)?);
+                let o_s = prefix::suffix_attention(&part(&q, p, b * s)?, &part(&k, p, b * s)?, &part(&v, p, b * s)?, &k_p, &v_p, rot, (p, b, s), shape)?;
+                Tensor::cat(&[o_p, o_s], 0)?
+            }
+        };
         let x = (x + self.proj(&o, &blk.o, i, opts)?)?;
         let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
         let g = self.proj(&n, &blk.gate, i, opts)?;
@@ -319,17 +343,40 @@ impl Llama {
         if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
             bail!("batch lengths {lengths:?} do not fit input of shape ({b}, {t})");
         }
-        let ids = input_ids.flatten_all()?;
-        let mut x = self.embed.index_select(&ids, 0)?; // (B*T, hidden)
+        // A pass nobody differentiates runs the tokens every row shares once (`prefix.rs`);
+        // not under dropout, whose masks differ between rows (p = 0 is no dropout).
+        let no_dropout = opts.dropout.as_ref().is_none_or(|d| d.p <= 0.0);
+        let p = if opts.no_grad && opts.tap.is_none() && no_dropout && opts.embed_shift.is_none() && self.cfg.sliding_window.is_none() && prefix::enabled() {
+            prefix::common_prefix(&input_ids.to_vec2::<u32>()?, lengths)
+        } else {
+            0
+        };
+        let (rows, ids) = if p >= prefix::MIN_PREFIX {
+            let s = t - p;
+            let ids = Tensor::cat(&[input_ids.get(0)?.narrow(0, 0, p)?, input_ids.narrow(1, p, s)?.flatten_all()?], 0)?;
+            (RowLayout::Prefixed { p, b, s }, ids)
+        } else {
+            (RowLayout::Plain, input_ids.flatten_all()?)
+        };
+        let mut x = self.embed.index_select(&ids, 0)?; // (B*T, hidden), or (P + B*S, hidden)
         if let Some(shift) = opts.embed_shift {
             x = (x + shift)?;
         }
         let rot = self.rotary(t)?;
         let mask = self.causal_mask(t)?;
         for i in 0..self.blocks.len() {
-            x = self.block(i, &x, b, t, &rot, &mask, opts).with_context(|| format!("block {i}"))?;
+            x = self.block(i, &x, b, t, &rot, &mask, rows, opts).with_context(|| format!("block {i}"))?;
         }
-        let last: Vec<u32> = lengths.iter().enumerate().map(|(r, &l)| (r * t + l - 1) as u32).collect();
+        // Row r's last real position l_r - 1: at r * T + l_r - 1, or in its suffix after the
+        // prefix's rows.
+        let last: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &l)| match rows {
+                RowLayout::Plain => (r * t + l - 1) as u32,
+                RowLayout::Prefixed { p, s, .. } => (p + r * s + l - 1 - p) as u32,
+            })
+            .collect();
         let last = Tensor::from_vec(last, b, &self.device)?;
         let x = x.index_select(&last, 0)?; // (B, hidden)
         Ok(rms_norm(&x, &self.final_norm, self.cfg.rms_norm_eps)?)

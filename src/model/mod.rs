@@ -14,6 +14,7 @@ pub mod isa;
 pub mod llama;
 pub mod memory;
 pub mod ops;
+pub mod prefix;
 pub mod pretokenize;
 pub mod quant;
 pub mod saliency;

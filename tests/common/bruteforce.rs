@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 use laplace_lora::laplace::curvature::collect;
-use laplace_lora::laplace::jacobian::{functional, Group};
+use laplace_lora::laplace::jacobian::{functional, Group, Rows};
 use laplace_lora::laplace::posterior::Posterior;
 use laplace_lora::laplace::spectral::SpectralGrid;
 use laplace_lora::laplace::{subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
@@ -171,18 +171,42 @@ pub fn solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
 /// own classes, `l` the Cholesky factor of F + delta I and J from candle's gradients of `vars`.
 /// f32 Jacobians: 1e-4 relative to the diagonal's scale.
 pub fn check_sigma_f(s: &Setup, post: &Posterior, data: &[Encoded], group: Group, l: &[f64], vars: &[Tensor], what: &str) {
+    check_sigma_f_rows(s, post, data, group, l, vars, Rows::Raw, 2, what);
+}
+
+/// As [`check_sigma_f`] for either kind of rows at a batch size: with `Rows::Centred` against
+/// C J (F + delta I)^-1 J^T C, C = I - 11^T / n over the example's own n choices (the centred
+/// rows come from n - 1 backward passes and a sum, the dense J from all K gradients).
+#[allow(clippy::too_many_arguments)]
+pub fn check_sigma_f_rows(s: &Setup, post: &Posterior, data: &[Encoded], group: Group, l: &[f64], vars: &[Tensor], rows: Rows, batch: usize, what: &str) {
     let p: usize = vars.iter().map(|v| v.elem_count()).sum();
     let grid = SpectralGrid::for_deltas(1e-4, 1e4, 50);
-    let fs = functional(&s.model, &s.lora, post, data, &ANSWER, 0, 2, &[group], &[], &grid, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+    let fs =
+        functional(&s.model, &s.lora, post, data, &ANSWER, 0, batch, rows, &[group], &[], &grid, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
     for (n, (e, f)) in data.iter().zip(&fs).enumerate() {
         let (j, _) = dense_jacobian(s, e, vars);
         let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(l, p, &j[c])).collect();
-        for a in 0..e.num_choices {
-            for b in 0..e.num_choices {
-                let want: f64 = j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum();
+        let nc = e.num_choices;
+        let raw = |a: usize, b: usize| -> f64 { j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum() };
+        let dense: Vec<f64> = (0..nc * nc).map(|i| raw(i / nc, i % nc)).collect();
+        let want_at = |a: usize, b: usize| -> f64 {
+            match rows {
+                Rows::Raw => dense[a * nc + b],
+                Rows::Centred => {
+                    let m = nc as f64;
+                    let row_a: f64 = (0..nc).map(|c| dense[a * nc + c]).sum::<f64>() / m;
+                    let col_b: f64 = (0..nc).map(|c| dense[c * nc + b]).sum::<f64>() / m;
+                    let all: f64 = dense.iter().sum::<f64>() / (m * m);
+                    dense[a * nc + b] - row_a - col_b + all
+                }
+            }
+        };
+        for a in 0..nc {
+            for b in 0..nc {
+                let want = want_at(a, b);
                 let got = f.sigma[0][a * K + b];
-                let scale = (f.sigma[0][a * K + a] * f.sigma[0][b * K + b]).sqrt();
-                assert!((got - want).abs() <= 1e-4 * scale, "{what}: example {n} ({} choices): Sigma_f[{a},{b}] {got} vs {want}", e.num_choices);
+                let scale = (want_at(a, a) * want_at(b, b)).sqrt();
+                assert!((got - want).abs() <= 1e-4 * scale, "{what} ({rows:?}): example {n} ({nc} choices): Sigma_f[{a},{b}] {got} vs {want}");
             }
         }
     }

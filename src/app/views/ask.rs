@@ -81,7 +81,7 @@ pub fn ask_view(ui: &mut egui::Ui, a: &mut AskState, s: &RunStore, vc: &ViewCtx)
             egui::Grid::new("ask_logits").striped(true).show(ui, |ui| {
                 ui.label("class");
                 ui.label("mean");
-                ui.label("sd");
+                ui.label("sd").on_hover_text(super::SD_HELP);
                 ui.end_row();
                 for (k, m) in mu.iter().enumerate() {
                     let sd = cov.and_then(|c| c.get(k)).and_then(|r| r.get(k)).copied().unwrap_or(0.0).max(0.0).sqrt();

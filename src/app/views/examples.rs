@@ -335,7 +335,7 @@ pub fn examples_tab(ui: &mut egui::Ui, s: &mut RunStore, st: &mut ExamplesState,
                 egui::Grid::new("logit_grid").striped(true).show(ui, |ui| {
                     ui.label("class");
                     ui.label("mean");
-                    ui.label("sd");
+                    ui.label("sd").on_hover_text(super::SD_HELP);
                     ui.end_row();
                     for k in 0..mu.len() {
                         ui.label(letter(k));
