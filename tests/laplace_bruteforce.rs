@@ -434,19 +434,7 @@ fn low_rank_residual_at_a_tiny_prior_precision_matches_a_dense_solve() {
                 let (j, _) = dense_jacobian(&s, e, &vars);
                 let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &j[c])).collect();
                 let raw: Vec<f64> = (0..K * K).map(|i| j[i / K].iter().zip(&sol[i % K]).map(|(x, y)| x * y).sum()).collect();
-                let dense: Vec<f64> = match rows {
-                    Rows::Raw => raw,
-                    Rows::Centred => {
-                        let kk = K as f64;
-                        let all_mean: f64 = raw.iter().sum::<f64>() / (kk * kk);
-                        (0..K * K)
-                            .map(|i| {
-                                let (a, b) = (i / K, i % K);
-                                raw[i] - (0..K).map(|c| raw[a * K + c]).sum::<f64>() / kk - (0..K).map(|c| raw[c * K + b]).sum::<f64>() / kk + all_mean
-                            })
-                            .collect()
-                    }
-                };
+                let dense = as_rows(&raw, K, rows);
                 let cached = f.spectral[0].sigma_f(delta, &SpectralGrid::for_deltas(1e-4, 1e4, 200));
                 for a in 0..K {
                     for b in 0..K {
@@ -490,25 +478,31 @@ fn cross_kernel_equals_the_dense_j_sigma_j() {
             (0..p).for_each(|i| m[i * p + i] += delta);
             let l = cholesky(&m, p);
             let g = Group { blocks: all.clone(), deltas: vec![delta; all.len()] };
-            let (mu, ks) = cross_kernel(&s.model, &s.lora, &post, &g, &x, &data, &ANSWER, 0, 2, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
-            assert_eq!((mu.len(), ks.len()), (K, data.len()));
-            let sol_x: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jx[c])).collect();
-            let var_x: Vec<f64> = (0..K).map(|a| jx[a].iter().zip(&sol_x[a]).map(|(u, v)| u * v).sum()).collect();
-            for (e, kk) in data.iter().zip(&ks) {
-                let (jn, _) = dense_jacobian(&s, e, &vars);
-                let sol_n: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jn[c])).collect();
-                for a in 0..K {
-                    for b in 0..K {
-                        let want: f64 = jx[a].iter().zip(&sol_n[b]).map(|(u, v)| u * v).sum();
-                        let var_n: f64 = jn[b].iter().zip(&sol_n[b]).map(|(u, v)| u * v).sum();
-                        // f32 Jacobians: 1e-4 relative to the scale sqrt(Var f_a(x) Var f_b(x_n)).
-                        let scale = (var_x[a] * var_n).sqrt();
-                        let got = kk[a * K + b];
-                        assert!(
-                            (got - want).abs() <= 1e-4 * scale,
-                            "delta {delta} low-rank {}: k[{a},{b}] {got} vs dense {want} (scale {scale})",
-                            c.low_rank_k
-                        );
+            // Raw rows against J(x) Sigma J(x_n)^T; centred rows (K - 1 passes) against
+            // C J(x) Sigma J(x_n)^T C, both items centred over their K choices.
+            for rows in [Rows::Raw, Rows::Centred] {
+                let (mu, ks) =
+                    cross_kernel(&s.model, &s.lora, &post, &g, &x, &data, &ANSWER, 0, 2, rows, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap();
+                assert_eq!((mu.len(), ks.len()), (K, data.len()));
+                let centre = |m: Vec<f64>| as_rows(&m, K, rows);
+                let sol_x: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jx[c])).collect();
+                let var_x = centre((0..K * K).map(|i| jx[i / K].iter().zip(&sol_x[i % K]).map(|(u, v)| u * v).sum()).collect());
+                for (e, kk) in data.iter().zip(&ks) {
+                    let (jn, _) = dense_jacobian(&s, e, &vars);
+                    let sol_n: Vec<Vec<f64>> = (0..K).map(|c| solve(&l, p, &jn[c])).collect();
+                    let want = centre((0..K * K).map(|i| jx[i / K].iter().zip(&sol_n[i % K]).map(|(u, v)| u * v).sum()).collect());
+                    let var_n = centre((0..K * K).map(|i| jn[i / K].iter().zip(&sol_n[i % K]).map(|(u, v)| u * v).sum()).collect());
+                    for a in 0..K {
+                        for b in 0..K {
+                            // f32 Jacobians: 1e-4 relative to the scale sqrt(Var f_a(x) Var f_b(x_n)).
+                            let scale = (var_x[a * K + a] * var_n[b * K + b]).sqrt();
+                            let (got, want) = (kk[a * K + b], want[a * K + b]);
+                            assert!(
+                                (got - want).abs() <= 1e-4 * scale,
+                                "delta {delta} low-rank {} {rows:?}: k[{a},{b}] {got} vs dense {want} (scale {scale})",
+                                c.low_rank_k
+                            );
+                        }
                     }
                 }
             }

@@ -39,7 +39,7 @@ pub struct SupportRow {
     /// s_n (centred cross-covariance of x's predicted and x_n's labelled logit).
     pub score: f64,
     pub frobenius: f64,
-    /// k(x, x_n), K x K row-major (uncentred).
+    /// k(x, x_n), K x K row-major, of the centred logits (C k C^T over each item's choices).
     pub kernel: Vec<f64>,
 }
 
@@ -192,6 +192,8 @@ impl RunSession {
             &d.answer_ids,
             self.l.pad,
             self.l.eval_batch,
+            // The ranking reads the centred kernel only: K - 1 backward passes per item.
+            crate::laplace::jacobian::Rows::Centred,
             cancel,
             &mut |done, total| {
                 if let Err(e) = emit(Event::Progress { stage: Stage::Laplace, done: done as u64, total: total as u64 }) {

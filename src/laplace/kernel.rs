@@ -11,7 +11,8 @@
 //!              + <R_c(x), R_c'(x_n)>_F / delta   (a low-rank block: the Jacobian outside its
 //!                                                 kept eigenvectors, where the precision is delta).
 //! Sigma J(x)^T is formed once (W_c = M~_c(x) / (a g + delta), per block); each training item
-//! then costs its K backward passes and a dot product per block and class pair.
+//! then costs its K backward passes (K - 1 for the centred logits, `Rows::Centred`, all the
+//! ranking below reads) and a dot product per block and class pair.
 //!
 //! Which number ranks the training items: the shift-invariant covariance of the predicted
 //! class's logit at x with the labelled class's logit at x_n,
@@ -34,7 +35,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The MAP answer logits of x (K; -inf for choices it lacks) and k(x, x_n) for every x_n of
 /// `data`: K x K row-major, entry [c * K + c'] = Cov(f_c(x), f_c'(x_n)) (0 for a class either item
-/// does not have). None on a cancel; `progress(done, total)`.
+/// does not have), of the raw logits or, with `Rows::Centred`, of the centred ones (C k C^T, each
+/// item centred over its own choices: what [`rank`] reads, from one backward pass fewer per item).
+/// None on a cancel; `progress(done, total)`.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_kernel(
     model: &Llama,
@@ -46,6 +49,7 @@ pub fn cross_kernel(
     answer_ids: &[u32],
     pad: u32,
     batch_size: usize,
+    rows: Rows,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<(Vec<f64>, Vec<Vec<f64>>)>> {
@@ -64,7 +68,7 @@ pub fn cross_kernel(
     };
     let mut times = [0.0f64; 3];
     let one = std::slice::from_ref(x);
-    let BatchJacobians { logits, projected, resid_rows: rx } = project_batch(model, lora, post, &bs, one, &[0], answer_ids, pad, Rows::Raw, true, &mut times)?;
+    let BatchJacobians { logits, projected, resid_rows: rx } = project_batch(model, lora, post, &bs, one, &[0], answer_ids, pad, rows, true, &mut times)?;
     let px = &projected[0];
     let mu: Vec<f64> = (0..k).map(|c| if c < x.num_choices { logits[0][c] as f64 } else { f64::NEG_INFINITY }).collect();
     // W_c = Sigma J(x)^T in the eigenbasis, per block and class (classes x lacks stay 0).
@@ -87,7 +91,7 @@ pub fn cross_kernel(
             return Ok(None);
         }
         let nb = idx.len();
-        let b = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, Rows::Raw, low_rank, &mut times)?;
+        let b = project_batch(model, lora, post, &bs, data, idx, answer_ids, pad, rows, low_rank, &mut times)?;
         // <R_c(x), R_c'(x_n)> per low-rank block: (K * B, K), row c' * B + n, column c.
         let mut cross_resid: Vec<Option<Vec<Vec<f64>>>> = vec![None; px.len()];
         for (bi, (r_x, r_n)) in rx.iter().zip(&b.resid_rows).enumerate() {

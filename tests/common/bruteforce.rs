@@ -174,6 +174,19 @@ pub fn check_sigma_f(s: &Setup, post: &Posterior, data: &[Encoded], group: Group
     check_sigma_f_rows(s, post, data, group, l, vars, Rows::Raw, 2, what);
 }
 
+/// The n x n matrix `m` (row-major) as the given rows describe it: itself for raw rows, C m C
+/// (C = I - 11^T / n) for centred ones.
+pub fn as_rows(m: &[f64], n: usize, rows: Rows) -> Vec<f64> {
+    if rows == Rows::Raw {
+        return m.to_vec();
+    }
+    let k = n as f64;
+    let all: f64 = m.iter().sum::<f64>() / (k * k);
+    let row = |a: usize| (0..n).map(|c| m[a * n + c]).sum::<f64>() / k;
+    let col = |b: usize| (0..n).map(|c| m[c * n + b]).sum::<f64>() / k;
+    (0..n * n).map(|i| m[i] - row(i / n) - col(i % n) + all).collect()
+}
+
 /// As [`check_sigma_f`] for either kind of rows at a batch size: with `Rows::Centred` against
 /// C J (F + delta I)^-1 J^T C, C = I - 11^T / n over the example's own n choices (the centred
 /// rows come from n - 1 backward passes and a sum, the dense J from all K gradients).
@@ -188,19 +201,8 @@ pub fn check_sigma_f_rows(s: &Setup, post: &Posterior, data: &[Encoded], group: 
         let sol: Vec<Vec<f64>> = (0..K).map(|c| solve(l, p, &j[c])).collect();
         let nc = e.num_choices;
         let raw = |a: usize, b: usize| -> f64 { j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum() };
-        let dense: Vec<f64> = (0..nc * nc).map(|i| raw(i / nc, i % nc)).collect();
-        let want_at = |a: usize, b: usize| -> f64 {
-            match rows {
-                Rows::Raw => dense[a * nc + b],
-                Rows::Centred => {
-                    let m = nc as f64;
-                    let row_a: f64 = (0..nc).map(|c| dense[a * nc + c]).sum::<f64>() / m;
-                    let col_b: f64 = (0..nc).map(|c| dense[c * nc + b]).sum::<f64>() / m;
-                    let all: f64 = dense.iter().sum::<f64>() / (m * m);
-                    dense[a * nc + b] - row_a - col_b + all
-                }
-            }
-        };
+        let dense = as_rows(&(0..nc * nc).map(|i| raw(i / nc, i % nc)).collect::<Vec<f64>>(), nc, rows);
+        let want_at = |a: usize, b: usize| -> f64 { dense[a * nc + b] };
         for a in 0..nc {
             for b in 0..nc {
                 let want = want_at(a, b);
