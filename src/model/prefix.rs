@@ -5,9 +5,9 @@
 //! yesno's ~35 tokens, ~11 of ARC's ~100). Batches are right-padded, so those tokens sit at
 //! positions 0..P of every row, and under causal attention a row's first P positions see only
 //! each other: their hidden states, keys and values are the same in every row. A pass nobody
-//! differentiates (`ForwardOpts::no_grad`, no tap, no dropout (p = 0 is none), no embedding shift) computes them
-//! once, as a sequence of its own, and runs each row's suffix (positions P..T) against the one
-//! copy of the prefix's keys and values:
+//! differentiates (`ForwardOpts::no_grad`; no tap, no dropout (p = 0 is none), no embedding
+//! shift) computes them once, as a sequence of its own, and runs each row's suffix (positions
+//! P..T) against the one copy of the prefix's keys and values:
 //!
 //!   rows of a block: [prefix (P) ; suffix of row 0 (S) ; ... ; suffix of row B-1 (S)],  S = T - P,
 //!   attention of suffix query i of row b:  keys = prefix keys 0..P (all visible)
@@ -15,7 +15,9 @@
 //!
 //! the same sums as the full causal attention over positions 0..T (the rotary angle of each
 //! position is its absolute one). The projections, norms and MLP then cost P + B S rows instead of
-//! B T. Checked against the plain forward in `tests/shared_prefix.rs`.
+//! B T. Checked against the plain forward in `tests/shared_prefix.rs`. Training steps keep the
+//! plain forward: with the composed suffix attention below and its backward they were no faster
+//! (README, "Less arithmetic in every run"); a fused suffix attention would change that.
 
 use super::ops::AttnShape;
 use anyhow::Result;
