@@ -5,7 +5,7 @@ mod bruteforce;
 
 use bruteforce::*;
 use candle_core::{Device, Tensor};
-use laplace_lora::laplace::jacobian::{functional, Group, Rows};
+use laplace_lora::laplace::jacobian::{Group, Rows};
 use laplace_lora::laplace::posterior::{BlockBasis, Posterior};
 use laplace_lora::laplace::spectral::SpectralGrid;
 use laplace_lora::laplace::{rel_fro, subset_blocks, LaplaceConfig, Positions, Structure, Subset};
@@ -108,23 +108,7 @@ fn centred_rows_give_the_shift_invariant_predictives_of_the_raw_ones() {
     let all: Vec<usize> = (0..post.blocks.len()).collect();
     let sig = |rows: Rows| {
         let g = Group { blocks: all.clone(), deltas: vec![0.3; all.len()] };
-        functional(
-            &s.model,
-            &s.lora,
-            &post,
-            &data,
-            &ANSWER,
-            0,
-            2,
-            rows,
-            &[g],
-            std::slice::from_ref(&all),
-            &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-            &AtomicBool::new(false),
-            &mut |_, _| {},
-        )
-        .unwrap()
-        .unwrap()
+        functional_of(&s, &post, &data, 2, rows, &[g], std::slice::from_ref(&all))
     };
     let (raw, cen) = (sig(Rows::Raw), sig(Rows::Centred));
     let mut torch_gap = 0.0f64;
@@ -193,26 +177,7 @@ fn low_rank_factors_converge_to_the_dense_posterior_as_k_grows() {
     let all: Vec<usize> = (0..dense.blocks.len()).collect();
     let sig = |post: &Posterior| -> Vec<f64> {
         let g = Group { blocks: all.clone(), deltas: vec![delta; post.blocks.len()] };
-        functional(
-            &s.model,
-            &s.lora,
-            post,
-            &data,
-            &ANSWER,
-            0,
-            3,
-            Rows::Raw,
-            &[g],
-            &[],
-            &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-            &AtomicBool::new(false),
-            &mut |_, _| {},
-        )
-        .unwrap()
-        .unwrap()
-        .iter()
-        .flat_map(|f| f.sigma[0].clone())
-        .collect()
+        functional_of(&s, post, &data, 3, Rows::Raw, &[g], &[]).iter().flat_map(|f| f.sigma[0].clone()).collect()
     };
     let want = sig(&dense);
     let want_lml = dense.log_marglik(&all, delta);
@@ -250,26 +215,7 @@ fn a_saved_posterior_reloads_and_gives_the_same_predictive() {
         assert_eq!(back.log_marglik(&all, 0.7), post.log_marglik(&all, 0.7));
         let sig = |p: &Posterior| -> Vec<f64> {
             let g = Group { blocks: all.clone(), deltas: deltas.clone() };
-            functional(
-                &s.model,
-                &s.lora,
-                p,
-                &data,
-                &ANSWER,
-                0,
-                2,
-                Rows::Raw,
-                &[g],
-                &[],
-                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-                &AtomicBool::new(false),
-                &mut |_, _| {},
-            )
-            .unwrap()
-            .unwrap()
-            .iter()
-            .flat_map(|f| f.sigma[0].clone())
-            .collect()
+            functional_of(&s, p, &data, 2, Rows::Raw, &[g], &[]).iter().flat_map(|f| f.sigma[0].clone()).collect()
         };
         // f64 eigenpairs round-trip exactly through safetensors: identical predictive.
         assert_eq!(sig(&back), sig(&post), "{structure:?}");
@@ -303,26 +249,7 @@ fn gpu_path_gives_the_same_curvature_and_functional_variance() {
         // Both kinds of rows: the centred ones take K - 1 stacked columns with per-item seeds.
         let sig = |p: &Posterior, rows: Rows| -> Vec<Vec<f64>> {
             let g = Group { blocks: all.clone(), deltas: vec![0.7; all.len()] };
-            functional(
-                &s.model,
-                &s.lora,
-                p,
-                &data,
-                &ANSWER,
-                0,
-                2,
-                rows,
-                &[g],
-                &[],
-                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-                &AtomicBool::new(false),
-                &mut |_, _| {},
-            )
-            .unwrap()
-            .unwrap()
-            .iter()
-            .map(|f| f.sigma[0].clone())
-            .collect()
+            functional_of(&s, p, &data, 2, rows, &[g], &[]).iter().map(|f| f.sigma[0].clone()).collect()
         };
         for rows in [Rows::Raw, Rows::Centred] {
             let (sc, sg) = (sig(&cpu, rows), with_gpu_path(|| sig(&gpu, rows)));
@@ -404,23 +331,7 @@ fn low_rank_residual_at_a_tiny_prior_precision_matches_a_dense_solve() {
         // f64 residual is formed) against C (J Sigma J^T) C.
         for rows in [Rows::Raw, Rows::Centred] {
             let g = Group { blocks: all.clone(), deltas: vec![delta; all.len()] };
-            let fs = functional(
-                &s.model,
-                &s.lora,
-                &post,
-                &data,
-                &ANSWER,
-                0,
-                2,
-                rows,
-                &[g],
-                std::slice::from_ref(&all),
-                &SpectralGrid::for_deltas(1e-4, 1e4, 200),
-                &AtomicBool::new(false),
-                &mut |_, _| {},
-            )
-            .unwrap()
-            .unwrap();
+            let fs = functional_of(&s, &post, &data, 2, rows, &[g], std::slice::from_ref(&all));
             // Raw: 3e-6 (the total-minus-kept residual this guards against was at 1.3e-5). Centred:
             // the centred entries are differences of the raw ones, so f32 Jacobians carry the
             // common mode's rounding into them: centring the raw rows' Sigma_f in f64 was 1.9e-5

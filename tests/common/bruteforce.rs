@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 use laplace_lora::laplace::curvature::collect;
-use laplace_lora::laplace::jacobian::{functional, Group, Rows};
+use laplace_lora::laplace::jacobian::{functional, Functional, Group, Rows};
 use laplace_lora::laplace::posterior::Posterior;
 use laplace_lora::laplace::spectral::SpectralGrid;
 use laplace_lora::laplace::{subset_blocks, LaplaceConfig, Mat, Positions, Structure, Subset};
@@ -172,6 +172,12 @@ pub fn solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
 /// f32 Jacobians: 1e-4 relative to the diagonal's scale.
 pub fn check_sigma_f(s: &Setup, post: &Posterior, data: &[Encoded], group: Group, l: &[f64], vars: &[Tensor], what: &str) {
     check_sigma_f_rows(s, post, data, group, l, vars, Rows::Raw, 2, what);
+}
+
+/// `functional` on the tiny model (pad 0, the slider's default grid of 200 bins over 1e-4..1e4).
+pub fn functional_of(s: &Setup, post: &Posterior, data: &[Encoded], batch: usize, rows: Rows, exact: &[Group], spectral: &[Vec<usize>]) -> Vec<Functional> {
+    let grid = SpectralGrid::for_deltas(1e-4, 1e4, 200);
+    functional(&s.model, &s.lora, post, data, &ANSWER, 0, batch, rows, exact, spectral, &grid, &AtomicBool::new(false), &mut |_, _| {}).unwrap().unwrap()
 }
 
 /// The n x n matrix `m` (row-major) as the given rows describe it: itself for raw rows, C m C
