@@ -173,7 +173,6 @@ impl Rows {
 fn class_slots(m: &Tensor, p: usize, centred: Option<&[usize]>, nb: usize, k: usize) -> Result<Tensor> {
     let tail: Vec<usize> = m.dims()[1..].to_vec();
     let d: usize = tail.iter().product();
-    let m3 = m.reshape((p, nb, d))?;
     let mut slots = Vec::with_capacity(k);
     match centred {
         None => {
@@ -183,6 +182,7 @@ fn class_slots(m: &Tensor, p: usize, centred: Option<&[usize]>, nb: usize, k: us
             }
         }
         Some(last) => {
+            let m3 = m.reshape((p, nb, d))?;
             let minus_sum = m3.sum(0)?.neg()?; // (B, d)
             for c in 0..k {
                 let mask: Vec<f32> = last.iter().map(|&l| if l == c { 1.0 } else { 0.0 }).collect();

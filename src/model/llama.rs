@@ -9,7 +9,7 @@
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
 use super::ops::{attention, frozen_linear, rms_norm, silu_mul, AttnShape};
-use super::prefix::{self, RowLayout};
+use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -304,7 +304,7 @@ impl Llama {
         t: usize,
         rot: &(Tensor, Tensor),
         mask: &Tensor,
-        rows: RowLayout,
+        rows: PrefixLayout,
         opts: &mut ForwardOpts,
     ) -> Result<Tensor> {
         let blk = &self.blocks[i];
@@ -317,14 +317,14 @@ impl Llama {
         let v = self.proj(&n, &blk.v, i, opts)?;
         let shape = AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: c.sliding_window.unwrap_or(usize::MAX) };
         let o = match rows {
-            RowLayout::Plain => attention(&q, &k, &v, rot, mask, shape)?, // (B*T, h*hd)
-            RowLayout::Prefixed { p, b, s } => {
+            PrefixLayout::Plain => attention(&q, &k, &v, rot, mask, shape)?, // (B*T, h*hd)
+            PrefixLayout::Prefixed { p, b, s } => {
                 // The prefix as a sequence of its own, then every suffix over its keys.
                 let part = |x: &Tensor, at: usize, len: usize| x.narrow(0, at, len);
                 let rot_p = (rot.0.narrow(0, 0, p)?, rot.1.narrow(0, 0, p)?);
                 let mask_p = mask.narrow(0, 0, p)?.narrow(1, 0, p)?;
-                let o_p = attention(&part(&q, 0, p)?, &part(&k, 0, p)?, &part(&v, 0, p)?, &rot_p, &mask_p, AttnShape { batch: 1, seq: p, ..shape })?;
                 let (k_p, v_p) = (part(&k, 0, p)?, part(&v, 0, p)?);
+                let o_p = attention(&part(&q, 0, p)?, &k_p, &v_p, &rot_p, &mask_p, AttnShape { batch: 1, seq: p, ..shape })?;
                 let o_s = prefix::suffix_attention(&part(&q, p, b * s)?, &part(&k, p, b * s)?, &part(&v, p, b * s)?, &k_p, &v_p, rot, (p, b, s), shape)?;
                 Tensor::cat(&[o_p, o_s], 0)?
             }
@@ -354,9 +354,9 @@ impl Llama {
         let (rows, ids) = if p >= prefix::MIN_PREFIX {
             let s = t - p;
             let ids = Tensor::cat(&[input_ids.get(0)?.narrow(0, 0, p)?, input_ids.narrow(1, p, s)?.flatten_all()?], 0)?;
-            (RowLayout::Prefixed { p, b, s }, ids)
+            (PrefixLayout::Prefixed { p, b, s }, ids)
         } else {
-            (RowLayout::Plain, input_ids.flatten_all()?)
+            (PrefixLayout::Plain, input_ids.flatten_all()?)
         };
         let mut x = self.embed.index_select(&ids, 0)?; // (B*T, hidden), or (P + B*S, hidden)
         if let Some(shift) = opts.embed_shift {
@@ -367,14 +367,14 @@ impl Llama {
         for i in 0..self.blocks.len() {
             x = self.block(i, &x, b, t, &rot, &mask, rows, opts).with_context(|| format!("block {i}"))?;
         }
-        // Row r's last real position l_r - 1: at r * T + l_r - 1, or in its suffix after the
-        // prefix's rows.
+        // Row r's last real position l_r - 1: at r * T + l_r - 1, or at l_r - 1 - P in its
+        // suffix, which starts at P + r * S.
         let last: Vec<u32> = lengths
             .iter()
             .enumerate()
             .map(|(r, &l)| match rows {
-                RowLayout::Plain => (r * t + l - 1) as u32,
-                RowLayout::Prefixed { p, s, .. } => (p + r * s + l - 1 - p) as u32,
+                PrefixLayout::Plain => (r * t + l - 1) as u32,
+                PrefixLayout::Prefixed { s, .. } => (r * s + l - 1) as u32,
             })
             .collect();
         let last = Tensor::from_vec(last, b, &self.device)?;

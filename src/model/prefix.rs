@@ -62,7 +62,7 @@ pub fn common_prefix(ids: &[Vec<u32>], lengths: &[usize]) -> usize {
 /// Where a block's rows are: one (B*T) matrix, or the shared prefix's P rows followed by each
 /// row's S suffix rows.
 #[derive(Clone, Copy, Debug)]
-pub enum RowLayout {
+pub enum PrefixLayout {
     Plain,
     Prefixed { p: usize, b: usize, s: usize },
 }

@@ -208,12 +208,11 @@ pub fn check_sigma_f_rows(s: &Setup, post: &Posterior, data: &[Encoded], group: 
         let nc = e.num_choices;
         let raw = |a: usize, b: usize| -> f64 { j[a].iter().zip(&sol[b]).map(|(x, y)| x * y).sum() };
         let dense = as_rows(&(0..nc * nc).map(|i| raw(i / nc, i % nc)).collect::<Vec<f64>>(), nc, rows);
-        let want_at = |a: usize, b: usize| -> f64 { dense[a * nc + b] };
         for a in 0..nc {
             for b in 0..nc {
-                let want = want_at(a, b);
+                let want = dense[a * nc + b];
                 let got = f.sigma[0][a * K + b];
-                let scale = (want_at(a, a) * want_at(b, b)).sqrt();
+                let scale = (dense[a * nc + a] * dense[b * nc + b]).sqrt();
                 assert!((got - want).abs() <= 1e-4 * scale, "{what} ({rows:?}): example {n} ({nc} choices): Sigma_f[{a},{b}] {got} vs {want}");
             }
         }

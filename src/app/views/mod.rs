@@ -52,12 +52,12 @@ pub fn method_color(m: &str) -> Color32 {
     }
 }
 
-/// The prior tab's markers: the run's chosen delta and the slider's.
 /// What the "sd" of a logit under the posterior is.
 pub(crate) const SD_HELP: &str = "Standard deviation of the logit under the linearised posterior. With a shift-invariant \
 predictive (quadrature, probit, mc: the default) it is the sd of the centred logit f_c - mean of the choices' logits, \
 the only part a probability depends on; with probit_torch or bridge, of the raw logit (laplace/laplace.json, \"logit_cov\").";
 
+/// The prior tab's markers: the run's chosen delta and the slider's.
 pub(crate) const CHOSEN_COLOR: Color32 = Color32::from_rgb(120, 220, 120);
 pub(crate) const SLIDER_COLOR: Color32 = Color32::from_rgb(240, 200, 60);
 
