@@ -276,12 +276,13 @@ impl LoraDropout {
         Self { p, rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0xd20_9047) }
     }
 
-    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// The multipliers for `n` inputs: each 1 / (1 - p) with probability 1 - p, else 0; none
+    /// (and no draw from the generator) when p <= 0.
+    pub fn mask(&mut self, n: usize) -> Option<Vec<f32>> {
         if self.p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         let keep = 1.0 - self.p;
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if self.rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
-        Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
+        Some((0..n).map(|_| if self.rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect())
     }
 }

@@ -38,6 +38,7 @@ fn exp1(x: f32) -> f32 {
 }
 
 /// v[i] = e^(v[i]) for every element.
+#[cfg(test)]
 pub fn exp_in_place(v: &mut [f32]) {
     dispatch(v, exp_body, |v| unsafe { exp_avx2(v) }, |v| unsafe { exp_avx512(v) })
 }
@@ -68,6 +69,7 @@ fn dispatch(v: &mut [f32], base: fn(&mut [f32]), avx2: impl Fn(&mut [f32]), avx5
 }
 
 #[inline(always)]
+#[cfg(test)]
 fn exp_body(v: &mut [f32]) {
     for x in v.iter_mut() {
         *x = exp1(*x);
@@ -108,12 +110,14 @@ fn softmax_body(v: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[cfg(test)]
 unsafe fn exp_avx2(v: &mut [f32]) {
     exp_body(v)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
+#[cfg(test)]
 unsafe fn exp_avx512(v: &mut [f32]) {
     exp_body(v)
 }
@@ -128,6 +132,78 @@ unsafe fn softmax_avx2(v: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn softmax_avx512(v: &mut [f32]) {
     softmax_body(v)
+}
+
+/// The SwiGLU gate y = silu(g) u = s g u with s = 1 / (1 + e^(-g)), in one pass (the
+/// logistic, the product) instead of four over (N, 4h) tensors that do not fit in cache.
+pub fn silu_mul_into(g: &[f32], u: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match super::isa::f32_path() {
+        // SAFETY: the path says the CPU has these features.
+        "avx512" => return unsafe { silu_mul_avx512(g, u, y) },
+        "avx2" => return unsafe { silu_mul_avx2(g, u, y) },
+        _ => {}
+    }
+    silu_mul_body(g, u, y)
+}
+
+/// Its backward in one pass: du = dy silu(g), dg = dy u s (1 + g (1 - s)).
+pub fn silu_mul_grad(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match super::isa::f32_path() {
+        // SAFETY: as `silu_mul_into`.
+        "avx512" => return unsafe { silu_mul_grad_avx512(g, u, dy, dg, du) },
+        "avx2" => return unsafe { silu_mul_grad_avx2(g, u, dy, dg, du) },
+        _ => {}
+    }
+    silu_mul_grad_body(g, u, dy, dg, du)
+}
+
+#[inline(always)]
+fn logistic(x: f32) -> f32 {
+    1.0 / (1.0 + exp1(-x))
+}
+
+#[inline(always)]
+fn silu_mul_body(g: &[f32], u: &[f32], y: &mut [f32]) {
+    for ((yi, gi), ui) in y.iter_mut().zip(g).zip(u) {
+        *yi = logistic(*gi) * (gi * ui);
+    }
+}
+
+#[inline(always)]
+fn silu_mul_grad_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    let n = g.len().min(u.len()).min(dy.len()).min(dg.len()).min(du.len());
+    let (g, u, dy, dg, du) = (&g[..n], &u[..n], &dy[..n], &mut dg[..n], &mut du[..n]);
+    for i in 0..n {
+        let (x, s) = (g[i], logistic(g[i]));
+        du[i] = dy[i] * x * s;
+        dg[i] = dy[i] * u[i] * s * (1.0 + x * (1.0 - s));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], y: &mut [f32]) {
+    silu_mul_body(g, u, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], y: &mut [f32]) {
+    silu_mul_body(g, u, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_grad_avx2(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    silu_mul_grad_body(g, u, dy, dg, du)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn silu_mul_grad_avx512(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    silu_mul_grad_body(g, u, dy, dg, du)
 }
 
 #[cfg(test)]

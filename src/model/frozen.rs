@@ -164,6 +164,14 @@ impl Frozen {
         })
     }
 
+    /// Whether `forward_rows` / `backward_rows` serve this matrix (CPU storage, f32 if dense).
+    pub fn rows_on_cpu(&self) -> bool {
+        match self {
+            Self::Dense(t) => t.device().is_cpu() && t.dtype() == DType::F32,
+            _ => true,
+        }
+    }
+
     /// y (n x d_out) = x (n x d_in) W^T on raw rows, on the CPU (f32 dense or packed, bf16 packed, blocks).
     pub fn forward_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         Ok(match self {

@@ -8,12 +8,13 @@
 
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
-use super::ops::{attention, frozen_linear, rms_norm, silu_mul, AttnShape};
+use super::ops::{attention, frozen_linear, lora_linear, rms_norm, silu_mul, AttnShape};
 use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A frozen linear map with an optional LoRA slot.
 struct Proj {
@@ -272,25 +273,28 @@ impl Llama {
 
     fn proj(&self, x: &Tensor, p: &Proj, layer: usize, opts: &mut ForwardOpts) -> Result<Tensor> {
         // x: (N, d_in) -> (N, d_out)
-        let mut y = p.weight.linear(x)?;
-        if let Some(b) = &p.bias {
-            y = y.broadcast_add(b)?;
+        let adapter = opts.lora.and_then(|set| set.index_of(layer, p.target).map(|idx| (set, idx)));
+        let Some((set, idx)) = adapter else {
+            let y = p.weight.linear(x)?;
+            return Ok(match &p.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        };
+        // x W^T + s ((x ⊙ mask) A^T) B^T, one op on the CPU (`fused/lora.rs`)
+        let l = &set.layers[idx];
+        let (a, b) = l.weights(opts.no_grad);
+        let mask = opts.dropout.as_deref_mut().and_then(|d| d.mask(x.elem_count())).map(Arc::new);
+        let mut y = lora_linear(x, &p.weight, &a, &b, set.scale(), mask.clone())?;
+        if let Some(bias) = &p.bias {
+            y = y.broadcast_add(bias)?;
         }
-        if let Some(set) = opts.lora {
-            if let Some(idx) = set.index_of(layer, p.target) {
-                let l = &set.layers[idx];
-                let xin = match opts.dropout.as_deref_mut() {
-                    Some(d) => d.apply(x)?,
-                    None => x.clone(),
-                };
-                // s * (x A^T) B^T : (N, r) then (N, d_out)
-                let (a, b) = l.weights(opts.no_grad);
-                let u = xin.matmul(&a.t()?)?;
-                y = (y + (u.matmul(&b.t()?)? * set.scale())?)?;
-                if let Some(tap) = opts.tap.as_deref_mut() {
-                    y = tap.record(idx, &xin, y)?;
-                }
-            }
+        if let Some(tap) = opts.tap.as_deref_mut() {
+            let xin = match &mask {
+                Some(m) => (x * Tensor::from_slice(m, x.shape(), x.device())?)?,
+                None => x.clone(),
+            };
+            y = tap.record(idx, &xin, y)?;
         }
         Ok(y)
     }

@@ -5,8 +5,10 @@
 //! backprop compute dL/dW for that weight, which nobody needs. The functions here are either
 //! composed of candle ops that carry a backward, or custom ops whose `bwd` returns only dL/dx.
 
+use super::frozen::Frozen;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
+use std::sync::Arc;
 
 /// y = x W^T for a frozen W (d_out x d_in): forward as a matmul, backward returns only
 /// dL/dx = dL/dy W. The weight never receives a gradient (it is not a variable and
@@ -154,6 +156,21 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     } else {
         x.to_dtype(weight.dtype())?.broadcast_matmul(&weight.t()?)?.to_dtype(x.dtype())
     }
+}
+
+/// y = x W^T + s ((x ⊙ mask) A^T) B^T: a frozen projection W with its LoRA adapter (A, B),
+/// scale s, and dropout multipliers on the adapter's input (one per element of x) when training
+/// with dropout. One op on the CPU (`fused/lora.rs`), composed candle ops elsewhere.
+pub fn lora_linear(x: &Tensor, w: &Frozen, a: &Tensor, b: &Tensor, scale: f64, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
+    if fusable(x) && w.rows_on_cpu() {
+        return super::fused::lora_linear(x, w, a, b, scale, mask);
+    }
+    let xin = match &mask {
+        Some(m) => (x * Tensor::from_slice(m.as_slice(), x.shape(), x.device())?)?,
+        None => x.clone(),
+    };
+    let u = xin.matmul(&a.t()?)?; // (N, r)
+    w.linear(x)? + (u.matmul(&b.t()?)? * scale)?
 }
 
 /// RMSNorm with a backward pass: x / sqrt(mean(x^2) + eps) * w  (w a frozen scale).

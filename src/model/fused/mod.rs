@@ -10,7 +10,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 mod attention;
+mod lora;
 pub use attention::attention;
+pub use lora::lora_linear;
 use rayon::prelude::*;
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
@@ -48,7 +50,7 @@ fn tensor(v: Vec<f32>, shape: &Shape) -> Result<Tensor> {
 
 /// Sum of a[i] b[i] with 16 independent partial sums, so that the compiler can keep them in one
 /// AVX-512 register (a single running f32 sum cannot be reordered, hence not vectorised).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -137,10 +139,88 @@ fn row_chunk(d: usize) -> usize {
     (16384 / d.max(1)).max(1)
 }
 
-impl RmsNorm {
-    fn inv_rms(&self, row: &[f32]) -> f32 {
-        let ms = dot(row, row) / row.len() as f32;
-        1.0 / (ms + self.eps).sqrt()
+/// 1 / sqrt(mean(x^2) + eps) of one row.
+#[inline(always)]
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = dot(row, row) / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// Rows of y = x r w (x, y: whole rows of w's length).
+#[inline(always)]
+fn rms_rows(w: &[f32], eps: f32, x: &[f32], y: &mut [f32]) {
+    let d = w.len();
+    for (yr, xr) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let r = inv_rms(xr, eps);
+        for ((yi, xi), wi) in yr.iter_mut().zip(xr).zip(w) {
+            *yi = xi * r * wi;
+        }
+    }
+}
+
+/// Rows of dx = r u - x r^3 (x . u) / d, u = g w; `u` a scratch row.
+#[inline(always)]
+fn rms_rows_grad(w: &[f32], eps: f32, x: &[f32], g: &[f32], dx: &mut [f32], u: &mut [f32]) {
+    let d = w.len();
+    for ((dr, xr), gr) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
+        let r = inv_rms(xr, eps);
+        for ((ui, gi), wi) in u.iter_mut().zip(gr).zip(w) {
+            *ui = gi * wi;
+        }
+        let k = r * r * r * dot(xr, u) / d as f32;
+        for ((di, ui), xi) in dr.iter_mut().zip(u.iter()).zip(xr) {
+            *di = r * ui - k * xi;
+        }
+    }
+}
+
+/// The row loops compiled for the widest vector path `isa` allows (the portable build's own
+/// is SSE2), as `fastmath` does; the same operations in the same order on every path.
+mod wide {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rms_avx512(w: &[f32], eps: f32, x: &[f32], y: &mut [f32]) {
+        super::rms_rows(w, eps, x, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rms_avx2(w: &[f32], eps: f32, x: &[f32], y: &mut [f32]) {
+        super::rms_rows(w, eps, x, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rms_grad_avx512(w: &[f32], eps: f32, x: &[f32], g: &[f32], dx: &mut [f32], u: &mut [f32]) {
+        super::rms_rows_grad(w, eps, x, g, dx, u)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rms_grad_avx2(w: &[f32], eps: f32, x: &[f32], g: &[f32], dx: &mut [f32], u: &mut [f32]) {
+        super::rms_rows_grad(w, eps, x, g, dx, u)
+    }
+
+    pub fn rms(w: &[f32], eps: f32, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::model::isa::f32_path() {
+            // SAFETY: the path says the CPU has these features.
+            "avx512" => return unsafe { rms_avx512(w, eps, x, y) },
+            "avx2" => return unsafe { rms_avx2(w, eps, x, y) },
+            _ => {}
+        }
+        super::rms_rows(w, eps, x, y)
+    }
+
+    pub fn rms_grad(w: &[f32], eps: f32, x: &[f32], g: &[f32], dx: &mut [f32], u: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::model::isa::f32_path() {
+            // SAFETY: as `rms`.
+            "avx512" => return unsafe { rms_grad_avx512(w, eps, x, g, dx, u) },
+            "avx2" => return unsafe { rms_grad_avx2(w, eps, x, g, dx, u) },
+            _ => {}
+        }
+        super::rms_rows_grad(w, eps, x, g, dx, u)
     }
 }
 
@@ -157,14 +237,7 @@ impl CustomOp1 for RmsNorm {
         }
         let mut y = vec![0f32; x.len()];
         let c = row_chunk(d) * d;
-        y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
-                let r = self.inv_rms(xr);
-                for ((yi, xi), wi) in yr.iter_mut().zip(xr).zip(&self.weight) {
-                    *yi = xi * r * wi;
-                }
-            }
-        });
+        y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(yc, xc)| wide::rms(&self.weight, self.eps, xc, yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -174,17 +247,7 @@ impl CustomOp1 for RmsNorm {
             let mut dx = vec![0f32; x.len()];
             let c = row_chunk(d) * d;
             dx.par_chunks_mut(c).zip(x.par_chunks(c)).zip(g.par_chunks(c)).for_each(|((dc, xc), gc)| {
-                let mut u = vec![0f32; d];
-                for ((dr, xr), gr) in dc.chunks_exact_mut(d).zip(xc.chunks_exact(d)).zip(gc.chunks_exact(d)) {
-                    let r = self.inv_rms(xr);
-                    for ((ui, gi), wi) in u.iter_mut().zip(gr).zip(&self.weight) {
-                        *ui = gi * wi;
-                    }
-                    let k = r * r * r * dot(xr, &u) / d as f32;
-                    for ((di, ui), xi) in dr.iter_mut().zip(&u).zip(xr) {
-                        *di = r * ui - k * xi;
-                    }
-                }
+                wide::rms_grad(&self.weight, self.eps, xc, gc, dc, &mut vec![0f32; d]);
             });
             Ok(dx)
         })?;
@@ -208,17 +271,6 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 struct SiluMul;
 
-/// s[i] = logistic(g[i]) = 1 / (1 + e^(-g[i])), through the vectorised exp.
-fn sigmoid_into(g: &[f32], s: &mut [f32]) {
-    for (si, gi) in s.iter_mut().zip(g) {
-        *si = -gi;
-    }
-    super::fastmath::exp_in_place(s);
-    for si in s.iter_mut() {
-        *si = 1.0 / (1.0 + *si);
-    }
-}
-
 impl CustomOp2 for SiluMul {
     fn name(&self) -> &'static str {
         "fused-silu-mul"
@@ -232,12 +284,7 @@ impl CustomOp2 for SiluMul {
         }
         let mut y = vec![0f32; g.len()];
         const C: usize = 16384;
-        y.par_chunks_mut(C).zip(g.par_chunks(C)).zip(u.par_chunks(C)).for_each(|((yc, gc), uc)| {
-            sigmoid_into(gc, yc);
-            for ((yi, gi), ui) in yc.iter_mut().zip(gc).zip(uc) {
-                *yi *= gi * ui;
-            }
-        });
+        y.par_chunks_mut(C).zip(g.par_chunks(C)).zip(u.par_chunks(C)).for_each(|((yc, gc), uc)| super::fastmath::silu_mul_into(gc, uc, yc));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -246,17 +293,10 @@ impl CustomOp2 for SiluMul {
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
         with_data(self.name(), [g, u, dy], |[g, u, dy]| {
             const C: usize = 16384;
-            dg.par_chunks_mut(C).zip(du.par_chunks_mut(C)).zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C))).for_each(
-                |((dgc, duc), ((gc, uc), yc))| {
-                    // The logistic values first (into du, overwritten below).
-                    sigmoid_into(gc, duc);
-                    for i in 0..gc.len() {
-                        let (x, s) = (gc[i], duc[i]);
-                        duc[i] = yc[i] * x * s;
-                        dgc[i] = yc[i] * uc[i] * s * (1.0 + x * (1.0 - s));
-                    }
-                },
-            );
+            dg.par_chunks_mut(C)
+                .zip(du.par_chunks_mut(C))
+                .zip(g.par_chunks(C).zip(u.par_chunks(C)).zip(dy.par_chunks(C)))
+                .for_each(|((dgc, duc), ((gc, uc), yc))| super::fastmath::silu_mul_grad(gc, uc, yc, dgc, duc));
             Ok(())
         })?;
         Ok((Some(tensor(dg, g.shape())?), Some(tensor(du, u.shape())?)))
