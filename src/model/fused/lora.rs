@@ -1,11 +1,15 @@
 //! A frozen projection and its LoRA adapter as one op of (x, A, B):
 //!
-//!     y = x W^T + s (x_m A^T) B^T,    x_m = x ⊙ m  (m the dropout mask scaled by 1 / (1 - p), or 1)
+//! ```text
+//! y = x W^T + s (x_m A^T) B^T,    x_m = x ⊙ m  (m the dropout mask scaled by 1 / (1 - p), or 1)
+//! ```
 //!
 //! with x (N, d_in), W (d_out, d_in) frozen, A (r, d_in), B (d_out, r), s = alpha / r.
 //! Backward, with dy = dL/dy (N, d_out), u = x_m A^T (N, r) and g = dy B (N, r):
 //!
-//!     dx = dy W + m ⊙ (s g A),    dA = s g^T x_m,    dB = s dy^T u.
+//! ```text
+//! dx = dy W + m ⊙ (s g A),    dA = s g^T x_m,    dB = s dy^T u.
+//! ```
 //!
 //! Composed from candle ops the adapter is seven graph nodes (two transposes, two matmuls, the
 //! scale, the sum with the frozen product and the frozen product itself), each a pass over an
