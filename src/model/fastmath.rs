@@ -7,6 +7,8 @@
 //! exponent bits. Inputs below -87.3 give 0 and above 88.7 give +inf (as expf over/underflows);
 //! NaN stays NaN.
 
+use std::mem::MaybeUninit;
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4; // 0x3f318000: 9 significant bits, n * LN2_HI exact for |n| < 2^15
 const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
@@ -97,12 +99,19 @@ fn softmax_body(v: &mut [f32]) {
             sums[k] += e;
         }
     }
-    let mut sum = 0f32;
-    for x in chunks.into_remainder() {
-        *x = exp1(*x - max);
-        sum += *x;
+    // The tail (the causal rows of a short prompt are mostly tail) as one more full chunk padded
+    // with -inf, whose exponentials are 0: vector code instead of up to 15 scalar exponentials.
+    let tail = chunks.into_remainder();
+    let mut pad = [f32::NEG_INFINITY; LANES];
+    pad[..tail.len()].copy_from_slice(tail);
+    for k in 0..LANES {
+        let e = exp1(pad[k] - max);
+        pad[k] = e;
+        sums[k] += e;
     }
-    let inv = 1.0 / sums.iter().fold(sum, |a, b| a + b);
+    let n = tail.len();
+    tail.copy_from_slice(&pad[..n]);
+    let inv = 1.0 / sums.iter().fold(0.0, |a, b| a + b);
     for x in v.iter_mut() {
         *x *= inv;
     }
@@ -135,8 +144,9 @@ unsafe fn softmax_avx512(v: &mut [f32]) {
 }
 
 /// The SwiGLU gate y = silu(g) u = s g u with s = 1 / (1 + e^(-g)), in one pass (the
-/// logistic, the product) instead of four over (N, 4h) tensors that do not fit in cache.
-pub fn silu_mul_into(g: &[f32], u: &[f32], y: &mut [f32]) {
+/// logistic, the product) instead of four over (N, 4h) tensors that do not fit in cache. Every
+/// element of y is written (y need not be initialised: no zero fill first).
+pub fn silu_mul_into(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     match super::isa::f32_path() {
         // SAFETY: the path says the CPU has these features.
@@ -147,8 +157,9 @@ pub fn silu_mul_into(g: &[f32], u: &[f32], y: &mut [f32]) {
     silu_mul_body(g, u, y)
 }
 
-/// Its backward in one pass: du = dy silu(g), dg = dy u s (1 + g (1 - s)).
-pub fn silu_mul_grad(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+/// Its backward in one pass: du = dy silu(g), dg = dy u s (1 + g (1 - s)); every element of dg
+/// and du written.
+pub fn silu_mul_grad(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     match super::isa::f32_path() {
         // SAFETY: as `silu_mul_into`.
@@ -165,44 +176,44 @@ fn logistic(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn silu_mul_body(g: &[f32], u: &[f32], y: &mut [f32]) {
+fn silu_mul_body(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
     for ((yi, gi), ui) in y.iter_mut().zip(g).zip(u) {
-        *yi = logistic(*gi) * (gi * ui);
+        yi.write(logistic(*gi) * (gi * ui));
     }
 }
 
 #[inline(always)]
-fn silu_mul_grad_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+fn silu_mul_grad_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
     let n = g.len().min(u.len()).min(dy.len()).min(dg.len()).min(du.len());
     let (g, u, dy, dg, du) = (&g[..n], &u[..n], &dy[..n], &mut dg[..n], &mut du[..n]);
     for i in 0..n {
         let (x, s) = (g[i], logistic(g[i]));
-        du[i] = dy[i] * x * s;
-        dg[i] = dy[i] * u[i] * s * (1.0 + x * (1.0 - s));
+        du[i].write(dy[i] * x * s);
+        dg[i].write(dy[i] * u[i] * s * (1.0 + x * (1.0 - s)));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], y: &mut [f32]) {
+unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
     silu_mul_body(g, u, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], y: &mut [f32]) {
+unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
     silu_mul_body(g, u, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_mul_grad_avx2(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+unsafe fn silu_mul_grad_avx2(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
     silu_mul_grad_body(g, u, dy, dg, du)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn silu_mul_grad_avx512(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+unsafe fn silu_mul_grad_avx512(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
     silu_mul_grad_body(g, u, dy, dg, du)
 }
 

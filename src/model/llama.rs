@@ -8,7 +8,7 @@
 
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
-use super::ops::{attention, frozen_linear, lora_linear, rms_norm, silu_mul, AttnShape};
+use super::ops::{add, attention, frozen_linear, lora_linear, rms_norm, silu_mul, AttnShape};
 use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -333,12 +333,12 @@ impl Llama {
                 Tensor::cat(&[o_p, o_s], 0)?
             }
         };
-        let x = (x + self.proj(&o, &blk.o, i, opts)?)?;
+        let x = add(x, &self.proj(&o, &blk.o, i, opts)?)?;
         let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
         let g = self.proj(&n, &blk.gate, i, opts)?;
         let u = self.proj(&n, &blk.up, i, opts)?;
         let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;
-        Ok((x + m)?)
+        Ok(add(&x, &m)?)
     }
 
     /// Final-normed hidden state at the last real position of each prompt: (B, hidden).

@@ -227,6 +227,14 @@ pub(crate) fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result
     x.broadcast_mul(&inv)?.broadcast_mul(weight)
 }
 
+/// a + b (the residual stream), with a backward pass.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fusable(a) && a.shape() == b.shape() && b.dtype() == a.dtype() {
+        return super::fused::add(a, b);
+    }
+    a + b
+}
+
 /// silu(g) * u, the SwiGLU gate, with a backward pass.
 pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     if fusable(g) {

@@ -17,7 +17,8 @@
 //! instead of T^2 (Q the tile: at T = 256, Q = 32, 56%; with a window w << T about T (w + Q)).
 //! Inside a tile the keys a query may not see are stored as zeros, as before.
 
-use super::{dot, mm, slice, tensor, with_data, ONE_THREAD};
+use super::{assume_init, mm, slice, tensor, uninit, with_data, ONE_THREAD};
+use crate::model::SendPtr;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -92,28 +93,23 @@ impl Attention {
     /// rotated by each position's rotary angle if `rotate`.
     fn gather(&self, src: &[f32], n_heads: usize, b: usize, head: usize, rotate: bool, out: &mut [f32]) {
         let AttnDims { t, hd, .. } = self.dims;
-        for pos in 0..t {
-            out[pos * hd..][..hd].copy_from_slice(&src[((b * t + pos) * n_heads + head) * hd..][..hd]);
-        }
-        if rotate {
-            self.rotate(out, 1.0);
-        }
+        let first = (b * t * n_heads + head) * hd;
+        assert!(src.len() >= first + (t - 1) * n_heads * hd + hd && out.len() >= t * hd);
+        rows::gather(src, first, n_heads * hd, (t, hd), rotate.then_some((&self.cos, &self.sin)), out);
     }
 
-    /// Rotates each row `pos` of a (T, hd) buffer in place by `sign` times the rotary angle of
-    /// `pos` ("rotate half" pairs (i, i + hd/2)); sign = -1 applies R^T.
-    fn rotate(&self, buf: &mut [f32], sign: f32) {
-        let hd = self.dims.hd;
-        let half = hd / 2;
-        for pos in 0..self.dims.t {
-            let row = &mut buf[pos * hd..][..hd];
-            let (c, s) = (&self.cos[pos * half..][..half], &self.sin[pos * half..][..half]);
-            for i in 0..half {
-                let (x1, x2, si) = (row[i], row[i + half], sign * s[i]);
-                row[i] = x1 * c[i] - x2 * si;
-                row[i + half] = x2 * c[i] + x1 * si;
-            }
-        }
+    /// The inverse of `gather`: `src` (T, hd) into rows t = 0..T of sequence b, head `head`, of the
+    /// (B*T, n_heads*hd) buffer at `dst`, rotated back (R^T) if `rotate`.
+    ///
+    /// # Safety
+    /// `dst` must hold B*T*n_heads*hd floats, and no other thread may write these rows' hd-wide
+    /// slots of `head` at the same time.
+    unsafe fn scatter(&self, src: &[f32], dst: &SendPtr, n_heads: usize, b: usize, head: usize, rotate: bool) {
+        let AttnDims { t, hd, .. } = self.dims;
+        let first = (b * t * n_heads + head) * hd;
+        assert!(src.len() >= t * hd);
+        // SAFETY: passed on from the caller.
+        unsafe { rows::scatter(src, dst.0, first, n_heads * hd, (t, hd), rotate.then_some((&self.cos, &self.sin))) }
     }
 
     /// Softmax rows of c q~ k~^T under the mask, tile by tile into `p` (`scores` floats); the
@@ -163,34 +159,35 @@ impl CustomOp3 for Attention {
         self.check(q.len(), k.len(), v.len())?;
         let AttnDims { b, t, heads, kv_heads, hd, .. } = self.dims;
         let rep = heads / kv_heads;
-        // One task per (sequence, query head): O (T, hd).
-        let outs: Vec<Vec<f32>> = (0..b * heads)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, h) = (task / heads, task % heads);
-                let g = h / rep;
-                let (mut qr, mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+        // One task per (sequence, kv head), as in the backward pass: k~ rotated once for its `rep`
+        // query heads; each head's O (T, hd) written straight into its slots of the output (no
+        // serial copy after the parallel part).
+        let mut out = uninit(b * t * heads * hd);
+        let dst = SendPtr(out.as_mut_ptr() as *mut f32);
+        (0..b * kv_heads).into_par_iter().for_each(|task| {
+            let (bi, g) = (task / kv_heads, task % kv_heads);
+            let (mut qr, mut kr) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+            self.gather(k, kv_heads, bi, g, true, &mut kr);
+            // V is read in place (rows kv_heads * hd apart): only q and k need rotating.
+            let (vv, vs) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd);
+            let mut p = vec![0f32; self.scores];
+            for h in g * rep..(g + 1) * rep {
                 self.gather(q, heads, bi, h, true, &mut qr);
-                self.gather(k, kv_heads, bi, g, true, &mut kr);
-                self.gather(v, kv_heads, bi, g, false, &mut vv);
-                let mut p = vec![0f32; self.scores];
                 self.probabilities(&qr, &kr, &mut p);
-                let mut o = vec![0f32; t * hd];
+                // O = P V tile by tile into qr's buffer (q~ is not needed any more).
+                let o = &mut qr;
                 for tl in &self.tiles {
                     let pt = &p[tl.at..][..tl.rows() * tl.keys()];
-                    mm(&mut o[tl.i0 * hd..], false, 1.0, (tl.rows(), hd, tl.keys()), pt, (tl.keys(), 1), &vv[tl.lo * hd..], (hd, 1), ONE_THREAD);
+                    mm(&mut o[tl.i0 * hd..], false, 1.0, (tl.rows(), hd, tl.keys()), pt, (tl.keys(), 1), &vv[tl.lo * vs..], (vs, 1), ONE_THREAD);
                 }
-                o
-            })
-            .collect();
-        let mut out = vec![0f32; b * t * heads * hd];
-        for (task, o) in outs.iter().enumerate() {
-            let (bi, h) = (task / heads, task % heads);
-            for pos in 0..t {
-                out[((bi * t + pos) * heads + h) * hd..][..hd].copy_from_slice(&o[pos * hd..][..hd]);
+                // SAFETY: `out` holds B*T*H*hd floats; task (bi, g) alone writes the slots of its
+                // query heads in sequence bi.
+                unsafe { self.scatter(o, &dst, heads, bi, h, false) };
             }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((b * t, heads * hd))))
+        });
+        // SAFETY: the tasks cover every (sequence, kv head) and so every query head, each writing
+        // all T rows of its slots.
+        Ok((CpuStorage::F32(unsafe { assume_init(out) }), Shape::from((b * t, heads * hd))))
     }
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, d_out: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -198,66 +195,56 @@ impl CustomOp3 for Attention {
         let rep = heads / kv_heads;
         let c = 1.0 / (hd as f32).sqrt();
         let name = self.name();
+        let (mut dq, mut dk, mut dv) = (uninit(b * t * heads * hd), uninit(b * t * kv_heads * hd), uninit(b * t * kv_heads * hd));
+        let (dq_at, dk_at, dv_at) = (SendPtr(dq.as_mut_ptr() as *mut f32), SendPtr(dk.as_mut_ptr() as *mut f32), SendPtr(dv.as_mut_ptr() as *mut f32));
         // One task per (sequence, kv head): it owns dk and dv of that head, and dq of its `rep`
-        // query heads.
-        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = with_data(name, [q, k, v, d_out], |[q, k, v, dout]| {
+        // query heads, and writes them into their slots of the outputs itself.
+        with_data(name, [q, k, v, d_out], |[q, k, v, dout]| {
             self.check(q.len(), k.len(), v.len())?;
-            Ok((0..b * kv_heads)
-                .into_par_iter()
-                .map(|task| {
-                    let (bi, g) = (task / kv_heads, task % kv_heads);
-                    let (mut kr, mut vv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                    self.gather(k, kv_heads, bi, g, true, &mut kr);
-                    self.gather(v, kv_heads, bi, g, false, &mut vv);
-                    let (mut dkr, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                    let mut dq = vec![0f32; rep * t * hd];
-                    let (mut qr, mut go) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                    let (mut p, mut ds) = (vec![0f32; self.scores], vec![0f32; self.scores]);
-                    for r in 0..rep {
-                        let h = g * rep + r;
-                        self.gather(q, heads, bi, h, true, &mut qr);
-                        self.gather(dout, heads, bi, h, false, &mut go);
-                        self.probabilities(&qr, &kr, &mut p);
-                        let dqr = &mut dq[r * t * hd..][..t * hd];
-                        for tl in &self.tiles {
-                            let (m, nk) = (tl.rows(), tl.keys());
-                            let (pt, dst) = (&p[tl.at..][..m * nk], &mut ds[tl.at..][..m * nk]);
-                            let (q_t, go_t) = (&qr[tl.i0 * hd..], &go[tl.i0 * hd..]);
-                            // dP = dO V^T, then dS = c P (dP - D) in place.
-                            mm(dst, false, 1.0, (m, nk, hd), go_t, (hd, 1), &vv[tl.lo * hd..], (1, hd), ONE_THREAD);
-                            for (pr, dr) in pt.chunks_exact(nk).zip(dst.chunks_exact_mut(nk)) {
-                                let d_i = dot(pr, dr);
-                                for (dij, pij) in dr.iter_mut().zip(pr) {
-                                    *dij = c * pij * (*dij - d_i);
-                                }
-                            }
-                            mm(&mut dqr[tl.i0 * hd..], false, 1.0, (m, hd, nk), dst, (nk, 1), &kr[tl.lo * hd..], (hd, 1), ONE_THREAD); // dq~ = dS k~
-                            mm(&mut dkr[tl.lo * hd..], true, 1.0, (nk, hd, m), dst, (1, nk), q_t, (hd, 1), ONE_THREAD); // dk~ += dS^T q~
-                            mm(&mut dv[tl.lo * hd..], true, 1.0, (nk, hd, m), pt, (1, nk), go_t, (hd, 1), ONE_THREAD);
-                            // dV += P^T dO
-                        }
-                        self.rotate(dqr, -1.0); // dq = R^T dq~
-                    }
-                    self.rotate(&mut dkr, -1.0); // dk = R^T dk~
-                    (dq, dkr, dv)
-                })
-                .collect())
-        })?;
-        let mut dq = vec![0f32; b * t * heads * hd];
-        let mut dk = vec![0f32; b * t * kv_heads * hd];
-        let mut dv = vec![0f32; b * t * kv_heads * hd];
-        for (task, (pq, pk, pv)) in parts.iter().enumerate() {
-            let (bi, g) = (task / kv_heads, task % kv_heads);
-            for pos in 0..t {
-                let kv_at = ((bi * t + pos) * kv_heads + g) * hd;
-                dk[kv_at..][..hd].copy_from_slice(&pk[pos * hd..][..hd]);
-                dv[kv_at..][..hd].copy_from_slice(&pv[pos * hd..][..hd]);
-                for r in 0..rep {
-                    let q_at = ((bi * t + pos) * heads + g * rep + r) * hd;
-                    dq[q_at..][..hd].copy_from_slice(&pq[(r * t + pos) * hd..][..hd]);
-                }
+            if dout.len() != q.len() {
+                candle_core::bail!("fused-attention: output gradient of {} values for {} queries", dout.len(), q.len());
             }
-        }
+            (0..b * kv_heads).into_par_iter().for_each(|task| {
+                let (bi, g) = (task / kv_heads, task % kv_heads);
+                let mut kr = vec![0f32; t * hd];
+                self.gather(k, kv_heads, bi, g, true, &mut kr);
+                // V and dO are read in place (rows kv_heads * hd and heads * hd apart).
+                let (vv, vs, os) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd, heads * hd);
+                let (mut dkr, mut dvv, mut dqr) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+                let mut qr = vec![0f32; t * hd];
+                let (mut p, mut ds) = (vec![0f32; self.scores], vec![0f32; self.scores]);
+                for r in 0..rep {
+                    let h = g * rep + r;
+                    self.gather(q, heads, bi, h, true, &mut qr);
+                    let go = &dout[(bi * t * heads + h) * hd..];
+                    self.probabilities(&qr, &kr, &mut p);
+                    for tl in &self.tiles {
+                        let (m, nk) = (tl.rows(), tl.keys());
+                        let (pt, dst) = (&p[tl.at..][..m * nk], &mut ds[tl.at..][..m * nk]);
+                        let (q_t, go_t) = (&qr[tl.i0 * hd..], &go[tl.i0 * os..]);
+                        // dP = dO V^T, then dS = c P (dP - D) in place.
+                        mm(dst, false, 1.0, (m, nk, hd), go_t, (os, 1), &vv[tl.lo * vs..], (1, vs), ONE_THREAD);
+                        rows::softmax_grad(pt, dst, nk, c);
+                        mm(&mut dqr[tl.i0 * hd..], false, 1.0, (m, hd, nk), dst, (nk, 1), &kr[tl.lo * hd..], (hd, 1), ONE_THREAD); // dq~ = dS k~
+                        mm(&mut dkr[tl.lo * hd..], true, 1.0, (nk, hd, m), dst, (1, nk), q_t, (hd, 1), ONE_THREAD); // dk~ += dS^T q~
+                        mm(&mut dvv[tl.lo * hd..], true, 1.0, (nk, hd, m), pt, (1, nk), go_t, (os, 1), ONE_THREAD);
+                        // dV += P^T dO
+                    }
+                    // SAFETY: the outputs hold B*T*H*hd and B*T*Hkv*hd floats; task (bi, g)
+                    // alone writes the slots of kv head g and of its query heads in sequence bi.
+                    unsafe { self.scatter(&dqr, &dq_at, heads, bi, h, true) }; // dq = R^T dq~
+                }
+                // SAFETY: as above.
+                unsafe {
+                    self.scatter(&dkr, &dk_at, kv_heads, bi, g, true); // dk = R^T dk~
+                    self.scatter(&dvv, &dv_at, kv_heads, bi, g, false);
+                }
+            });
+            Ok(())
+        })?;
+        // SAFETY: the tasks cover every (sequence, kv head) and so every query head (h = g rep + r),
+        // each writing all T rows of its slots.
+        let (dq, dk, dv) = unsafe { (assume_init(dq), assume_init(dk), assume_init(dv)) };
         Ok((Some(tensor(dq, q.shape())?), Some(tensor(dk, k.shape())?), Some(tensor(dv, v.shape())?)))
     }
 }
@@ -294,6 +281,144 @@ fn attention_tiled(
     let hd = q.dim(candle_core::D::Minus1)? / heads.max(1);
     let op = Attention::new(AttnDims { b, t, heads, kv_heads, hd, window }, cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?, tile);
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// Copying a head's rows between the projections' (B*T, heads*hd) layout and a (T, hd) buffer,
+/// rotating on the way (rotate half: pairs (i, i + hd/2) turned by the position's angle, or back
+/// by its negative), compiled for the widest vector path as `fused::wide` is: the portable build's
+/// loop was SSE2, and the copy and the rotation were two passes.
+mod rows {
+    /// (cos, sin) tables, (T, hd/2) each.
+    type Angles<'a> = Option<(&'a [f32], &'a [f32])>;
+
+    /// out = x turned by +angle (sign 1) or -angle (sign -1): one row of hd.
+    #[inline(always)]
+    fn turn(x: &[f32], out: &mut [f32], cos: &[f32], sin: &[f32], sign: f32) {
+        let half = cos.len();
+        // Every slice exactly `half` long, so that the loop has no bounds checks (and vectorises).
+        let (sin, x1, x2) = (&sin[..half], &x[..half], &x[half..2 * half]);
+        let (o1, o2) = out[..2 * half].split_at_mut(half);
+        for i in 0..half {
+            let s = sign * sin[i];
+            o1[i] = x1[i] * cos[i] - x2[i] * s;
+            o2[i] = x2[i] * cos[i] + x1[i] * s;
+        }
+    }
+
+    #[inline(always)]
+    fn gather_body(src: &[f32], first: usize, stride: usize, (t, hd): (usize, usize), angles: Angles, out: &mut [f32]) {
+        for pos in 0..t {
+            let (x, o) = (&src[first + pos * stride..][..hd], &mut out[pos * hd..][..hd]);
+            match angles {
+                Some((cos, sin)) => turn(x, o, &cos[pos * hd / 2..][..hd / 2], &sin[pos * hd / 2..][..hd / 2], 1.0),
+                None => o.copy_from_slice(x),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `scatter`.
+    #[inline(always)]
+    unsafe fn scatter_body(src: &[f32], dst: *mut f32, first: usize, stride: usize, (t, hd): (usize, usize), angles: Angles) {
+        for pos in 0..t {
+            let x = &src[pos * hd..][..hd];
+            // SAFETY: the caller guarantees the row is inside `dst` and written by this thread only.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.add(first + pos * stride), hd) };
+            match angles {
+                Some((cos, sin)) => turn(x, o, &cos[pos * hd / 2..][..hd / 2], &sin[pos * hd / 2..][..hd / 2], -1.0),
+                None => o.copy_from_slice(x),
+            }
+        }
+    }
+
+    /// dS = c P (dP - D) in place over rows of nk (D_i = sum_j P_ij dP_ij).
+    #[inline(always)]
+    fn softmax_grad_body(p: &[f32], ds: &mut [f32], nk: usize, c: f32) {
+        for (pr, dr) in p.chunks_exact(nk).zip(ds.chunks_exact_mut(nk)) {
+            let d_i = super::super::dot(pr, dr);
+            for (dij, pij) in dr.iter_mut().zip(pr) {
+                *dij = c * pij * (*dij - d_i);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn softmax_grad_avx512(p: &[f32], ds: &mut [f32], nk: usize, c: f32) {
+        softmax_grad_body(p, ds, nk, c)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn softmax_grad_avx2(p: &[f32], ds: &mut [f32], nk: usize, c: f32) {
+        softmax_grad_body(p, ds, nk, c)
+    }
+
+    /// The softmax's backward on a tile: ds holds dP = dO V^T on entry, c P (dP - D) on return.
+    pub fn softmax_grad(p: &[f32], ds: &mut [f32], nk: usize, c: f32) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::model::isa::f32_path() {
+            // SAFETY: the path says the CPU has these features.
+            "avx512" => return unsafe { softmax_grad_avx512(p, ds, nk, c) },
+            "avx2" => return unsafe { softmax_grad_avx2(p, ds, nk, c) },
+            _ => {}
+        }
+        softmax_grad_body(p, ds, nk, c)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn gather_avx512(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+        gather_body(src, first, stride, dims, angles, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gather_avx2(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+        gather_body(src, first, stride, dims, angles, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn scatter_avx512(src: &[f32], dst: *mut f32, first: usize, stride: usize, dims: (usize, usize), angles: Angles) {
+        unsafe { scatter_body(src, dst, first, stride, dims, angles) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scatter_avx2(src: &[f32], dst: *mut f32, first: usize, stride: usize, dims: (usize, usize), angles: Angles) {
+        unsafe { scatter_body(src, dst, first, stride, dims, angles) }
+    }
+
+    /// out (T, hd) row pos = src[first + pos stride..][..hd], turned by position pos's angle if
+    /// `angles` is given.
+    pub fn gather(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::model::isa::f32_path() {
+            // SAFETY: the path says the CPU has these features.
+            "avx512" => return unsafe { gather_avx512(src, first, stride, dims, angles, out) },
+            "avx2" => return unsafe { gather_avx2(src, first, stride, dims, angles, out) },
+            _ => {}
+        }
+        gather_body(src, first, stride, dims, angles, out)
+    }
+
+    /// dst[first + pos stride..][..hd] = src (T, hd) row pos, turned back by position pos's angle
+    /// if `angles` is given.
+    ///
+    /// # Safety
+    /// Those T rows of hd floats must lie inside `dst`'s allocation, and no other thread may
+    /// access them meanwhile.
+    pub unsafe fn scatter(src: &[f32], dst: *mut f32, first: usize, stride: usize, dims: (usize, usize), angles: Angles) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::model::isa::f32_path() {
+            // SAFETY: the path says the CPU has these features; the rest from the caller.
+            "avx512" => return unsafe { scatter_avx512(src, dst, first, stride, dims, angles) },
+            "avx2" => return unsafe { scatter_avx2(src, dst, first, stride, dims, angles) },
+            _ => {}
+        }
+        unsafe { scatter_body(src, dst, first, stride, dims, angles) }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use super::{dot, slice, tensor, with_data};
 use crate::model::frozen::Frozen;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Rows per parallel task and per partial sum of dA, dB.
 const ROWS: usize = 32;
@@ -35,6 +35,10 @@ struct LoraLinear {
     scale: f32,
     /// (N * d_in) dropout multipliers (0 or 1 / (1 - p)), or none.
     mask: Option<Arc<Vec<f32>>>,
+    /// u = x_m A^T (N, r) from the forward pass, for dB in the backward pass(es) (as the composed
+    /// ops keep their intermediate product): recomputing it read all of x again, one more pass
+    /// over an (N, d_in) tensor per backward pass.
+    u: OnceLock<Vec<f32>>,
 }
 
 /// The adapter's shapes, checked against the frozen matrix.
@@ -231,15 +235,17 @@ impl CustomOp3 for LoraLinear {
         let mut y = self.frozen.forward_rows(x, n).map_err(candle_core::Error::wrap)?;
         // y[m] += sum_j u[m, j] (s B^T)[j], u[m, j] = x_m[m] . A[j]
         let sbt = transposed(b, d_out, r, self.scale);
-        y.par_chunks_mut(ROWS * d_out).enumerate().for_each(|(c, yc)| {
+        let mut u = vec![0f32; n * r];
+        y.par_chunks_mut(ROWS * d_out).zip(u.par_chunks_mut(ROWS * r)).enumerate().for_each(|(c, (yc, uc))| {
             let mut buf = vec![0f32; if self.mask.is_some() { d_in } else { 0 }];
-            let mut u = vec![0f32; r];
-            for (k, yr) in yc.chunks_exact_mut(d_out).enumerate() {
+            for (k, (yr, ur)) in yc.chunks_exact_mut(d_out).zip(uc.chunks_exact_mut(r)).enumerate() {
                 let xr = self.masked_row(x, c * ROWS + k, d_in, &mut buf);
-                rank::dots(xr, a, 1.0, &mut u);
-                rank::combine(yr, &u, &sbt);
+                rank::dots(xr, a, 1.0, ur);
+                rank::combine(yr, ur, &sbt);
             }
         });
+        // An op runs forward once (a second set would be ignored, and the first is the right one).
+        let _ = self.u.set(u);
         Ok((CpuStorage::F32(y), Self::out_shape(lx.shape(), d_out)))
     }
 
@@ -250,6 +256,7 @@ impl CustomOp3 for LoraLinear {
             let bt = transposed(bv, d_out, r, 1.0); // row j: B's column j
                                                     // dx = dy W (only if x is part of the graph: layer 0's input is not).
             let mut dx = if x.track_op() { Some(self.frozen.backward_rows(dyv, n).map_err(candle_core::Error::wrap)?) } else { None };
+            let cached_u = self.u.get().filter(|u| u.len() == n * r);
             // Per chunk of rows: g and u, dx += m ⊙ (s g A), and the chunk's partial dA, dB^T.
             let chunk = |c: usize, dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
                 let (mut da, mut dbt) = (vec![0f32; r * d_in], vec![0f32; r * d_out]);
@@ -275,7 +282,10 @@ impl CustomOp3 for LoraLinear {
                         }
                     }
                     let xr = self.masked_row(xv, m, d_in, &mut buf);
-                    rank::dots(xr, av, s, &mut su);
+                    match cached_u {
+                        Some(u) => su.iter_mut().zip(&u[m * r..][..r]).for_each(|(o, v)| *o = s * v),
+                        None => rank::dots(xr, av, s, &mut su),
+                    }
                     rank::outer(&mut da, &sg, xr);
                     rank::outer(&mut dbt, &su, dyr);
                 }
@@ -302,7 +312,7 @@ impl CustomOp3 for LoraLinear {
 /// y = x W^T + s ((x ⊙ mask) A^T) B^T for contiguous f32 CPU tensors (see the module docs); the
 /// frozen W gets no gradient, x, A and B do.
 pub fn lora_linear(x: &Tensor, frozen: &Frozen, a: &Tensor, b: &Tensor, scale: f64, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
-    let op = LoraLinear { frozen: frozen.clone(), scale: scale as f32, mask };
+    let op = LoraLinear { frozen: frozen.clone(), scale: scale as f32, mask, u: OnceLock::new() };
     x.contiguous()?.apply_op3_arc(&a.contiguous()?, &b.contiguous()?, Arc::new(Box::new(op)))
 }
 

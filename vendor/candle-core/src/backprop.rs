@@ -726,7 +726,7 @@ impl GradStore {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
                 let sum_grad = entry.get_mut();
-                *sum_grad = sum_grad.add(grad)?;
+                *sum_grad = add_grads(sum_grad, grad)?;
             }
             Entry::Vacant(entry) => {
                 check_first_grad(tensor, grad)?;
@@ -792,6 +792,46 @@ impl GradStore {
     pub fn get_ids(&self) -> impl Iterator<Item = &TensorId> {
         self.0.keys()
     }
+}
+
+/// sum + grad. Contiguous f32 CPU tensors of one shape (the usual case: a node read by several
+/// ops) are added on the current rayon pool, which is where a caller's own kernels run, rather
+/// than on candle's barrier pool of other threads: on 2 cores handing the cores from one pool to
+/// the other cost about as much as the add (laplace-lora's vendor/candle-core/PATCHED.md). The
+/// same sums in the same order either way; higher-order gradients (CANDLE_GRAD_DO_NOT_DETACH)
+/// keep candle's tracked add.
+fn add_grads(sum: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    use crate::{CpuStorage, DType, Storage};
+    use rayon::prelude::*;
+    let plain = sum.device().is_cpu()
+        && sum.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && sum.shape() == grad.shape()
+        && sum.is_contiguous()
+        && grad.is_contiguous()
+        && !CANDLE_GRAD_DO_NOT_DETACH.with(|b| *b);
+    if !plain {
+        return sum.add(grad);
+    }
+    let out = {
+        let (sa, la) = sum.storage_and_layout();
+        let (sb, lb) = grad.storage_and_layout();
+        let (a, b) = match (&*sa, &*sb, la.contiguous_offsets(), lb.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(b)), Some((a0, a1)), Some((b0, b1))) => (&a[a0..a1], &b[b0..b1]),
+            _ => return sum.add(grad),
+        };
+        const CHUNK: usize = 16384;
+        let mut out: Vec<f32> = Vec::with_capacity(a.len());
+        out.spare_capacity_mut().par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, x), y)| {
+            for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                o.write(x + y);
+            }
+        });
+        // SAFETY: the chunks of two slices of a.len() elements cover the spare capacity.
+        unsafe { out.set_len(a.len()) };
+        out
+    };
+    Tensor::from_vec(out, sum.shape(), sum.device())
 }
 
 /// What `zeros_like(tensor).add(grad)` checked before a first gradient was stored as it is: the
