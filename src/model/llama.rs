@@ -8,7 +8,7 @@
 
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
-use super::ops::{add, attention, frozen_linear, lora_linear, rms_norm, silu_mul, AttnShape};
+use super::ops::{add, attention, frozen_linear, last_query_attention, lora_linear, rms_norm, silu_mul, AttnShape};
 use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,7 +16,26 @@ use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A frozen linear map with an optional LoRA slot.
+thread_local! {
+    static FULL_LAST_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the last block computed at every position on this thread (the tests' reference).
+pub fn with_full_last_block<R>(f: impl FnOnce() -> R) -> R {
+    let before = FULL_LAST_BLOCK.with(|c| c.replace(true));
+    let r = f();
+    FULL_LAST_BLOCK.with(|c| c.set(before));
+    r
+}
+
+/// Whether `last_hidden` may run the last block on the read rows only: not under
+/// [`with_full_last_block`], and not with LAPLACE_LORA_FULL_LAST_BLOCK=1 (to measure what it saves).
+fn last_block_pruned() -> bool {
+    static ENV_FULL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !FULL_LAST_BLOCK.with(|c| c.get()) && !*ENV_FULL.get_or_init(|| std::env::var("LAPLACE_LORA_FULL_LAST_BLOCK").is_ok_and(|v| v == "1"))
+}
+
+/// A frozen linear map with an optional LoRA slot./// A frozen linear map with an optional LoRA slot.
 struct Proj {
     /// (d_out, d_in), in its storage (`frozen.rs`).
     weight: Frozen,
@@ -341,6 +360,40 @@ impl Llama {
         Ok(add(&x, &m)?)
     }
 
+    /// Block `i` when only the rows `last` (r T + l_r - 1, one per prompt) of its output are read:
+    /// keys and values from every position, the queries, o_proj and the MLP on those B rows. Its
+    /// output there equals `block`'s (the other rows feed nothing after the last block); the saving
+    /// is (1 - 1/T) of the block's q, o and MLP products, forward and backward. Returns (B, hidden).
+    #[allow(clippy::too_many_arguments)]
+    fn last_block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        rot: &(Tensor, Tensor),
+        last: &Tensor,
+        lengths: &[usize],
+        opts: &mut ForwardOpts,
+    ) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let c = &self.cfg;
+        // x: (B*T, hidden)
+        let n = rms_norm(x, &blk.input_norm, c.rms_norm_eps)?;
+        let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
+        let v = self.proj(&n, &blk.v, i, opts)?;
+        let q = self.proj(&n.index_select(last, 0)?, &blk.q, i, opts)?; // (B, h*hd)
+        let shape =
+            AttnShape { batch: b, seq: t, heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, window: c.sliding_window.unwrap_or(usize::MAX) };
+        let o = last_query_attention(&q, &k, &v, rot, lengths, shape)?; // (B, h*hd)
+        let x = add(&x.index_select(last, 0)?, &self.proj(&o, &blk.o, i, opts)?)?; // (B, hidden)
+        let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
+        let g = self.proj(&n, &blk.gate, i, opts)?;
+        let u = self.proj(&n, &blk.up, i, opts)?;
+        let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;
+        Ok(add(&x, &m)?)
+    }
+
     /// Final-normed hidden state at the last real position of each prompt: (B, hidden).
     pub fn last_hidden(&self, input_ids: &Tensor, lengths: &[usize], opts: &mut ForwardOpts) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
@@ -368,7 +421,12 @@ impl Llama {
         }
         let rot = self.rotary(t)?;
         let mask = self.causal_mask(t)?;
-        for i in 0..self.blocks.len() {
+        // The last block computes only the rows read below (`last_block`); not under a tap (KFAC's
+        // per-position factors read every position's input), under dropout (its masks are drawn
+        // per element of the input) or with a shared prefix.
+        let pruned = matches!(rows, PrefixLayout::Plain) && opts.tap.is_none() && no_dropout && !self.blocks.is_empty() && last_block_pruned();
+        let full = if pruned { self.blocks.len() - 1 } else { self.blocks.len() };
+        for i in 0..full {
             x = self.block(i, &x, b, t, &rot, &mask, rows, opts).with_context(|| format!("block {i}"))?;
         }
         // Row r's last real position l_r - 1: at r * T + l_r - 1, or at l_r - 1 - P in its
@@ -382,7 +440,11 @@ impl Llama {
             })
             .collect();
         let last = Tensor::from_vec(last, b, &self.device)?;
-        let x = x.index_select(&last, 0)?; // (B, hidden)
+        let x = if pruned {
+            self.last_block(full, &x, b, t, &rot, &last, lengths, opts).with_context(|| format!("block {full}"))?
+        } else {
+            x.index_select(&last, 0)?
+        }; // (B, hidden)
         Ok(rms_norm(&x, &self.final_norm, self.cfg.rms_norm_eps)?)
     }
 

@@ -268,6 +268,35 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mas
     attention_composed(q, k, v, rot, mask, s)
 }
 
+/// Attention of one query per sequence: row r's query at position p_r = lengths[r] - 1 over that
+/// sequence's keys 0..=p_r (those within the window). For the last block of a pass whose output is
+/// read at each prompt's last position only (`Llama::last_block`). q: (B, H*hd) unrotated; k, v:
+/// (B*T, Hkv*hd) unrotated; cos, sin: (T, hd/2). Returns (B, H*hd). Candle ops (with their
+/// backward) on every device: B query rows cost little next to the full-length blocks.
+pub fn last_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), lengths: &[usize], s: AttnShape) -> Result<Tensor> {
+    let AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window } = s;
+    let hd = q.dim(D::Minus1)? / h;
+    let (rep, half, dev) = (h / hkv, hd / 2, q.device());
+    if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+        candle_core::bail!("last-query attention: lengths {lengths:?} do not fit {b} sequences of {t}");
+    }
+    let pos = Tensor::from_vec(lengths.iter().map(|&l| (l - 1) as u32).collect::<Vec<_>>(), b, dev)?;
+    // q~ = R_p q: rotate half with each row's own angles, (B, 1, hd/2) against (B, H, hd).
+    let (c, sn) = (rot.0.index_select(&pos, 0)?.unsqueeze(1)?, rot.1.index_select(&pos, 0)?.unsqueeze(1)?);
+    let q = q.reshape((b, h, hd))?;
+    let (q1, q2) = (q.narrow(D::Minus1, 0, half)?, q.narrow(D::Minus1, half, half)?);
+    let q = Tensor::cat(&[(q1.broadcast_mul(&c)? - q2.broadcast_mul(&sn)?)?, (q2.broadcast_mul(&c)? + q1.broadcast_mul(&sn)?)?], D::Minus1)?;
+    let q = q.reshape((b, hkv, rep, hd))?; // query head g rep + j reads kv head g
+    let k = k.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, hd)
+    let v = v.reshape((b, t, hkv, hd))?.transpose(1, 2)?.contiguous()?;
+    let k = candle_nn::rotary_emb::rope_slow(&k, &rot.0, &rot.1)?;
+    let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (B, Hkv, rep, T)
+    let mask: Vec<f32> = lengths.iter().flat_map(|&l| (0..t).map(move |j| if j < l && l - 1 - j < window { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask = Tensor::from_vec(mask, (b, 1, 1, t), dev)?;
+    let att = candle_nn::ops::softmax(&att.broadcast_add(&mask)?, D::Minus1)?;
+    att.matmul(&v)?.reshape((b, h * hd)) // (B, Hkv, rep, hd) -> (B, H*hd)
+}
+
 /// `attention` from candle ops: heads transposed out, rotary, KV heads repeated, masked softmax,
 /// weighted sum, transposed back.
 pub(crate) fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, rot: &(Tensor, Tensor), mask: &Tensor, s: AttnShape) -> Result<Tensor> {
