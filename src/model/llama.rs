@@ -8,7 +8,7 @@
 
 use super::config::Config;
 use super::frozen::{Frozen, FrozenDtype};
-use super::ops::{add, attention, frozen_linear, last_query_attention, lora_linear, rms_norm, silu_mul, AttnShape};
+use super::ops::{add, attention, frozen_linear, last_query_attention, lora_linear, masked_input, rms_norm, silu_mul, AttnShape};
 use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -35,7 +35,7 @@ fn last_block_pruned() -> bool {
     !FULL_LAST_BLOCK.with(|c| c.get()) && !*ENV_FULL.get_or_init(|| std::env::var("LAPLACE_LORA_FULL_LAST_BLOCK").is_ok_and(|v| v == "1"))
 }
 
-/// A frozen linear map with an optional LoRA slot./// A frozen linear map with an optional LoRA slot.
+/// A frozen linear map with an optional LoRA slot.
 struct Proj {
     /// (d_out, d_in), in its storage (`frozen.rs`).
     weight: Frozen,
@@ -309,11 +309,7 @@ impl Llama {
             y = y.broadcast_add(bias)?;
         }
         if let Some(tap) = opts.tap.as_deref_mut() {
-            let xin = match &mask {
-                Some(m) => (x * Tensor::from_slice(m, x.shape(), x.device())?)?,
-                None => x.clone(),
-            };
-            y = tap.record(idx, &xin, y)?;
+            y = tap.record(idx, &masked_input(x, mask.as_deref().map(Vec::as_slice))?, y)?;
         }
         Ok(y)
     }
@@ -332,13 +328,12 @@ impl Llama {
     ) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let c = &self.cfg;
-        let (h, hkv) = (c.num_attention_heads, c.num_key_value_heads);
         // x: (B*T, hidden), or (P + B*S, hidden) with a shared prefix (`prefix.rs`)
         let n = rms_norm(x, &blk.input_norm, c.rms_norm_eps)?;
         let q = self.proj(&n, &blk.q, i, opts)?; // (B*T, h*hd)
         let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
         let v = self.proj(&n, &blk.v, i, opts)?;
-        let shape = AttnShape { batch: b, seq: t, heads: h, kv_heads: hkv, window: c.sliding_window.unwrap_or(usize::MAX) };
+        let shape = self.attn_shape(b, t);
         let o = match rows {
             PrefixLayout::Plain => attention(&q, &k, &v, rot, mask, shape)?, // (B*T, h*hd)
             PrefixLayout::Prefixed { p, b, s } => {
@@ -353,11 +348,13 @@ impl Llama {
             }
         };
         let x = add(x, &self.proj(&o, &blk.o, i, opts)?)?;
-        let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
-        let g = self.proj(&n, &blk.gate, i, opts)?;
-        let u = self.proj(&n, &blk.up, i, opts)?;
-        let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;
-        Ok(add(&x, &m)?)
+        self.mlp_residual(i, &x, opts)
+    }
+
+    /// The attention's shapes for B sequences of T tokens.
+    fn attn_shape(&self, b: usize, t: usize) -> AttnShape {
+        let c = &self.cfg;
+        AttnShape { batch: b, seq: t, heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, window: c.sliding_window.unwrap_or(usize::MAX) }
     }
 
     /// Block `i` when only the rows `last` (r T + l_r - 1, one per prompt) of its output are read:
@@ -383,15 +380,19 @@ impl Llama {
         let k = self.proj(&n, &blk.k, i, opts)?; // (B*T, hkv*hd)
         let v = self.proj(&n, &blk.v, i, opts)?;
         let q = self.proj(&n.index_select(last, 0)?, &blk.q, i, opts)?; // (B, h*hd)
-        let shape =
-            AttnShape { batch: b, seq: t, heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, window: c.sliding_window.unwrap_or(usize::MAX) };
-        let o = last_query_attention(&q, &k, &v, rot, lengths, shape)?; // (B, h*hd)
+        let o = last_query_attention(&q, &k, &v, rot, lengths, self.attn_shape(b, t))?; // (B, h*hd)
         let x = add(&x.index_select(last, 0)?, &self.proj(&o, &blk.o, i, opts)?)?; // (B, hidden)
-        let n = rms_norm(&x, &blk.post_norm, c.rms_norm_eps)?;
+        self.mlp_residual(i, &x, opts)
+    }
+
+    /// The second half of block `i`: x + down(silu(gate(n)) * up(n)), n = RMSNorm(x).
+    fn mlp_residual(&self, i: usize, x: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let n = rms_norm(x, &blk.post_norm, self.cfg.rms_norm_eps)?;
         let g = self.proj(&n, &blk.gate, i, opts)?;
         let u = self.proj(&n, &blk.up, i, opts)?;
         let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;
-        Ok(add(&x, &m)?)
+        Ok(add(x, &m)?)
     }
 
     /// Final-normed hidden state at the last real position of each prompt: (B, hidden).

@@ -165,12 +165,16 @@ pub fn lora_linear(x: &Tensor, w: &Frozen, a: &Tensor, b: &Tensor, scale: f64, m
     if fusable(x) && w.rows_on_cpu() {
         return super::fused::lora_linear(x, w, a, b, scale, mask);
     }
-    let xin = match &mask {
-        Some(m) => (x * Tensor::from_slice(m.as_slice(), x.shape(), x.device())?)?,
-        None => x.clone(),
-    };
-    let u = xin.matmul(&a.t()?)?; // (N, r)
+    let u = masked_input(x, mask.as_deref().map(Vec::as_slice))?.matmul(&a.t()?)?; // (N, r)
     w.linear(x)? + (u.matmul(&b.t()?)? * scale)?
+}
+
+/// x ⊙ m: an adapter's input under dropout (m one multiplier per element of x), or x itself.
+pub fn masked_input(x: &Tensor, mask: Option<&[f32]>) -> Result<Tensor> {
+    match mask {
+        Some(m) => x * Tensor::from_slice(m, x.shape(), x.device())?,
+        None => Ok(x.clone()),
+    }
 }
 
 /// RMSNorm with a backward pass: x / sqrt(mean(x^2) + eps) * w  (w a frozen scale).

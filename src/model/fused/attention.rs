@@ -90,15 +90,15 @@ impl Attention {
     }
 
     /// Rows t = 0..T of sequence b, head `head`, of a (B*T, n_heads*hd) buffer into `out` (T, hd),
-    /// rotated by each position's rotary angle if `rotate`.
-    fn gather(&self, src: &[f32], n_heads: usize, b: usize, head: usize, rotate: bool, out: &mut [f32]) {
+    /// rotated by each position's rotary angle (q and k; V and dO are read in place).
+    fn gather_rotated(&self, src: &[f32], n_heads: usize, b: usize, head: usize, out: &mut [f32]) {
         let AttnDims { t, hd, .. } = self.dims;
         let first = (b * t * n_heads + head) * hd;
         assert!(src.len() >= first + (t - 1) * n_heads * hd + hd && out.len() >= t * hd);
-        rows::gather(src, first, n_heads * hd, (t, hd), rotate.then_some((&self.cos, &self.sin)), out);
+        rows::gather_rotated(src, first, n_heads * hd, (t, hd), (&self.cos, &self.sin), out);
     }
 
-    /// The inverse of `gather`: `src` (T, hd) into rows t = 0..T of sequence b, head `head`, of the
+    /// The inverse of `gather_rotated`: `src` (T, hd) into rows t = 0..T of sequence b, head `head`, of the
     /// (B*T, n_heads*hd) buffer at `dst`, rotated back (R^T) if `rotate`.
     ///
     /// # Safety
@@ -167,12 +167,12 @@ impl CustomOp3 for Attention {
         (0..b * kv_heads).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv_heads, task % kv_heads);
             let (mut qr, mut kr) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-            self.gather(k, kv_heads, bi, g, true, &mut kr);
+            self.gather_rotated(k, kv_heads, bi, g, &mut kr);
             // V is read in place (rows kv_heads * hd apart): only q and k need rotating.
             let (vv, vs) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd);
             let mut p = vec![0f32; self.scores];
             for h in g * rep..(g + 1) * rep {
-                self.gather(q, heads, bi, h, true, &mut qr);
+                self.gather_rotated(q, heads, bi, h, &mut qr);
                 self.probabilities(&qr, &kr, &mut p);
                 // O = P V tile by tile into qr's buffer (q~ is not needed any more).
                 let o = &mut qr;
@@ -207,7 +207,7 @@ impl CustomOp3 for Attention {
             (0..b * kv_heads).into_par_iter().for_each(|task| {
                 let (bi, g) = (task / kv_heads, task % kv_heads);
                 let mut kr = vec![0f32; t * hd];
-                self.gather(k, kv_heads, bi, g, true, &mut kr);
+                self.gather_rotated(k, kv_heads, bi, g, &mut kr);
                 // V and dO are read in place (rows kv_heads * hd and heads * hd apart).
                 let (vv, vs, os) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd, heads * hd);
                 let (mut dkr, mut dvv, mut dqr) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
@@ -215,7 +215,7 @@ impl CustomOp3 for Attention {
                 let (mut p, mut ds) = (vec![0f32; self.scores], vec![0f32; self.scores]);
                 for r in 0..rep {
                     let h = g * rep + r;
-                    self.gather(q, heads, bi, h, true, &mut qr);
+                    self.gather_rotated(q, heads, bi, h, &mut qr);
                     let go = &dout[(bi * t * heads + h) * hd..];
                     self.probabilities(&qr, &kr, &mut p);
                     for tl in &self.tiles {
@@ -284,11 +284,12 @@ fn attention_tiled(
 }
 
 /// Copying a head's rows between the projections' (B*T, heads*hd) layout and a (T, hd) buffer,
-/// rotating on the way (rotate half: pairs (i, i + hd/2) turned by the position's angle, or back
-/// by its negative), compiled for the widest vector path as `fused::wide` is: the portable build's
-/// loop was SSE2, and the copy and the rotation were two passes.
+/// rotating on the way in (q, k) and, where asked, back on the way out (rotate half: pairs
+/// (i, i + hd/2) turned by the position's angle, or back by its negative), compiled for the widest
+/// vector path as `fused::wide` is: the portable build's loop was SSE2, and the copy and the
+/// rotation were two passes.
 mod rows {
-    /// (cos, sin) tables, (T, hd/2) each.
+    /// (cos, sin) tables, (T, hd/2) each: rotate on the way out, or (None) copy.
     type Angles<'a> = Option<(&'a [f32], &'a [f32])>;
 
     /// out = x turned by +angle (sign 1) or -angle (sign -1): one row of hd.
@@ -306,13 +307,10 @@ mod rows {
     }
 
     #[inline(always)]
-    fn gather_body(src: &[f32], first: usize, stride: usize, (t, hd): (usize, usize), angles: Angles, out: &mut [f32]) {
+    fn gather_body(src: &[f32], first: usize, stride: usize, (t, hd): (usize, usize), (cos, sin): (&[f32], &[f32]), out: &mut [f32]) {
         for pos in 0..t {
             let (x, o) = (&src[first + pos * stride..][..hd], &mut out[pos * hd..][..hd]);
-            match angles {
-                Some((cos, sin)) => turn(x, o, &cos[pos * hd / 2..][..hd / 2], &sin[pos * hd / 2..][..hd / 2], 1.0),
-                None => o.copy_from_slice(x),
-            }
+            turn(x, o, &cos[pos * hd / 2..][..hd / 2], &sin[pos * hd / 2..][..hd / 2], 1.0);
         }
     }
 
@@ -368,13 +366,13 @@ mod rows {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn gather_avx512(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+    unsafe fn gather_avx512(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: (&[f32], &[f32]), out: &mut [f32]) {
         gather_body(src, first, stride, dims, angles, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn gather_avx2(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+    unsafe fn gather_avx2(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: (&[f32], &[f32]), out: &mut [f32]) {
         gather_body(src, first, stride, dims, angles, out)
     }
 
@@ -390,9 +388,8 @@ mod rows {
         unsafe { scatter_body(src, dst, first, stride, dims, angles) }
     }
 
-    /// out (T, hd) row pos = src[first + pos stride..][..hd], turned by position pos's angle if
-    /// `angles` is given.
-    pub fn gather(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: Angles, out: &mut [f32]) {
+    /// out (T, hd) row pos = src[first + pos stride..][..hd] turned by position pos's angle.
+    pub fn gather_rotated(src: &[f32], first: usize, stride: usize, dims: (usize, usize), angles: (&[f32], &[f32]), out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         match crate::model::isa::f32_path() {
             // SAFETY: the path says the CPU has these features.
