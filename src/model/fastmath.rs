@@ -175,15 +175,18 @@ fn logistic(x: f32) -> f32 {
     1.0 / (1.0 + exp1(-x))
 }
 
+/// The loop of `silu_mul_into`, to be inlined into a caller compiled for a wide path (the packed
+/// products' epilogues, `f32pack/swiglu.rs`).
 #[inline(always)]
-fn silu_mul_body(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
+pub(crate) fn silu_mul_body(g: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>]) {
     for ((yi, gi), ui) in y.iter_mut().zip(g).zip(u) {
         yi.write(logistic(*gi) * (gi * ui));
     }
 }
 
+/// The loop of `silu_mul_grad`, to be inlined as `silu_mul_body` is.
 #[inline(always)]
-fn silu_mul_grad_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
+pub(crate) fn silu_mul_grad_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
     let n = g.len().min(u.len()).min(dy.len()).min(dg.len()).min(du.len());
     let (g, u, dy, dg, du) = (&g[..n], &u[..n], &dy[..n], &mut dg[..n], &mut du[..n]);
     for i in 0..n {

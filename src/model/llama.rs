@@ -7,7 +7,9 @@
 //! pushed through the LM head, and only through the K answer rows (DESIGN.md section 2).
 
 use super::config::Config;
+use super::f32pack::{PackedF32, SwigluPacked};
 use super::frozen::{Frozen, FrozenDtype};
+use super::fused::swiglu_mlp;
 use super::ops::{add, attention, frozen_linear, last_query_attention, lora_linear, masked_input, rms_norm, silu_mul, AttnShape};
 use super::prefix::{self, PrefixLayout};
 use crate::lora::{LoraDropout, LoraSet, Target};
@@ -54,6 +56,9 @@ struct Block {
     gate: Proj,
     up: Proj,
     down: Proj,
+    /// Gate and up stacked, with down, for the fused MLP (`fused::swiglu_mlp`): f32 packed on a
+    /// CPU with the kernels, f a multiple of 32. `gate` and `up` then hold views of the stack.
+    swiglu: Option<Arc<SwigluPacked>>,
 }
 
 pub struct Llama {
@@ -198,7 +203,7 @@ impl Llama {
             let down = proj("mlp.down_proj", Target::DownProj, (h, f), false)?;
             let input_norm = take(&format!("{p}.input_layernorm.weight"))?;
             let post_norm = take(&format!("{p}.post_attention_layernorm.weight"))?;
-            blocks.push(Block { input_norm, q, k, v, o, post_norm, gate, up, down });
+            blocks.push(Block { input_norm, q, k, v, o, post_norm, gate, up, down, swiglu: None });
         }
         let final_norm = take("model.norm.weight")?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -222,6 +227,13 @@ impl Llama {
             for p in [&mut b.q, &mut b.k, &mut b.v, &mut b.o, &mut b.gate, &mut b.up, &mut b.down] {
                 p.weight = p.weight.convert(dtype, &self.device).with_context(|| format!("frozen matrices as {}", dtype.name()))?;
             }
+            b.swiglu = None;
+            if let (Frozen::F32Packed(g), Frozen::F32Packed(u), Frozen::F32Packed(d)) = (&b.gate.weight, &b.up.weight, &b.down.weight) {
+                if let Some((gate_up, gate, up)) = PackedF32::stack_pair(g, u) {
+                    b.swiglu = Some(Arc::new(SwigluPacked { gate_up, down: d.clone() }));
+                    (b.gate.weight, b.up.weight) = (Frozen::F32Packed(Arc::new(gate)), Frozen::F32Packed(Arc::new(up)));
+                }
+            }
         }
         if !self.device.is_cpu() {
             let head = match dtype {
@@ -232,6 +244,11 @@ impl Llama {
             self.lm_head = self.lm_head.to_dtype(head)?;
         }
         Ok(dtype)
+    }
+
+    /// How many blocks run their MLP as one fused op when it carries no adapter (`cast_frozen`).
+    pub fn fused_mlp_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.swiglu.is_some()).count()
     }
 
     /// The frozen projections' storage ("f32", "bf16", "q4k", or a mix such as "q4k+q6k") and
@@ -385,10 +402,15 @@ impl Llama {
         self.mlp_residual(i, &x, opts)
     }
 
-    /// The second half of block `i`: x + down(silu(gate(n)) * up(n)), n = RMSNorm(x).
+    /// The second half of block `i`: x + down(silu(gate(n)) * up(n)), n = RMSNorm(x). As one op
+    /// (`fused::swiglu_mlp`) where the three projections are packed for it and carry no adapter.
     fn mlp_residual(&self, i: usize, x: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let n = rms_norm(x, &blk.post_norm, self.cfg.rms_norm_eps)?;
+        let adapted = |t: Target| opts.lora.is_some_and(|set| set.index_of(i, t).is_some());
+        if let Some(packed) = blk.swiglu.as_ref().filter(|_| ![Target::GateProj, Target::UpProj, Target::DownProj].into_iter().any(adapted)) {
+            return Ok(add(x, &swiglu_mlp(&n, packed)?)?);
+        }
         let g = self.proj(&n, &blk.gate, i, opts)?;
         let u = self.proj(&n, &blk.up, i, opts)?;
         let m = self.proj(&silu_mul(&g, &u)?, &blk.down, i, opts)?;

@@ -7,7 +7,9 @@
 //! Backward (dO given), with D_i = sum_j P_ij dP_ij:
 //!   dP = dO V^T, dS = P (dP - D), dq~ = c dS k~, dk~ += c dS^T q~, dV += P^T dO,
 //!   dq = R_t^T dq~, dk = R_t^T dk~   (R_t orthogonal: its transpose is the rotation by -angle).
-//! P is recomputed in the backward pass rather than kept from the forward.
+//! P is kept from the forward pass for the backward pass(es) when it is small ([`KEEP_BYTES`]:
+//! short prompts, where recomputing q k^T and the softmax was ~1% of a 4 x 64 step), and recomputed
+//! there otherwise (its size grows as T^2: 5 MiB a layer at 4 x 256 tokens).
 //!
 //! # Only the visible part of S
 //! M is -inf above the diagonal (and before the window), so P there is exactly zero and every
@@ -26,6 +28,10 @@ use rayon::prelude::*;
 /// half masked) but give gemm thinner products; 16, 32 and 64 measured within noise of each
 /// other at 256 tokens, all faster than one tile (README).
 const QUERY_TILE: usize = 32;
+
+/// The most bytes of P (every sequence's and head's score buffers) an op keeps for its backward
+/// pass: 4 x 64 tokens of the default model keep 0.4 MiB a layer, 4 x 128 1.4 MiB, 4 x 256 (5.3 MiB) recompute.
+const KEEP_BYTES: usize = 2 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct AttnDims {
@@ -81,12 +87,17 @@ struct Attention {
     tiles: Vec<Tile>,
     /// Floats of one head's score buffer (all tiles).
     scores: usize,
+    /// Whether the forward pass keeps P in `kept` (its size within the limit it was given).
+    keep: bool,
+    /// P of every (sequence, head), [(b * heads + h) * scores ..][..scores], from the forward pass.
+    kept: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl Attention {
-    fn new(dims: AttnDims, cos: Vec<f32>, sin: Vec<f32>, tile: usize) -> Self {
+    fn new(dims: AttnDims, cos: Vec<f32>, sin: Vec<f32>, tile: usize, keep_bytes: usize) -> Self {
         let (tiles, scores) = tiles(dims.t, dims.window, tile);
-        Attention { dims, cos, sin, tiles, scores }
+        let keep = dims.b * dims.heads * scores * std::mem::size_of::<f32>() <= keep_bytes;
+        Attention { dims, cos, sin, tiles, scores, keep, kept: std::sync::OnceLock::new() }
     }
 
     /// Rows t = 0..T of sequence b, head `head`, of a (B*T, n_heads*hd) buffer into `out` (T, hd),
@@ -164,16 +175,27 @@ impl CustomOp3 for Attention {
         // serial copy after the parallel part).
         let mut out = uninit(b * t * heads * hd);
         let dst = SendPtr(out.as_mut_ptr() as *mut f32);
+        // P of task (bi, g)'s query heads: the `rep` score buffers from (bi * heads + g * rep) * scores.
+        let mut kept = if self.keep { uninit(b * heads * self.scores) } else { Vec::new() };
+        let kept_at = SendPtr(kept.as_mut_ptr() as *mut f32);
         (0..b * kv_heads).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv_heads, task % kv_heads);
+            let kept_at = &kept_at;
             let (mut qr, mut kr) = (vec![0f32; t * hd], vec![0f32; t * hd]);
             self.gather_rotated(k, kv_heads, bi, g, &mut kr);
             // V is read in place (rows kv_heads * hd apart): only q and k need rotating.
             let (vv, vs) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd);
-            let mut p = vec![0f32; self.scores];
+            let mut own = if self.keep { Vec::new() } else { vec![0f32; self.scores] };
             for h in g * rep..(g + 1) * rep {
                 self.gather_rotated(q, heads, bi, h, &mut qr);
-                self.probabilities(&qr, &kr, &mut p);
+                let p: &mut [f32] = if self.keep {
+                    // SAFETY: `kept` holds B*H score buffers; this task alone writes the buffers of
+                    // its query heads in sequence bi, and `probabilities` writes all of each.
+                    unsafe { std::slice::from_raw_parts_mut(kept_at.0.add((bi * heads + h) * self.scores), self.scores) }
+                } else {
+                    &mut own
+                };
+                self.probabilities(&qr, &kr, p);
                 // O = P V tile by tile into qr's buffer (q~ is not needed any more).
                 let o = &mut qr;
                 for tl in &self.tiles {
@@ -185,6 +207,11 @@ impl CustomOp3 for Attention {
                 unsafe { self.scatter(o, &dst, heads, bi, h, false) };
             }
         });
+        if self.keep {
+            // SAFETY: every (sequence, head)'s score buffer was written in full (`probabilities`).
+            // An op runs forward once (a second set would be ignored, and the first is the right one).
+            let _ = self.kept.set(unsafe { assume_init(kept) });
+        }
         // SAFETY: the tasks cover every (sequence, kv head) and so every query head, each writing
         // all T rows of its slots.
         Ok((CpuStorage::F32(unsafe { assume_init(out) }), Shape::from((b * t, heads * hd))))
@@ -204,6 +231,7 @@ impl CustomOp3 for Attention {
             if dout.len() != q.len() {
                 candle_core::bail!("fused-attention: output gradient of {} values for {} queries", dout.len(), q.len());
             }
+            let kept = self.kept.get().filter(|p| p.len() == b * heads * self.scores);
             (0..b * kv_heads).into_par_iter().for_each(|task| {
                 let (bi, g) = (task / kv_heads, task % kv_heads);
                 let mut kr = vec![0f32; t * hd];
@@ -212,12 +240,18 @@ impl CustomOp3 for Attention {
                 let (vv, vs, os) = (&v[(bi * t * kv_heads + g) * hd..], kv_heads * hd, heads * hd);
                 let (mut dkr, mut dvv, mut dqr) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
                 let mut qr = vec![0f32; t * hd];
-                let (mut p, mut ds) = (vec![0f32; self.scores], vec![0f32; self.scores]);
+                let (mut own, mut ds) = (vec![0f32; if kept.is_some() { 0 } else { self.scores }], vec![0f32; self.scores]);
                 for r in 0..rep {
                     let h = g * rep + r;
                     self.gather_rotated(q, heads, bi, h, &mut qr);
                     let go = &dout[(bi * t * heads + h) * hd..];
-                    self.probabilities(&qr, &kr, &mut p);
+                    let p: &[f32] = match kept {
+                        Some(all) => &all[(bi * heads + h) * self.scores..][..self.scores],
+                        None => {
+                            self.probabilities(&qr, &kr, &mut own);
+                            &own
+                        }
+                    };
                     for tl in &self.tiles {
                         let (m, nk) = (tl.rows(), tl.keys());
                         let (pt, dst) = (&p[tl.at..][..m * nk], &mut ds[tl.at..][..m * nk]);
@@ -265,10 +299,12 @@ pub fn attention(
     kv_heads: usize,
     window: usize,
 ) -> Result<Tensor> {
-    attention_tiled(q, k, v, cos, sin, (b, t, heads, kv_heads, window), QUERY_TILE)
+    attention_tiled(q, k, v, cos, sin, (b, t, heads, kv_heads, window), QUERY_TILE, KEEP_BYTES)
 }
 
-/// [`attention`] with query tiles of `tile` rows (the tests run many tiles on short sequences).
+/// [`attention`] with query tiles of `tile` rows (the tests run many tiles on short sequences) and
+/// P kept for the backward pass up to `keep_bytes` (0: always recomputed).
+#[allow(clippy::too_many_arguments)]
 fn attention_tiled(
     q: &Tensor,
     k: &Tensor,
@@ -277,9 +313,16 @@ fn attention_tiled(
     sin: &Tensor,
     (b, t, heads, kv_heads, window): (usize, usize, usize, usize, usize),
     tile: usize,
+    keep_bytes: usize,
 ) -> Result<Tensor> {
     let hd = q.dim(candle_core::D::Minus1)? / heads.max(1);
-    let op = Attention::new(AttnDims { b, t, heads, kv_heads, hd, window }, cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?, tile);
+    let op = Attention::new(
+        AttnDims { b, t, heads, kv_heads, hd, window },
+        cos.flatten_all()?.to_vec1::<f32>()?,
+        sin.flatten_all()?.to_vec1::<f32>()?,
+        tile,
+        keep_bytes,
+    );
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
@@ -430,11 +473,16 @@ mod tests {
     }
 
     /// The same comparison with tiles of 1, 4 and 5 queries, so that the shapes' 5 to 17 tokens
-    /// span many tiles, with and without a window, and the last tile is short.
+    /// span many tiles, with and without a window, and the last tile is short; with P kept from
+    /// the forward pass (these shapes' default) and recomputed in the backward pass.
     #[test]
     fn attention_in_small_tiles_matches_composed_ops() -> Result<()> {
-        for tile in [1, 4, 5] {
-            check_attention(|q, k, v, rot, _mask, s| attention_tiled(q, k, v, &rot.0, &rot.1, (s.batch, s.seq, s.heads, s.kv_heads, s.window), tile))?;
+        for tile in [1, 4, 5, QUERY_TILE] {
+            for keep in [KEEP_BYTES, 0] {
+                check_attention(|q, k, v, rot, _mask, s| {
+                    attention_tiled(q, k, v, &rot.0, &rot.1, (s.batch, s.seq, s.heads, s.kv_heads, s.window), tile, keep)
+                })?;
+            }
         }
         Ok(())
     }

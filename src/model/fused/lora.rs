@@ -110,6 +110,9 @@ fn axpy(dst: &mut [f32], c: f32, src: &[f32]) {
 mod rank {
     use super::{axpy, dot};
 
+    /// Rows `outer` adds at once.
+    pub const GROUP: usize = 4;
+
     fn wide() -> bool {
         crate::model::f32pack::available()
     }
@@ -140,16 +143,24 @@ mod rank {
         }
     }
 
-    /// m[j] += c[j] x for every j.
-    pub fn outer(m: &mut [f32], c: &[f32], x: &[f32]) {
-        let d = x.len();
+    /// m[j] += c_k[j] x_k for every j, for the rows k in order (up to [`GROUP`] of them; every x_k
+    /// of one length, every c_k of length r). Row after row, as one `axpy` each would add them, but
+    /// m's rows are loaded and stored once for the group instead of once a row (the load and store
+    /// per multiply-add were most of the adapters' backward time in `perf`).
+    pub fn outer(m: &mut [f32], c: &[&[f32]], x: &[&[f32]]) {
+        assert!(c.len() == x.len() && c.len() <= GROUP, "outer: {} coefficient rows for {} input rows", c.len(), x.len());
+        let Some(d) = x.first().map(|x| x.len()) else { return };
+        let r = c[0].len();
+        assert!(x.iter().all(|x| x.len() == d) && c.iter().all(|c| c.len() == r) && m.len() >= r * d);
         #[cfg(target_arch = "x86_64")]
         if wide() {
             // SAFETY: as `dots`.
             return unsafe { avx512::outer(m, c, x) };
         }
-        for (j, cj) in c.iter().enumerate() {
-            axpy(&mut m[j * d..][..d], *cj, x);
+        for (ck, xk) in c.iter().zip(x) {
+            for (j, cj) in ck.iter().enumerate() {
+                axpy(&mut m[j * d..][..d], *cj, xk);
+            }
         }
     }
 
@@ -206,19 +217,37 @@ mod rank {
             }
         }
 
+        /// As the plain `outer`: per 16 lanes of m's row j, one load, the rows' FMAs in row order, one store.
         #[target_feature(enable = "avx512f")]
-        pub unsafe fn outer(m: &mut [f32], c: &[f32], x: &[f32]) {
-            let (d, r) = (x.len(), c.len());
-            assert!(m.len() >= r * d);
-            let mut i = 0;
-            while i < d {
-                let k = mask(i, d);
-                let xv = _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
-                for (j, cj) in c.iter().enumerate() {
-                    let p = m.as_mut_ptr().add(j * d + i);
-                    _mm512_mask_storeu_ps(p, k, _mm512_fmadd_ps(_mm512_set1_ps(*cj), xv, _mm512_maskz_loadu_ps(k, p)));
+        pub unsafe fn outer(m: &mut [f32], c: &[&[f32]], x: &[&[f32]]) {
+            match c.len().min(x.len()) {
+                0 => {}
+                1 => outer_n::<1>(m, c, x),
+                2 => outer_n::<2>(m, c, x),
+                3 => outer_n::<3>(m, c, x),
+                _ => outer_n::<4>(m, c, x),
+            }
+        }
+
+        /// `outer` for exactly N rows (a constant, so that the rows' inputs and coefficients stay in registers).
+        #[target_feature(enable = "avx512f")]
+        unsafe fn outer_n<const N: usize>(m: &mut [f32], c: &[&[f32]], x: &[&[f32]]) {
+            let (d, r) = (x[0].len(), c[0].len());
+            assert!(c.len() >= N && x.len() >= N && m.len() >= r * d && (0..N).all(|k| x[k].len() == d && c[k].len() == r));
+            let xp: [*const f32; N] = std::array::from_fn(|k| x[k].as_ptr());
+            for j in 0..r {
+                let cj: [__m512; N] = std::array::from_fn(|k| _mm512_set1_ps(*c[k].get_unchecked(j)));
+                let row = m.as_mut_ptr().add(j * d);
+                let mut i = 0;
+                while i < d {
+                    let k = mask(i, d);
+                    let mut acc = _mm512_maskz_loadu_ps(k, row.add(i));
+                    for n in 0..N {
+                        acc = _mm512_fmadd_ps(cj[n], _mm512_maskz_loadu_ps(k, xp[n].add(i)), acc);
+                    }
+                    _mm512_mask_storeu_ps(row.add(i), k, acc);
+                    i += 16;
                 }
-                i += 16;
             }
         }
     }
@@ -257,37 +286,63 @@ impl CustomOp3 for LoraLinear {
                                                     // dx = dy W (only if x is part of the graph: layer 0's input is not).
             let mut dx = if x.track_op() { Some(self.frozen.backward_rows(dyv, n).map_err(candle_core::Error::wrap)?) } else { None };
             let cached_u = self.u.get().filter(|u| u.len() == n * r);
-            // Per chunk of rows: g and u, dx += m ⊙ (s g A), and the chunk's partial dA, dB^T.
+            // Per chunk of rows: g and u, dx += m ⊙ (s g A), and the chunk's partial dA, dB^T, these
+            // a group of rows at a time (`rank::outer`).
             let chunk = |c: usize, dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+                const G: usize = rank::GROUP;
+                /// One group's rows (of x, dy, s g or s u).
+                type Rows<'a> = [&'a [f32]; G];
                 let (mut da, mut dbt) = (vec![0f32; r * d_in], vec![0f32; r * d_out]);
-                let mut buf = vec![0f32; if self.mask.is_some() { d_in } else { 0 }];
-                let (mut sg, mut su) = (vec![0f32; r], vec![0f32; r]);
+                let mut bufs: [Vec<f32>; G] = std::array::from_fn(|_| vec![0f32; if self.mask.is_some() { d_in } else { 0 }]);
+                let (mut sg, mut su) = (vec![0f32; G * r], vec![0f32; G * r]);
                 let rows = (n - c * ROWS).min(ROWS);
                 let mut dxc = dxc;
-                for k in 0..rows {
-                    let m = c * ROWS + k;
-                    let dyr = &dyv[m * d_out..][..d_out];
-                    rank::dots(dyr, &bt, s, &mut sg);
-                    if let Some(dxc) = dxc.as_deref_mut() {
-                        let dxr = &mut dxc[k * d_in..][..d_in];
-                        match &self.mask {
-                            None => rank::combine(dxr, &sg, av),
-                            Some(mask) => {
-                                buf.fill(0.0);
-                                rank::combine(&mut buf, &sg, av);
-                                for ((d, v), mi) in dxr.iter_mut().zip(&buf).zip(&mask[m * d_in..][..d_in]) {
-                                    *d += v * mi;
+                for k0 in (0..rows).step_by(G) {
+                    let group = (rows - k0).min(G);
+                    for (k, (sgk, suk)) in sg.chunks_exact_mut(r).zip(su.chunks_exact_mut(r)).enumerate().take(group) {
+                        let m = c * ROWS + k0 + k;
+                        rank::dots(&dyv[m * d_out..][..d_out], &bt, s, sgk);
+                        if let Some(dxc) = dxc.as_deref_mut() {
+                            let dxr = &mut dxc[(k0 + k) * d_in..][..d_in];
+                            match &self.mask {
+                                None => rank::combine(dxr, sgk, av),
+                                Some(mask) => {
+                                    let buf = &mut bufs[0];
+                                    buf.fill(0.0);
+                                    rank::combine(buf, sgk, av);
+                                    for ((d, v), mi) in dxr.iter_mut().zip(buf.iter()).zip(&mask[m * d_in..][..d_in]) {
+                                        *d += v * mi;
+                                    }
                                 }
                             }
                         }
+                        match cached_u {
+                            Some(u) => suk.iter_mut().zip(&u[m * r..][..r]).for_each(|(o, v)| *o = s * v),
+                            None => {
+                                let xr = self.masked_row(xv, m, d_in, &mut bufs[k]);
+                                rank::dots(xr, av, s, suk)
+                            }
+                        }
                     }
-                    let xr = self.masked_row(xv, m, d_in, &mut buf);
-                    match cached_u {
-                        Some(u) => su.iter_mut().zip(&u[m * r..][..r]).for_each(|(o, v)| *o = s * v),
-                        None => rank::dots(xr, av, s, &mut su),
+                    let m0 = c * ROWS + k0;
+                    let mut xs: Rows = [&[]; G];
+                    match &self.mask {
+                        None => (0..group).for_each(|k| xs[k] = &xv[(m0 + k) * d_in..][..d_in]),
+                        Some(mask) => {
+                            for (k, buf) in bufs.iter_mut().take(group).enumerate() {
+                                for ((o, xi), mi) in buf.iter_mut().zip(&xv[(m0 + k) * d_in..][..d_in]).zip(&mask[(m0 + k) * d_in..][..d_in]) {
+                                    *o = xi * mi;
+                                }
+                            }
+                            (0..group).for_each(|k| xs[k] = &bufs[k]);
+                        }
                     }
-                    rank::outer(&mut da, &sg, xr);
-                    rank::outer(&mut dbt, &su, dyr);
+                    let (mut dys, mut sgs, mut sus): (Rows, Rows, Rows) = ([&[]; G], [&[]; G], [&[]; G]);
+                    for k in 0..group {
+                        (dys[k], sgs[k], sus[k]) = (&dyv[(m0 + k) * d_out..][..d_out], &sg[k * r..][..r], &su[k * r..][..r]);
+                    }
+                    rank::outer(&mut da, &sgs[..group], &xs[..group]);
+                    rank::outer(&mut dbt, &sus[..group], &dys[..group]);
                 }
                 (da, dbt)
             };
@@ -410,10 +465,18 @@ mod tests {
                 unsafe { rank::avx512::combine(&mut yw, &c, &m) };
                 (0..r).for_each(|j| super::axpy(&mut yp, c[j], &m[j * d..][..d]));
                 assert!(close(&yw, &yp), "combine d {d} r {r}");
-                let (mut mw, mut mp) = (m.clone(), m.clone());
-                unsafe { rank::avx512::outer(&mut mw, &c, &x) };
-                (0..r).for_each(|j| super::axpy(&mut mp[j * d..][..d], c[j], &x));
-                assert!(close(&mw, &mp), "outer d {d} r {r}");
+                // Groups of 1 to 4 rows: each row's coefficients and input differ.
+                for rows in 1..=rank::GROUP {
+                    let cs: Vec<Vec<f32>> = (0..rows).map(|k| c.iter().map(|v| v * (k as f32 + 1.0) - k as f32).collect()).collect();
+                    let xs: Vec<Vec<f32>> = (0..rows).map(|k| x.iter().rev().map(|v| v + k as f32 / 4.0).collect()).collect();
+                    let (cr, xr): (Vec<&[f32]>, Vec<&[f32]>) = cs.iter().map(|v| v.as_slice()).zip(xs.iter().map(|v| v.as_slice())).unzip();
+                    let (mut mw, mut mp) = (m.clone(), m.clone());
+                    unsafe { rank::avx512::outer(&mut mw, &cr, &xr) };
+                    for k in 0..rows {
+                        (0..r).for_each(|j| super::axpy(&mut mp[j * d..][..d], cs[k][j], &xs[k]));
+                    }
+                    assert!(close(&mw, &mp), "outer d {d} r {r} rows {rows}");
+                }
             }
         }
     }

@@ -12,8 +12,10 @@ use std::mem::MaybeUninit;
 
 mod attention;
 mod lora;
+mod mlp;
 pub use attention::attention;
 pub use lora::lora_linear;
+pub use mlp::swiglu_mlp;
 use rayon::prelude::*;
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.

@@ -22,9 +22,16 @@
 //!
 //! Each output is one f32 FMA chain over the inner dimension in index order: the error model of
 //! any f32 GEMM (a different summation order than gemm's blocked one, nothing else).
+//!
+//! A matrix's panels need not be its own: an MLP's gate and up are stacked panel by panel into one
+//! matrix and each kept as a view of every other panel of it (`swiglu.rs`), the same bytes once.
 
 use super::SendPtr;
 use rayon::prelude::*;
+use std::sync::Arc;
+
+mod swiglu;
+pub use swiglu::SwigluPacked;
 
 /// Whether this CPU runs the packed kernels (AVX-512F) and the AVX2 switch is off.
 pub fn available() -> bool {
@@ -55,12 +62,16 @@ const BWD_TASK_COLS: usize = 48;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// A frozen matrix W (d_out x d_in) in f32, packed as in the module documentation.
+/// A frozen matrix W (d_out x d_in) in f32, packed as in the module documentation: its panel p
+/// at panel `first + p * step` of `data` (0 and 1 for a matrix of its own; two matrices stacked
+/// panel by panel share `data`, see `swiglu.rs`).
 pub struct PackedF32 {
     pub d_out: usize,
     pub d_in: usize,
     panels: usize,
-    data: Vec<Line>,
+    data: Arc<Vec<Line>>,
+    first: usize,
+    step: usize,
 }
 
 impl PackedF32 {
@@ -75,12 +86,18 @@ impl PackedF32 {
                 flat[Self::index(d_in, o, i)] = w[o * d_in + i];
             }
         }
-        Self { d_out, d_in, panels, data }
+        Self { d_out, d_in, panels, data: Arc::new(data), first: 0, step: 1 }
     }
 
     #[inline]
     fn index(d_in: usize, o: usize, i: usize) -> usize {
         ((o / PANEL) * d_in + i) * PANEL + o % PANEL
+    }
+
+    /// Offset in floats of panel p in `data`.
+    #[inline]
+    fn panel_at(&self, p: usize) -> usize {
+        (self.first + p * self.step) * self.d_in * PANEL
     }
 
     fn flat_mut(data: &mut [Line]) -> &mut [f32] {
@@ -102,16 +119,17 @@ impl PackedF32 {
         let flat = self.flat();
         let mut w = vec![0f32; self.d_out * self.d_in];
         for o in 0..self.d_out {
+            let panel = &flat[self.panel_at(o / PANEL)..][..self.d_in * PANEL];
             for i in 0..self.d_in {
-                w[o * self.d_in + i] = flat[Self::index(self.d_in, o, i)];
+                w[o * self.d_in + i] = panel[i * PANEL + o % PANEL];
             }
         }
         w
     }
 
-    /// Bytes held.
+    /// Bytes of this matrix's panels (of a stacked pair, each its own half).
     pub fn bytes(&self) -> usize {
-        64 * self.data.len()
+        4 * self.panels * self.d_in * PANEL
     }
 
     /// y (n x d_out) = x (n x d_in) W^T. Without AVX-512F (or with the AVX2 switch on) through
@@ -135,7 +153,7 @@ impl PackedF32 {
                 let (m0, o0) = ((t / col_tasks) * TASK_ROWS, (t % col_tasks) * TASK_COLS);
                 let out = &out;
                 // SAFETY: `available()` checked AVX-512F; tasks write disjoint (row, column) ranges of y.
-                unsafe { avx512::forward_task(self, x, n, m0, o0, out.0) }
+                unsafe { avx512::forward_task(self, x, n, m0, o0, out.0, self.d_out) }
             });
             // SAFETY: the tasks cover rows 0..n and outputs 0..d_out: every element is written.
             unsafe { y.set_len(n * self.d_out) };
@@ -152,14 +170,19 @@ impl PackedF32 {
         if !available() {
             return super::ops::dense_product(&self.to_f32(), self.d_out, self.d_in, dy, n, true);
         }
-        let mut dx: Vec<f32> = Vec::with_capacity(n * self.d_in);
+        self.backward_tiles(&self.transposed_tiles(dy, n), n)
+    }
+
+    /// dy^T per tile of 32 rows: [tile][o][row 32], zeros beyond n and d_out (o < panels * 32),
+    /// transposed 16 x 16 in registers (the scalar strided copy was 3% of a 4 x 64 step).
+    /// AVX-512F only (`available`).
+    fn transposed_tiles(&self, dy: &[f32], n: usize) -> Vec<Line> {
+        let o_pad = self.panels * PANEL;
+        let tiles = n.div_ceil(BWD_ROWS);
+        let mut dyt: Vec<Line> = Vec::with_capacity(tiles * o_pad * 2);
         #[cfg(target_arch = "x86_64")]
         {
-            // dy^T per tile of 32 rows: [tile][o][row 32], zeros beyond n and d_out (o < panels * 32),
-            // transposed 16 x 16 in registers (the scalar strided copy was 3% of a 4 x 64 step).
-            let o_pad = self.panels * PANEL;
-            let tiles = n.div_ceil(BWD_ROWS);
-            let mut dyt: Vec<Line> = Vec::with_capacity(tiles * o_pad * 2);
+            assert!(available() && dy.len() >= n * self.d_out);
             let tile_ptr = SendPtr(dyt.as_mut_ptr() as *mut f32);
             (0..tiles).into_par_iter().for_each(|tile| {
                 let rows = (n - tile * BWD_ROWS).min(BWD_ROWS);
@@ -172,14 +195,24 @@ impl PackedF32 {
             });
             // SAFETY: transpose_tile wrote all o_pad x 32 floats of every tile.
             unsafe { dyt.set_len(tiles * o_pad * 2) };
+        }
+        dyt
+    }
+
+    /// dx (n x d_in) = dy W from dy^T in the tiles of `transposed_tiles` (AVX-512F only).
+    fn backward_tiles(&self, dyt: &[Line], n: usize) -> Vec<f32> {
+        let mut dx: Vec<f32> = Vec::with_capacity(n * self.d_in);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(available() && dyt.len() * 16 >= n.div_ceil(BWD_ROWS) * self.panels * PANEL * BWD_ROWS, "f32 backward: dy^T tiles too short");
             let out = SendPtr(dx.as_mut_ptr());
-            let dyt = Self::flat_ref(&dyt);
+            let dyt = Self::flat_ref(dyt);
             let (row_tasks, col_tasks) = (n.div_ceil(BWD_TASK_ROWS), self.d_in.div_ceil(BWD_TASK_COLS));
             (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
                 let (m0, i0) = ((t / col_tasks) * BWD_TASK_ROWS, (t % col_tasks) * BWD_TASK_COLS);
                 let out = &out;
                 // SAFETY: AVX-512F checked; tasks write disjoint (row, column) ranges of dx.
-                unsafe { avx512::backward_task(self, dyt, n, m0, i0, out.0) }
+                unsafe { avx512::backward_task(self, dyt, n, m0, i0, avx512::BwdOut::Rows(out.0)) }
             });
             // SAFETY: the tasks cover rows 0..n and columns 0..d_in: every element is written.
             unsafe { dx.set_len(n * self.d_in) };
@@ -193,9 +226,10 @@ pub(crate) mod avx512 {
     use super::{PackedF32, BWD_COLS, BWD_ROWS, BWD_TASK_COLS, BWD_TASK_ROWS, FWD_ROWS, PANEL, TASK_COLS, TASK_ROWS};
     use std::arch::x86_64::*;
 
-    /// Rows m0..m0+TASK_ROWS (< n) and outputs o0..o0+TASK_COLS (< d_out) of y = x W^T.
+    /// Rows m0..m0+TASK_ROWS (< n) and outputs o0..o0+TASK_COLS (< d_out) of y = x W^T, y's rows
+    /// `ld` floats apart.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn forward_task(w: &PackedF32, x: &[f32], n: usize, m0: usize, o0: usize, y: *mut f32) {
+    pub unsafe fn forward_task(w: &PackedF32, x: &[f32], n: usize, m0: usize, o0: usize, y: *mut f32, ld: usize) {
         let d_in = w.d_in;
         let o_end = (o0 + TASK_COLS).min(w.d_out);
         let m_end = (m0 + TASK_ROWS).min(n);
@@ -203,7 +237,7 @@ pub(crate) mod avx512 {
         let xp = x.as_ptr();
         let mut oc = o0;
         while oc < o_end {
-            let panel = wp.add((oc / PANEL) * d_in * PANEL);
+            let panel = wp.add(w.panel_at(oc / PANEL));
             let mut mr = m0;
             while mr < m_end {
                 // Rows past the task's end read the task's last row again; their sums are not stored.
@@ -218,7 +252,7 @@ pub(crate) mod avx512 {
                         acc[r][1] = _mm512_fmadd_ps(w1, xv, acc[r][1]);
                     }
                 }
-                store_tile(&acc, y, w.d_out, mr, m_end, oc, o_end);
+                store_tile(&acc, y, ld, mr, m_end, oc, o_end);
                 mr += FWD_ROWS;
             }
             oc += PANEL;
@@ -302,9 +336,21 @@ pub(crate) mod avx512 {
         out
     }
 
+    /// Where a backward task's dx goes.
+    #[derive(Clone, Copy)]
+    pub enum BwdOut<'a> {
+        /// Row-major dx (n x d_in).
+        Rows(*mut f32),
+        /// dx is dh, the gradient of the SwiGLU gate's output h = silu(g) u (n x f, `swiglu.rs`):
+        /// dg and du go out as the dy^T tiles ([tile][o][32]) of the stacked gate/up matrix, whose
+        /// row o is gate row c at (c / 32) 64 + c % 32 and up row c 32 further; g and u are read
+        /// from `gu`, the stacked product's output (n rows `ld` floats apart, the same column order).
+        Swiglu { gu: &'a [f32], ld: usize, dst: *mut f32 },
+    }
+
     /// Rows m0..m0+BWD_TASK_ROWS (< n) and columns i0..i0+BWD_TASK_COLS (< d_in) of dx = dy W.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn backward_task(w: &PackedF32, dyt: &[f32], n: usize, m0: usize, i0: usize, dx: *mut f32) {
+    pub unsafe fn backward_task(w: &PackedF32, dyt: &[f32], n: usize, m0: usize, i0: usize, out: BwdOut) {
         let d_in = w.d_in;
         let o_pad = w.panels * PANEL;
         let i_end = (i0 + BWD_TASK_COLS).min(d_in);
@@ -313,20 +359,21 @@ pub(crate) mod avx512 {
         let mut tmp = [[0f32; BWD_ROWS]; BWD_COLS];
         let mut ic = i0;
         while ic < i_end {
-            // Column i = ic + j of panel 0 (W(o, i) for o < 32); columns past the end read the last one again.
+            // Column i = ic + j of a panel (W(o, i) for o < 32) at cols[j] + the panel's offset;
+            // columns past the end read the last one again.
             let cols: [*const f32; BWD_COLS] = std::array::from_fn(|j| wp.add((ic + j).min(i_end - 1) * PANEL));
             let mut mr = m0;
             while mr < m_end {
                 let tile = dyt.as_ptr().add((mr / BWD_ROWS) * o_pad * BWD_ROWS);
                 let mut acc = [[_mm512_setzero_ps(); 2]; BWD_COLS];
                 for p in 0..w.panels {
-                    // Panel p starts d_in * 32 floats further; within it, o % 32 is the lane.
-                    let poff = p * d_in * PANEL;
+                    // Within panel p, o % 32 is the lane.
+                    let poff = w.panel_at(p);
                     let dp = tile.add(p * PANEL * BWD_ROWS);
                     // The next panel's 12 columns (24 lines, contiguous) while this one is summed:
                     // panels are d_in * 128 bytes apart, a stride the hardware prefetcher misses.
                     if p + 1 < w.panels {
-                        let next = cols[0].add(poff + d_in * PANEL) as *const i8;
+                        let next = cols[0].add(w.panel_at(p + 1)) as *const i8;
                         for c in 0..2 * BWD_COLS {
                             _mm_prefetch::<_MM_HINT_T0>(next.add(64 * c));
                         }
@@ -347,10 +394,34 @@ pub(crate) mod avx512 {
                     _mm512_storeu_ps(tmp[j].as_mut_ptr().add(16), a[1]);
                 }
                 let cols_here = (i_end - ic).min(BWD_COLS);
-                for s in 0..BWD_ROWS.min(m_end - mr) {
-                    let row = dx.add((mr + s) * d_in + ic);
-                    for (j, t) in tmp.iter().enumerate().take(cols_here) {
-                        *row.add(j) = t[s];
+                let rows_here = BWD_ROWS.min(m_end - mr);
+                match out {
+                    BwdOut::Rows(dx) => {
+                        for s in 0..rows_here {
+                            let row = dx.add((mr + s) * d_in + ic);
+                            for (j, t) in tmp.iter().enumerate().take(cols_here) {
+                                *row.add(j) = t[s];
+                            }
+                        }
+                    }
+                    BwdOut::Swiglu { gu, ld, dst } => {
+                        // Rows past n: dh is zero there (dy^T's padding), so dg = du = 0 in the
+                        // tiles' padding rows, as the product needs; g and u there are set to
+                        // zero rather than read past gu's end.
+                        let tile_out = dst.add((mr / BWD_ROWS) * 2 * d_in * BWD_ROWS);
+                        let (mut g, mut u) = ([0f32; BWD_ROWS], [0f32; BWD_ROWS]);
+                        for (j, t) in tmp.iter().enumerate().take(cols_here) {
+                            let c = ic + j;
+                            let og = (c / PANEL) * 2 * PANEL + c % PANEL;
+                            for s in 0..rows_here {
+                                let row = &gu[(mr + s) * ld..][..2 * d_in];
+                                (g[s], u[s]) = (row[og], row[og + PANEL]);
+                            }
+                            g[rows_here..].fill(0.0);
+                            u[rows_here..].fill(0.0);
+                            let slot = |o: usize| std::slice::from_raw_parts_mut(tile_out.add(o * BWD_ROWS) as *mut std::mem::MaybeUninit<f32>, BWD_ROWS);
+                            crate::model::fastmath::silu_mul_grad_body(&g, &u, t, slot(og), slot(og + PANEL));
+                        }
                     }
                 }
                 mr += BWD_ROWS;
