@@ -2,7 +2,7 @@
 //! a backward pass that returns only dL/dx (STACK-NOTES.md, trap 2).
 //!
 //! - `f32`: on a CPU with AVX-512F (the AVX2 switch off), packed once for the kernels of
-//!   `f32pack.rs`; elsewhere a candle tensor, gemm (`ops::frozen_linear`) or the GPU's matmul.
+//!   `f32pack/`; elsewhere a candle tensor, gemm (`ops::frozen_linear`) or the GPU's matmul.
 //! - `bf16`: on a CPU with AVX512_BF16, packed bf16 and `vdpbf16ps` (`bf16.rs`); elsewhere a bf16
 //!   candle tensor (cuBLAS on a GPU; candle's generic conversion on other CPUs, slow).
 //! - `f16`: an f16 candle tensor (for a GPU).

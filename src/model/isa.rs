@@ -4,7 +4,7 @@
 //! `LAPLACE_LORA_CPU=avx2` (or `bench --cpu avx2`, or `force_avx2()` before the first product)
 //! makes every f32 product of the model's own kernels (the frozen projections, the attention core)
 //! run gemm's AVX2 microkernels instead of its AVX-512 ones, and turns the bf16 kernels and the
-//! packed f32 kernels (`f32pack.rs`) off: f32 frozen matrices then stay unpacked, for gemm.
+//! packed f32 kernels (`f32pack/`) off: f32 frozen matrices then stay unpacked, for gemm.
 //! What it does not reach: candle's own matmuls (the rank-8 LoRA products, the Laplace code's
 //! factor and Jacobian products), which dispatch inside gemm once per process; they are ~1% of a
 //! LoRA step's arithmetic (`bench::floor`), more of the KFAC pass's.

@@ -143,7 +143,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// A raw output pointer shared by the parallel tasks of the packed products (`f32pack.rs`,
+/// A raw output pointer shared by the parallel tasks of the packed products (`f32pack/`,
 /// `bf16.rs`, `quant.rs`), each of which writes a disjoint range of the output.
 pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Sync for SendPtr {}

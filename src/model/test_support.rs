@@ -1,6 +1,6 @@
 //! Helpers for the kernel tests of `fused/` and `fast.rs`: both are checked against the
 //! composed candle-op forms (`ops::*_composed`), whose autograd is independent of the
-//! hand-written backward passes. And for the packed products of `bf16.rs` and `f32pack.rs`:
+//! hand-written backward passes. And for the packed products of `bf16.rs` and `f32pack/`:
 //! an f64 reference with its error scale, awkward deterministic values.
 
 use super::ops::{attention_composed, rms_norm_composed, AttnShape};
