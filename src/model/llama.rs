@@ -7,7 +7,7 @@
 //! pushed through the LM head, and only through the K answer rows (DESIGN.md section 2).
 
 use super::config::Config;
-use super::f32pack::{PackedF32, SwigluPacked};
+use super::f32pack::{self, PackedF32, SwigluPacked};
 use super::frozen::{Frozen, FrozenDtype};
 use super::fused::swiglu_mlp;
 use super::ops::{add, attention, frozen_linear, last_query_attention, lora_linear, masked_input, rms_norm, silu_mul, AttnShape};
@@ -403,12 +403,15 @@ impl Llama {
     }
 
     /// The second half of block `i`: x + down(silu(gate(n)) * up(n)), n = RMSNorm(x). As one op
-    /// (`fused::swiglu_mlp`) where the three projections are packed for it and carry no adapter.
+    /// (`fused::swiglu_mlp`) where the three projections are packed for it, carry no adapter and
+    /// the packed kernels are on (the AVX2 switch may have turned them off since loading).
     fn mlp_residual(&self, i: usize, x: &Tensor, opts: &mut ForwardOpts) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let n = rms_norm(x, &blk.post_norm, self.cfg.rms_norm_eps)?;
         let adapted = |t: Target| opts.lora.is_some_and(|set| set.index_of(i, t).is_some());
-        if let Some(packed) = blk.swiglu.as_ref().filter(|_| ![Target::GateProj, Target::UpProj, Target::DownProj].into_iter().any(adapted)) {
+        if let Some(packed) =
+            blk.swiglu.as_ref().filter(|_| f32pack::available() && ![Target::GateProj, Target::UpProj, Target::DownProj].into_iter().any(adapted))
+        {
             return Ok(add(x, &swiglu_mlp(&n, packed)?)?);
         }
         let g = self.proj(&n, &blk.gate, i, opts)?;

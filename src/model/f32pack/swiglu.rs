@@ -18,7 +18,7 @@
 //! remain as views of the stack (the same bytes), for blocks with adapters there.
 
 use super::{available, avx512, Line, PackedF32, SendPtr, BWD_ROWS, BWD_TASK_COLS, BWD_TASK_ROWS, PANEL, TASK_COLS, TASK_ROWS};
-use crate::model::fastmath::{silu_mul_body, silu_mul_grad, silu_mul_into};
+use crate::model::fastmath::silu_mul_body;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -91,23 +91,12 @@ impl SwigluPacked {
     }
 
     /// (gu, h) for x (n x h): gu = x W_gu^T (n rows of 2f, interleaved as W_gu's rows, `gu_stride`
-    /// floats apart), h = silu(g) ⊙ u (n x f).
+    /// floats apart), h = silu(g) ⊙ u (n x f). The packed kernels only (`available`): where they
+    /// are off, the model takes the separate projections (`Llama::mlp_residual`).
     pub fn forward(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
         let (f, ld, w) = (self.width(), self.gu_stride(), &self.gate_up);
         assert_eq!(x.len(), n * w.d_in, "swiglu forward: input of {} values is not {n} rows of {}", x.len(), w.d_in);
-        if !available() {
-            let dense = w.forward(x, n);
-            let (mut gu, mut h) = (vec![0f32; n * ld], vec![MaybeUninit::uninit(); n * f]);
-            for m in 0..n {
-                gu[m * ld..][..2 * f].copy_from_slice(&dense[m * 2 * f..][..2 * f]);
-                for p in 0..f / PANEL {
-                    let at = m * ld + 2 * PANEL * p;
-                    silu_mul_into(&gu[at..][..PANEL], &gu[at + PANEL..][..PANEL], &mut h[m * f + PANEL * p..][..PANEL]);
-                }
-            }
-            // SAFETY: every 32-column group of every row was written.
-            return (gu, h.into_iter().map(|v| unsafe { v.assume_init() }).collect());
-        }
+        assert!(available(), "swiglu forward: the packed kernels are off (AVX-512F, no AVX2 switch)");
         let (mut gu, mut h): (Vec<f32>, Vec<f32>) = (Vec::with_capacity(n * ld), Vec::with_capacity(n * f));
         #[cfg(target_arch = "x86_64")]
         {
@@ -134,24 +123,11 @@ impl SwigluPacked {
         (gu, h)
     }
 
-    /// dx (n x h) for the output gradient dy (n x h), given the forward pass's gu.
+    /// dx (n x h) for the output gradient dy (n x h), given the forward pass's gu (`available` only).
     pub fn backward(&self, dy: &[f32], n: usize, gu: &[f32]) -> Vec<f32> {
         let (f, ld, down) = (self.width(), self.gu_stride(), &self.down);
         assert!(dy.len() == n * down.d_out && gu.len() == n * ld && down.d_in == f, "swiglu backward: sizes do not match");
-        if !available() {
-            let dh = down.backward(dy, n);
-            let mut dgu = vec![MaybeUninit::uninit(); n * 2 * f];
-            for m in 0..n {
-                for p in 0..f / PANEL {
-                    let (at, out) = (m * ld + 2 * PANEL * p, m * 2 * f + 2 * PANEL * p);
-                    let (dg, du) = dgu[out..][..2 * PANEL].split_at_mut(PANEL);
-                    silu_mul_grad(&gu[at..][..PANEL], &gu[at + PANEL..][..PANEL], &dh[m * f + PANEL * p..][..PANEL], dg, du);
-                }
-            }
-            // SAFETY: every 64-column group of every row was written.
-            let dgu: Vec<f32> = dgu.into_iter().map(|v| unsafe { v.assume_init() }).collect();
-            return self.gate_up.backward(&dgu, n);
-        }
+        assert!(available(), "swiglu backward: the packed kernels are off (AVX-512F, no AVX2 switch)");
         let tiles = n.div_ceil(BWD_ROWS);
         let mut dgut: Vec<Line> = Vec::with_capacity(tiles * 2 * f * BWD_ROWS / 16);
         #[cfg(target_arch = "x86_64")]

@@ -290,27 +290,32 @@ impl CustomOp3 for LoraLinear {
             // a group of rows at a time (`rank::outer`).
             let chunk = |c: usize, dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
                 const G: usize = rank::GROUP;
-                /// One group's rows (of x, dy, s g or s u).
+                /// One group's rows (of x_m, dy, s g or s u).
                 type Rows<'a> = [&'a [f32]; G];
                 let (mut da, mut dbt) = (vec![0f32; r * d_in], vec![0f32; r * d_out]);
-                let mut bufs: [Vec<f32>; G] = std::array::from_fn(|_| vec![0f32; if self.mask.is_some() { d_in } else { 0 }]);
+                let width = if self.mask.is_some() { d_in } else { 0 };
+                // The group's rows of x_m (`masked_row`), and s g A before the mask goes on it.
+                let (mut bufs, mut sga): ([Vec<f32>; G], Vec<f32>) = (std::array::from_fn(|_| vec![0f32; width]), vec![0f32; width]);
                 let (mut sg, mut su) = (vec![0f32; G * r], vec![0f32; G * r]);
                 let rows = (n - c * ROWS).min(ROWS);
                 let mut dxc = dxc;
                 for k0 in (0..rows).step_by(G) {
-                    let group = (rows - k0).min(G);
+                    let (group, m0) = ((rows - k0).min(G), c * ROWS + k0);
+                    let mut xs: Rows = [&[]; G];
+                    for (k, buf) in bufs.iter_mut().take(group).enumerate() {
+                        xs[k] = self.masked_row(xv, m0 + k, d_in, buf);
+                    }
                     for (k, (sgk, suk)) in sg.chunks_exact_mut(r).zip(su.chunks_exact_mut(r)).enumerate().take(group) {
-                        let m = c * ROWS + k0 + k;
+                        let m = m0 + k;
                         rank::dots(&dyv[m * d_out..][..d_out], &bt, s, sgk);
                         if let Some(dxc) = dxc.as_deref_mut() {
                             let dxr = &mut dxc[(k0 + k) * d_in..][..d_in];
                             match &self.mask {
                                 None => rank::combine(dxr, sgk, av),
                                 Some(mask) => {
-                                    let buf = &mut bufs[0];
-                                    buf.fill(0.0);
-                                    rank::combine(buf, sgk, av);
-                                    for ((d, v), mi) in dxr.iter_mut().zip(buf.iter()).zip(&mask[m * d_in..][..d_in]) {
+                                    sga.fill(0.0);
+                                    rank::combine(&mut sga, sgk, av);
+                                    for ((d, v), mi) in dxr.iter_mut().zip(&sga).zip(&mask[m * d_in..][..d_in]) {
                                         *d += v * mi;
                                     }
                                 }
@@ -318,23 +323,7 @@ impl CustomOp3 for LoraLinear {
                         }
                         match cached_u {
                             Some(u) => suk.iter_mut().zip(&u[m * r..][..r]).for_each(|(o, v)| *o = s * v),
-                            None => {
-                                let xr = self.masked_row(xv, m, d_in, &mut bufs[k]);
-                                rank::dots(xr, av, s, suk)
-                            }
-                        }
-                    }
-                    let m0 = c * ROWS + k0;
-                    let mut xs: Rows = [&[]; G];
-                    match &self.mask {
-                        None => (0..group).for_each(|k| xs[k] = &xv[(m0 + k) * d_in..][..d_in]),
-                        Some(mask) => {
-                            for (k, buf) in bufs.iter_mut().take(group).enumerate() {
-                                for ((o, xi), mi) in buf.iter_mut().zip(&xv[(m0 + k) * d_in..][..d_in]).zip(&mask[(m0 + k) * d_in..][..d_in]) {
-                                    *o = xi * mi;
-                                }
-                            }
-                            (0..group).for_each(|k| xs[k] = &bufs[k]);
+                            None => rank::dots(xs[k], av, s, suk),
                         }
                     }
                     let (mut dys, mut sgs, mut sus): (Rows, Rows, Rows) = ([&[]; G], [&[]; G], [&[]; G]);
